@@ -1,0 +1,128 @@
+"""Temp-file lifecycle shared by the core: private temp files and atomic saves.
+
+A private temp file lives in ``RAFT_SNAPSHOT_TMPDIR``, else ``TMPDIR``, else the system default, read
+on every call. It is created mode 0600 and removed on any failure; on success the caller owns it.
+An atomic save writes a hidden partial file beside the target, fsyncs it, renames it into place and
+fsyncs the folder. A partial file left by a killed process is named
+``.raft-snapshot.<pid>.<random>.partial`` and removed by the next save into that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+__all__ = ["atomic_output", "remove_quietly", "temp_dir", "temp_file"]
+
+log = logging.getLogger(__name__)
+
+_PARTIAL_PREFIX = ".raft-snapshot."
+_PARTIAL_SUFFIX = ".partial"
+_PARTIAL_RE = re.compile(r"^\.raft-snapshot\.(\d+)\.[^.]+\.partial$")
+
+
+def temp_dir() -> str:
+    """The folder for private temp files, from the environment at the time of the call."""
+    return (
+        os.environ.get("RAFT_SNAPSHOT_TMPDIR")
+        or os.environ.get("TMPDIR")
+        or tempfile.gettempdir()
+    )
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a file; a failure is logged, never raised (it must not hide the original error)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.warning("could not remove temp file %s", path, exc_info=True)
+
+
+@contextlib.contextmanager
+def temp_file(prefix: str = "raft-snapshot-") -> Iterator[tuple[IO[bytes], str]]:
+    """Create a private temp file opened ``w+b``; remove it if the block raises.
+
+    On success the file stays open and on disk: the caller owns both.
+    """
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=temp_dir())
+    file = os.fdopen(fd, "w+b")
+    try:
+        yield file, path
+    except BaseException:
+        file.close()
+        remove_quietly(path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Yield a file to write; on success it replaces ``target`` atomically (mode 0600).
+
+    On any failure nothing appears at ``target`` and the partial file is removed.
+    """
+    target = os.fspath(target)
+    folder = os.path.dirname(os.path.abspath(target))
+    remove_stale_partials(folder)
+    fd, partial = tempfile.mkstemp(
+        prefix=f"{_PARTIAL_PREFIX}{os.getpid()}.", suffix=_PARTIAL_SUFFIX, dir=folder
+    )
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, target)
+    except BaseException:
+        remove_quietly(partial)
+        raise
+    _fsync_folder(folder)
+
+
+def remove_stale_partials(folder: str) -> list[str]:
+    """Remove partial files in ``folder`` left by processes that no longer run; return their names."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = _PARTIAL_RE.match(name)
+        if match and not _process_alive(int(match.group(1))):
+            remove_quietly(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True  # no signal support here: assume alive, never remove another's file
+    return True
+
+
+def _fsync_folder(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        log.debug("fsync of %s not supported", folder)
+    finally:
+        os.close(fd)

@@ -1,0 +1,72 @@
+"""The exception tree of raft-snapshot-plugin.
+
+Every error the library raises on purpose derives from :class:`RaftSnapshotError`::
+
+    RaftSnapshotError
+    ├── ArchiveError (also ValueError)        the archive is malformed or refused   .member .reason
+    │   └── IntegrityError                    a checksum, length or seal does not match
+    ├── BackendError                          an adapter failed or misbehaved       .backend
+    │   ├── BackendNotFoundError              no installed adapter claims the node
+    │   └── PluginConflictError               two plugins claim one backend name
+    └── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
+
+Errors raised by other libraries (an adapter's own exception, ``OSError`` from the file system) are
+chained with ``raise ... from exc`` so the original traceback is never lost.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveError",
+    "BackendError",
+    "BackendNotFoundError",
+    "IntegrityError",
+    "PluginConflictError",
+    "RaftSnapshotError",
+    "SnapshotTimeoutError",
+]
+
+
+class RaftSnapshotError(Exception):
+    """The root of every error raft-snapshot-plugin raises on purpose."""
+
+
+class ArchiveError(RaftSnapshotError, ValueError):
+    """The archive is malformed or deliberately refused.
+
+    :param member: the archive member the problem is in (``"meta.json"``, ``"state.bin"``,
+        ``"SHA256SUMS"``, a foreign member's name, or ``"gzip"`` / ``"tar"`` for the container).
+    :param reason: what is wrong, in words.
+    """
+
+    def __init__(self, member: str, reason: str) -> None:
+        super().__init__(f"{member}: {reason}")
+        self.member = member
+        self.reason = reason
+
+
+class IntegrityError(ArchiveError):
+    """A member's checksum, length or seal does not match what the archive claims."""
+
+
+class BackendError(RaftSnapshotError):
+    """An adapter (the plugin for one Raft backend) failed or broke its contract.
+
+    :param backend: the backend name, as registered in the ``raft_snapshot`` entry-point group.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendNotFoundError(BackendError):
+    """No installed adapter claims the node (or the backend name is unknown)."""
+
+
+class PluginConflictError(BackendError):
+    """Two plugins were registered under the same backend name."""
+
+
+class SnapshotTimeoutError(RaftSnapshotError, TimeoutError):
+    """A take or a restore did not finish within its timeout; nothing was applied."""

@@ -1,0 +1,130 @@
+"""The snapshot lifecycle, after Consul's ``snapshot.go``: New, Index, Read, Close; Verify.
+
+A :class:`Snapshot` is a finished archive in a private temp file: a readable binary file object and
+a context manager. Closing it removes the temp file. Nothing here holds a state in memory whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from typing import IO
+
+from ._files import atomic_output, remove_quietly, temp_file
+from .archive import CHUNK, ArchiveSource, StateSource, read_archive, write_archive
+from .meta import SnapshotMeta
+
+__all__ = ["Snapshot", "verify"]
+
+
+class Snapshot(io.RawIOBase):
+    """A finished archive in a private temp file (mode 0600), readable from its first byte.
+
+    Build one with :meth:`Snapshot.create` or :func:`raft_snapshot_plugin.take`. Use it as a
+    context manager, or call :meth:`close`, which removes the temp file and is safe to call twice.
+    """
+
+    def __init__(self, file: IO[bytes], path: str, meta: SnapshotMeta, *, stale: bool = False):
+        """Adopt ``file`` (open, positioned anywhere) at ``path``; the snapshot now owns both."""
+        super().__init__()
+        self._file = file
+        self._path = path
+        self._meta = meta
+        self._stale = stale
+        file.seek(0)
+
+    @classmethod
+    def create(
+        cls,
+        meta: SnapshotMeta,
+        state: StateSource,
+        *,
+        level: int | None = None,
+        stale: bool = False,
+    ) -> Snapshot:
+        """Write an archive of ``state`` into a private temp file, without any adapter.
+
+        :param meta: the metadata; size, id and peers are filled in (see ``write_archive``).
+        :param state: bytes, a path or a binary stream holding state.bin's content.
+        :param level: the compression level (see ``write_archive``).
+        :param stale: record that the state was not read on the leader.
+        """
+        with temp_file() as (file, path):
+            written = write_archive(file, meta, state, level=level)
+            file.flush()
+        return cls(file, path, written, stale=stale)
+
+    @property
+    def meta(self) -> SnapshotMeta:
+        """The metadata as written into the archive's meta.json."""
+        return self._meta
+
+    @property
+    def index(self) -> int:
+        """The Raft index the snapshot was taken at (0 for a snapshot of nothing)."""
+        return self._meta.index
+
+    @property
+    def stale(self) -> bool:
+        """True when the state was read on a node that was not the leader."""
+        return self._stale
+
+    @property
+    def path(self) -> str:
+        """Where the temp file lives while the snapshot is open."""
+        return self._path
+
+    @property
+    def size(self) -> int:
+        """The archive's length in bytes."""
+        return os.fstat(self._file.fileno()).st_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        return self._file.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the whole archive to ``path`` atomically (mode 0600), whatever the read position.
+
+        A partial file beside the target is fsynced and renamed into place; on any failure nothing
+        appears at ``path``.
+        """
+        if self.closed:
+            raise ValueError("I/O operation on a closed snapshot")
+        with open(self._path, "rb") as source, atomic_output(path) as target:
+            shutil.copyfileobj(source, target, CHUNK)
+
+    def close(self) -> None:
+        """Close and remove the temp file; safe to call more than once."""
+        if not self.closed:
+            try:
+                self._file.close()
+            finally:
+                remove_quietly(self._path)
+        super().close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self._path
+        return f"<Snapshot index={self.index} term={self._meta.term} {state}>"
+
+
+def verify(source: ArchiveSource) -> SnapshotMeta:
+    """Read and check a whole archive, keeping nothing; return its metadata.
+
+    :param source: a path or a binary stream (read from where it stands, not closed).
+    :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
+    :raises IntegrityError: a checksum or length does not match.
+    """
+    return read_archive(source, None)
