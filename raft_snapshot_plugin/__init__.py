@@ -18,8 +18,9 @@ from .errors import (
     IntegrityError,
     RaftSnapshotError,
 )
+from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
-from .snapshot import Snapshot, verify
+from .snapshot import Inspection, Snapshot, inspect, restore, take, verify
 
 try:
     __version__ = version("raft-snapshot-plugin")
@@ -30,6 +31,7 @@ __all__ = [
     "ArchiveError",
     "BackendError",
     "BackendNotFoundError",
+    "Inspection",
     "IntegrityError",
     "RaftSnapshotError",
     "Server",
@@ -37,5 +39,9 @@ __all__ = [
     "SnapshotMeta",
     "Suffrage",
     "archive",
+    "hookimpl",
+    "inspect",
+    "restore",
+    "take",
     "verify",
 ]

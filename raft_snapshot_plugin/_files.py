@@ -88,7 +88,7 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
 def remove_stale_partials(folder: str) -> list[str]:
     """Remove partial files in ``folder`` left by processes that no longer run; return their names."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:

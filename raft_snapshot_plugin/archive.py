@@ -338,7 +338,10 @@ _SUM_LINE = re.compile(r"([0-9a-fA-F]{64})  (\S+)\r?")
 
 def _check_sums(text: bytes, digests: dict[str, str]) -> None:
     seen = set()
-    for number, raw in enumerate(text.split(b"\n")[:-1] if text.endswith(b"\n") else text.split(b"\n"), 1):
+    lines = text.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    for number, raw in enumerate(lines, 1):
         match = _SUM_LINE.fullmatch(raw.decode("utf-8", "replace"))
         if not match:
             raise ArchiveError(MEMBER_SUMS, f"line {number} is not '<sha256>  <name>'")
@@ -488,8 +491,8 @@ class _GzipReader:
         return data
 
     def _start_member(self, *, first: bool) -> None:
-        head = self._input[:3] if len(self._input) >= 3 or not self._fill(3) else self._input[:3]
-        if head != b"\x1f\x8b\x08":
+        self._fill(3)
+        if self._input[:3] != b"\x1f\x8b\x08":
             if first:
                 raise ArchiveError("gzip", "not a gzip stream (invalid header)")
             raise ArchiveError("gzip", "bytes after the last gzip member")
@@ -526,14 +529,14 @@ class _GzipReader:
                 continue
             if not self._input and not self._fill(1):
                 raise IntegrityError(self.where, "truncated: the compressed stream ends early")
-            data = self._inflate.decompress(self._input, n)
+            out: bytes = self._inflate.decompress(self._input, n)
             self._input = self._inflate.unconsumed_tail
             if self._inflate.eof:
                 self._input = self._inflate.unused_data + self._input
-            if data:
-                self._crc = _zlib.crc32(data, self._crc)
-                self._length += len(data)
-                return data
+            if out:
+                self._crc = _zlib.crc32(out, self._crc)
+                self._length += len(out)
+                return out
 
     def _end_member(self) -> None:
         crc, length = struct.unpack("<II", self._take(8, "gzip trailer"))

@@ -6,10 +6,10 @@ and exit status 1; only a bug shows a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import IO
 
 import click
 
@@ -37,10 +37,8 @@ def cli(verbose: int) -> None:
 @click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
 def verify(file: str, fmt: str) -> None:
     """Check a snapshot archive completely and print its metadata."""
-    if file == "-":
-        meta = verify_archive(click.get_binary_stream("stdin"))
-    else:
-        meta = verify_archive(file)
+    source: str | IO[bytes] = sys.stdin.buffer if file == "-" else file
+    meta = verify_archive(source)
     if fmt == "json":
         click.echo(meta.to_json().decode("utf-8"), nl=False)
     else:

@@ -75,8 +75,8 @@ class SnapshotMeta:
         """Return ``meta.json`` exactly as Consul's Go code writes it (with one trailing newline)."""
         servers = (
             "[" + ",".join(
-                '{"Suffrage":%d,"ID":%s,"Address":%s}'
-                % (int(s.suffrage), _go_string(s.id), _go_string(s.address))
+                f'{{"Suffrage":{int(s.suffrage)},"ID":{_go_string(s.id)},'
+                f'"Address":{_go_string(s.address)}}}'
                 for s in self.servers
             ) + "]"
             if self.servers
@@ -98,7 +98,7 @@ class SnapshotMeta:
 
     @classmethod
     def from_json(cls, data: bytes) -> SnapshotMeta:
-        """Parse ``meta.json`` as Consul's Go code would; raise :class:`ArchiveError` if it can't."""
+        """Parse ``meta.json`` as Consul's Go code would; raise :class:`ArchiveError` if not."""
         if len(data) > MAX_META_BYTES:
             raise ArchiveError(_MEMBER, f"larger than {MAX_META_BYTES} bytes")
         try:
@@ -110,7 +110,7 @@ class SnapshotMeta:
         except (ValueError, RecursionError) as exc:
             raise ArchiveError(_MEMBER, f"not valid JSON: {exc}") from exc
         fields = _match(doc, "the top level", _TOP_FIELDS)
-        servers = ()
+        servers: tuple[Server, ...] = ()
         config = fields.get("configuration")
         if config is not None:
             raw_servers = _match(config, "Configuration", {"servers": _any}).get("servers")
@@ -183,7 +183,9 @@ def _uint64(value: object, where: str) -> int:
 
 
 def _int64(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value <= _INT64_MAX:
+    if isinstance(value, bool) or not isinstance(value, int) or not (
+        _INT64_MIN <= value <= _INT64_MAX
+    ):
         raise ArchiveError(_MEMBER, f"{where} is not a 64-bit integer")
     return value
 

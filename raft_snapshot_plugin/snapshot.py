@@ -6,16 +6,23 @@ a context manager. Closing it removes the temp file. Nothing here holds a state 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import os
 import shutil
-from typing import IO
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import IO, Any
 
 from ._files import atomic_output, remove_quietly, temp_file
 from .archive import CHUNK, ArchiveSource, StateSource, read_archive, write_archive
+from .errors import ArchiveError, BackendError, SnapshotTimeoutError
+from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
 
-__all__ = ["Snapshot", "verify"]
+__all__ = ["Inspection", "Snapshot", "Stat", "inspect", "restore", "take", "verify"]
 
 
 class Snapshot(io.RawIOBase):
@@ -128,3 +135,203 @@ def verify(source: ArchiveSource) -> SnapshotMeta:
     :raises IntegrityError: a checksum or length does not match.
     """
     return read_archive(source, None)
+
+
+# ==================================================================================================
+# Through an adapter: take, restore, inspect
+# ==================================================================================================
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """One row of an inspection: a kind of data, how many there are and their size in bytes."""
+
+    name: str
+    count: int
+    sum: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What ``inspect`` found: the metadata and the adapter's breakdown of the state."""
+
+    meta: SnapshotMeta
+    stats: tuple[Stat, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        """The sum of the breakdown's sizes (state.bin's size when there is no breakdown)."""
+        return sum(s.sum for s in self.stats) if self.stats else self.meta.size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Consul's ``snapshot inspect -format=json`` shape."""
+        return {
+            "Meta": self.meta.to_dict(),
+            "Stats": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.stats],
+            "TotalSize": self.total_size,
+        }
+
+
+def take(
+    node: object,
+    *,
+    backend: str | None = None,
+    timeout: float | None = None,
+    level: int | None = None,
+    manager: PluginManager | None = None,
+) -> Snapshot:
+    """Take a consistent snapshot of ``node`` through its adapter, into a private temp file.
+
+    :param node: a node object an installed adapter claims (a ``pysyncobj.SyncObj``, ...).
+    :param backend: the backend name, if not the one whose adapter claims ``node``.
+    :param timeout: seconds the take may last (passed to the adapter); ``None`` for no limit.
+    :param level: the compression level (see ``write_archive``).
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :return: the :class:`Snapshot`; ``stale`` is true when ``node`` was not the leader.
+    :raises BackendNotFoundError: no adapter claims ``node``.
+    :raises BackendError: the adapter failed (its error chained).
+    """
+    pm = manager if manager is not None else get_plugin_manager()
+    name = backend or pm.backend_for(node)
+    with _node_lock(node).shared(timeout), temp_file(prefix="raft-snapshot-state-") as (
+        state, state_path
+    ):
+        try:
+            leader = pm.is_leader(name, node)
+            meta = pm.take(name, node, state, timeout)
+            state.flush()
+            meta = dataclasses.replace(
+                meta,
+                backend=name,
+                backend_version=meta.backend_version or pm.backend_version(name),
+            )
+            state.seek(0)
+            return Snapshot.create(meta, state, level=level, stale=not leader)
+        finally:
+            state.close()
+            remove_quietly(state_path)
+
+
+def restore(
+    node: object,
+    source: ArchiveSource,
+    *,
+    backend: str | None = None,
+    timeout: float | None = None,
+    manager: PluginManager | None = None,
+) -> SnapshotMeta:
+    """Restore an archive into ``node``'s cluster; return the archive's metadata.
+
+    The whole archive is read and checked into a private temp file first: the adapter sees a byte
+    only once everything has verified, so a bad archive never reaches the cluster. The cluster
+    keeps its own membership.
+
+    :param node: a node object an installed adapter claims.
+    :param source: the archive: a path or a binary stream.
+    :param backend: the backend name, if not the one whose adapter claims ``node``.
+    :param timeout: seconds the restore may last (passed to the adapter).
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :raises ArchiveError: the archive is bad, or was taken by another backend.
+    :raises BackendError: the adapter failed (its error chained); the old state stays.
+    """
+    pm = manager if manager is not None else get_plugin_manager()
+    name = backend or pm.backend_for(node)
+    with temp_file(prefix="raft-snapshot-restore-") as (state, state_path):
+        try:
+            meta = read_archive(source, state)
+            if meta.backend and meta.backend != name:
+                raise ArchiveError(
+                    "meta.json",
+                    f"taken by backend {meta.backend!r}; this node's backend is {name!r}",
+                )
+            state.flush()
+            state.seek(0)
+            with _node_lock(node).exclusive(timeout):
+                pm.restore(name, node, meta, state, timeout)
+            return meta
+        finally:
+            state.close()
+            remove_quietly(state_path)
+
+
+def inspect(
+    source: ArchiveSource, *, backend: str | None = None, manager: PluginManager | None = None
+) -> Inspection:
+    """Verify an archive and break its state down through the adapter named by its Backend key.
+
+    :param source: the archive: a path or a binary stream.
+    :param backend: the adapter to describe the state with, instead of the archive's Backend.
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :return: the metadata and, when an adapter for the backend is installed, its breakdown.
+    :raises ArchiveError: the archive is bad.
+    :raises BackendNotFoundError: ``backend`` was given and no adapter for it is installed.
+    """
+    with temp_file(prefix="raft-snapshot-inspect-") as (state, state_path):
+        try:
+            meta = read_archive(source, state)
+            name = backend or meta.backend
+            if not name:
+                return Inspection(meta)
+            pm = manager if manager is not None else get_plugin_manager()
+            if backend is None and name not in {b.name for b in pm.backends() if not b.disabled}:
+                return Inspection(meta)  # the adapter that took it is not installed here
+            state.flush()
+            state.seek(0)
+            rows = pm.describe(name, meta, state)
+            return Inspection(meta, tuple(Stat(k, v[0], v[1]) for k, v in rows.items()))
+        finally:
+            state.close()
+            remove_quietly(state_path)
+
+
+# --- one restore at a time per node; takes wait for it --------------------------------------------
+
+class _NodeLock:
+    """Shared for takes, exclusive for restores, within this process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextlib.contextmanager
+    def shared(self, timeout: float | None) -> Iterator[None]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._writer, timeout):
+                raise SnapshotTimeoutError("a restore into this node is in progress")
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None) -> Iterator[None]:
+        with self._cond:
+            if self._writer:
+                raise BackendError("another restore into this node is in progress")
+            self._writer = True
+            if not self._cond.wait_for(lambda: self._readers == 0, timeout):
+                self._writer = False
+                self._cond.notify_all()
+                raise SnapshotTimeoutError("a take from this node did not finish in time")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_locks: weakref.WeakKeyDictionary[object, _NodeLock] = weakref.WeakKeyDictionary()
+_locks_by_id: dict[int, _NodeLock] = {}  # nodes that cannot be weakly referenced or hashed
+_locks_guard = threading.Lock()
+
+
+def _node_lock(node: object) -> _NodeLock:
+    with _locks_guard:
+        try:
+            return _locks.setdefault(node, _NodeLock())
+        except TypeError:
+            return _locks_by_id.setdefault(id(node), _NodeLock())
