@@ -529,7 +529,10 @@ class _GzipReader:
                 continue
             if not self._input and not self._fill(1):
                 raise IntegrityError(self.where, "truncated: the compressed stream ends early")
-            out: bytes = self._inflate.decompress(self._input, n)
+            try:
+                out: bytes = self._inflate.decompress(self._input, n)
+            except _zlib.error as exc:
+                raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
             self._input = self._inflate.unconsumed_tail
             if self._inflate.eof:
                 self._input = self._inflate.unused_data + self._input

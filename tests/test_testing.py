@@ -1,0 +1,186 @@
+"""The conformance kit against the reference backend, and the kit itself against broken adapters."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from raft_snapshot_plugin.testing import (
+    ConformanceTests,
+    MemoryCluster,
+    MemoryNode,
+    decode_memory_state,
+    encode_memory_state,
+)
+
+
+@pytest.fixture
+def snapshot_node() -> MemoryNode:
+    cluster = MemoryCluster(3, name="source")
+    leader = cluster.nodes[0]
+    for i in range(50):
+        leader.set(f"key{i:03d}", f"value {i} <&>")
+    leader.delete("key007")
+    return leader
+
+
+@pytest.fixture
+def snapshot_fresh_node() -> MemoryNode:
+    cluster = MemoryCluster(3, name="target")
+    cluster.nodes[0].set("old", "state")
+    return cluster.nodes[1]
+
+
+@pytest.fixture
+def snapshot_read_state() -> Callable[[Any], Any]:
+    def read(node: MemoryNode) -> list[dict[str, str]]:
+        return [dict(n.data) for n in node.cluster.nodes]
+
+    return read
+
+
+class TestReferenceBackend(ConformanceTests):
+    backend = "memory"
+
+
+# --- the reference backend's own behaviour -------------------------------------------------------
+
+def test_memory_cluster_replicates_in_log_order() -> None:
+    cluster = MemoryCluster(3)
+    a, b, c = cluster.nodes
+    c.stop()
+    index = a.set("x", "1")
+    a.set("x", "2")
+    assert b.data == {"x": "2"} and c.data == {}
+    c.start()
+    assert c.data == {"x": "2"} and c.applied == index + 1
+    cluster.elect(b)
+    assert b.is_leader and not a.is_leader and cluster.term == 2
+    assert b.snapshot()[:2] == (len(cluster.log), 2)
+
+
+def test_memory_state_format_round_trips() -> None:
+    data = {"b": "2", "a": "<&>"}
+    raw = encode_memory_state(data)
+    assert raw == b'{"a":"<&>","b":"2"}'
+    assert decode_memory_state(raw) == data
+    with pytest.raises(ValueError):
+        decode_memory_state(b"[1, 2]")
+
+
+# --- the kit fails broken adapters ---------------------------------------------------------------
+
+_KIT_CONFTEST = """
+from __future__ import annotations
+import os, tempfile
+import pytest
+from raft_snapshot_plugin.testing import MemoryCluster, MemoryPlugin, decode_memory_state
+from raft_snapshot_plugin import SnapshotMeta
+from raft_snapshot_plugin.hookspecs import hookimpl
+from raft_snapshot_plugin._files import temp_dir
+
+{plugin}
+
+@pytest.fixture
+def snapshot_manager():
+    from raft_snapshot_plugin.manager import get_plugin_manager
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(Broken(), name="memory")
+    return pm
+
+@pytest.fixture
+def snapshot_node():
+    cluster = MemoryCluster(3, name="source")
+    for i in range(20):
+        cluster.nodes[0].set(f"k{{i}}", f"v{{i}}")
+    return cluster.nodes[0]
+
+@pytest.fixture
+def snapshot_fresh_node():
+    cluster = MemoryCluster(3, name="target")
+    cluster.nodes[0].set("old", "state")
+    return cluster.nodes[0]
+
+@pytest.fixture
+def snapshot_read_state():
+    return lambda node: [dict(n.data) for n in node.cluster.nodes]
+"""
+
+_KIT_TESTS = """
+from raft_snapshot_plugin.testing import ConformanceTests
+
+class TestKit(ConformanceTests):
+    backend = "memory"
+"""
+
+_TORN = """
+class Broken(MemoryPlugin):
+    '''Writes the state of every other key: a state no node ever had.'''
+    @hookimpl
+    def raft_snapshot_take(self, backend, node, sink):
+        index, term, raw = node.snapshot()
+        data = decode_memory_state(raw)
+        import json
+        torn = {k: v for i, (k, v) in enumerate(sorted(data.items())) if i % 2}
+        sink.write(json.dumps(torn).encode())
+        return SnapshotMeta(index=index, term=term, servers=node.cluster.servers,
+                            state_format="memory-json/1")
+"""
+
+_APPLIES_DAMAGED = """
+class Broken(MemoryPlugin):
+    '''Applies what it can decode before it finds the state bad: half applied.'''
+    @hookimpl
+    def raft_snapshot_restore(self, backend, node, meta, source):
+        raw = source.read()
+        node.set("partially", "applied")
+        node.replace(decode_memory_state(raw))
+        return True
+"""
+
+_LEAKS_TEMP = """
+class Broken(MemoryPlugin):
+    '''Spools the state through a temp file it never removes.'''
+    @hookimpl
+    def raft_snapshot_take(self, backend, node, sink):
+        index, term, raw = node.snapshot()
+        fd, path = tempfile.mkstemp(dir=temp_dir())
+        os.write(fd, raw)
+        os.close(fd)
+        sink.write(raw)
+        return SnapshotMeta(index=index, term=term, servers=node.cluster.servers,
+                            state_format="memory-json/1")
+"""
+
+
+@pytest.mark.parametrize(
+    ("plugin", "must_fail"),
+    [
+        pytest.param(_TORN, {"test_round_trip"}, id="torn-state"),
+        pytest.param(_APPLIES_DAMAGED, {"test_undecodable_state_never_applied"},
+                     id="applies-damaged-archive"),
+        pytest.param(_LEAKS_TEMP, {"test_take_stays_out_of_memory_and_temp",
+                                   "test_restore_leaves_no_temp_files"}, id="leaks-temp-file"),
+    ],
+)
+def test_kit_fails_broken_adapter(pytester: pytest.Pytester, plugin: str, must_fail: set[str]) -> None:
+    pytester.makeconftest(_KIT_CONFTEST.format(plugin=textwrap.dedent(plugin)))
+    pytester.makepyfile(test_kit=_KIT_TESTS)
+    result = pytester.runpytest("-p", "raft_snapshot_plugin.testing", "-q", "-rfE")
+    failed = {
+        report.nodeid.rsplit("::", 1)[-1]
+        for report in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
+        if report.failed
+    }
+    assert must_fail <= failed, result.stdout.str()
+
+
+def test_kit_passes_the_reference_backend_in_isolation(pytester: pytest.Pytester) -> None:
+    """The same harness with the unbroken plugin passes: the failures above are the breakage."""
+    pytester.makeconftest(_KIT_CONFTEST.format(plugin="class Broken(MemoryPlugin):\n    pass\n"))
+    pytester.makepyfile(test_kit=_KIT_TESTS)
+    result = pytester.runpytest("-p", "raft_snapshot_plugin.testing", "-q")
+    result.assert_outcomes(passed=len([n for n in dir(ConformanceTests) if n.startswith("test_")]))
