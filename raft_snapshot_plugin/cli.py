@@ -6,6 +6,7 @@ and exit status 1; only a bug shows a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import click
 
 from . import __version__
 from .errors import RaftSnapshotError
+from .manager import get_plugin_manager
 from .meta import SnapshotMeta
 from .snapshot import verify as verify_archive
 
@@ -43,6 +45,22 @@ def verify(file: str, fmt: str) -> None:
         click.echo(meta.to_json().decode("utf-8"), nl=False)
     else:
         click.echo(_meta_table(meta))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
+def backends(fmt: str) -> None:
+    """List the installed adapters and their versions."""
+    infos = get_plugin_manager().backends()
+    if fmt == "json":
+        click.echo(json.dumps([{"name": b.name, "distribution": b.distribution,
+                                "version": b.version, "disabled": b.disabled} for b in infos]))
+        return
+    if not infos:
+        click.echo("no adapters installed (pip install raft-snapshot-<backend>)")
+    for b in infos:
+        state = " (disabled)" if b.disabled else ""
+        click.echo(f"{b.name}  {b.distribution or '-'} {b.version or ''}".rstrip() + state)
 
 
 def _meta_table(meta: SnapshotMeta) -> str:
