@@ -30,7 +30,7 @@ import shutil
 import struct
 import time
 from collections.abc import Iterator
-from typing import IO, Any, Protocol, Union
+from typing import IO, Any, Protocol, Union, cast
 
 from ._files import remove_quietly, temp_file
 from .errors import ArchiveError, IntegrityError
@@ -45,6 +45,8 @@ except ImportError:  # pragma: no cover - exercised in the tox env without the e
 
     FAST_GZIP = False
 
+_DEFLATE_ERRORS = cast("tuple[type[Exception], ...]", (_zlib.error,))
+
 __all__ = [
     "FAST_GZIP",
     "MEMBER_META",
@@ -52,6 +54,7 @@ __all__ = [
     "MEMBER_STATE",
     "MEMBER_SUMS",
     "ArchiveContents",
+    "Readable",
     "read_archive",
     "read_archive_contents",
     "write_archive",
@@ -72,11 +75,17 @@ _ZERO_BLOCK = bytes(BLOCK)
 #: The source of state.bin: bytes, a path, or a binary file object read from its current position.
 StateSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 #: An archive to read: a path, or a binary file object read from its current position.
-ArchiveSource = Union[str, "os.PathLike[str]", IO[bytes]]
+ArchiveSource = Union[str, "os.PathLike[str]", "Readable"]
 
 
 class _Writable(Protocol):
     def write(self, data: Any, /) -> Any: ...
+
+
+class Readable(Protocol):
+    """Any binary stream: ``read(n)`` returns up to n bytes, ``b""`` at the end."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
 
 
 # ==================================================================================================
@@ -281,7 +290,7 @@ def read_archive_contents(source: ArchiveSource, sink: _Sink | None) -> ArchiveC
     return _read(source, sink)
 
 
-def _read(source: IO[bytes], sink: _Sink | None) -> ArchiveContents:
+def _read(source: Readable, sink: _Sink | None) -> ArchiveContents:
     gz = _GzipReader(source)
     small: dict[str, bytes] = {}
     digests: dict[str, str] = {}
@@ -459,7 +468,7 @@ def _parse_pax(data: bytes) -> dict[str, str]:
 class _GzipReader:
     """A strict multi-member gzip decoder with Go's rules, decoding on demand in bounded chunks."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._input = b""
         self._raw_eof = False
@@ -531,7 +540,7 @@ class _GzipReader:
                 raise IntegrityError(self.where, "truncated: the compressed stream ends early")
             try:
                 out: bytes = self._inflate.decompress(self._input, n)
-            except _zlib.error as exc:
+            except _DEFLATE_ERRORS as exc:
                 raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
             self._input = self._inflate.unconsumed_tail
             if self._inflate.eof:

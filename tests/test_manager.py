@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -248,7 +248,7 @@ def test_adapter_failures_name_the_adapter(
 
     pm = get_plugin_manager(load_entrypoints=False)
     pm.register(_Faulty(hook, behaviour), name="memory")
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "backend": lambda: rsp.take(node, manager=pm),
         "take": lambda: rsp.take(node, manager=pm),
         "restore": lambda: rsp.restore(node, tmp_path / "s.snap", manager=pm),
