@@ -201,7 +201,7 @@ class _GzipWriter:
         zlib_level = 1 if level is None else level
         if not 0 <= zlib_level <= 9:
             raise ValueError(f"compression level must be 0 to 9, not {level}")
-        xfl = 4 if zlib_level <= 1 else 2 if zlib_level == 9 else 0
+        xfl = 4 if zlib_level == 1 else 2 if zlib_level == 9 else 0  # as Go's writer sets it
         if FAST_GZIP:
             zlib_level = min(3, (zlib_level + 2) // 3)
         self._out = out
@@ -236,7 +236,7 @@ def _tar_header(name: str, size: int, mtime: int) -> bytes:
         put(124, 12, b"%011o\x00" % size)
     else:  # GNU base-256, which Go's reader accepts, for a state of 8 GiB or more
         put(124, 12, b"\x80" + size.to_bytes(11, "big"))
-    put(136, 12, b"%011o\x00" % mtime)
+    put(136, 12, b"%011o\x00" % mtime if 0 <= mtime < 8**11 else b"00000000000\x00")
     put(148, 8, b"        ")
     header[156] = ord("0")
     put(257, 6, b"ustar\x00")
@@ -406,6 +406,8 @@ def _tar_members(gz: _GzipReader) -> Iterator[tuple[str, int]]:
                 size = int(pax["size"])
             except ValueError as exc:
                 raise ArchiveError(name, "extended header has an invalid size") from exc
+            if size < 0:
+                raise ArchiveError(name, "extended header has a negative size")
         pax = {}
         if typeflag not in (b"0", b"\x00") or (typeflag == b"\x00" and name.endswith("/")):
             kind = {b"1": "a hard link", b"2": "a symbolic link", b"5": "a directory"}.get(
@@ -475,7 +477,6 @@ class _GzipReader:
         self._inflate: Any = None
         self._crc = 0
         self._length = 0
-        self._pending = b""
         self._finished = False
         #: the archive member being read, named by truncation errors
         self.where = "gzip"
@@ -527,28 +528,31 @@ class _GzipReader:
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes; ``b""`` only at the clean end of the last member."""
-        while True:
-            if self._pending:
-                data, self._pending = self._pending[:n], self._pending[n:]
-                return data
-            if self._finished:
-                return b""
+        while not self._finished:
             if self._inflate.eof:
                 self._end_member()
                 continue
-            if not self._input and not self._fill(1):
-                raise IntegrityError(self.where, "truncated: the compressed stream ends early")
-            try:
-                out: bytes = self._inflate.decompress(self._input, n)
-            except _DEFLATE_ERRORS as exc:
-                raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
-            self._input = self._inflate.unconsumed_tail
-            if self._inflate.eof:
-                self._input = self._inflate.unused_data + self._input
+            source_ended = not self._input and not self._fill(1)
+            # at the source's end, drain what the decompressor still holds before calling it short
+            out = self._inflate_some(b"" if source_ended else self._input, n)
             if out:
-                self._crc = _zlib.crc32(out, self._crc)
-                self._length += len(out)
                 return out
+            if source_ended and not self._inflate.eof:
+                raise IntegrityError(self.where, "truncated: the compressed stream ends early")
+        return b""
+
+    def _inflate_some(self, data: bytes, n: int) -> bytes:
+        try:
+            out: bytes = self._inflate.decompress(data, n)
+        except _DEFLATE_ERRORS as exc:
+            raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
+        if self._inflate.eof:
+            self._input = self._inflate.unused_data  # what follows this member
+        elif data:
+            self._input = self._inflate.unconsumed_tail
+        self._crc = _zlib.crc32(out, self._crc)
+        self._length += len(out)
+        return out
 
     def _end_member(self) -> None:
         crc, length = struct.unpack("<II", self._take(8, "gzip trailer"))

@@ -104,7 +104,7 @@ class SnapshotMeta:
         try:
             doc = json.loads(
                 data.decode("utf-8", "replace"),
-                object_pairs_hook=lambda pairs: pairs,
+                object_pairs_hook=_Object,
                 parse_constant=_reject_constant,
             )
         except (ValueError, RecursionError) as exc:
@@ -219,9 +219,13 @@ _TOP_FIELDS: dict[str, _Field] = {
 _SERVER_FIELDS: dict[str, _Field] = {"suffrage": _int64, "id": _string, "address": _string}
 
 
+class _Object(list[tuple[str, Any]]):
+    """A JSON object's (key, value) pairs in document order (``object_pairs_hook``)."""
+
+
 def _match(doc: object, where: str, fields: Mapping[str, _Field]) -> dict[str, Any]:
     """Assign an object's keys to fields as Go does: case-insensitively, the last one winning."""
-    if not isinstance(doc, list):  # object_pairs_hook turns every object into a list of pairs
+    if not isinstance(doc, _Object):
         raise ArchiveError(_MEMBER, f"{where} is not a JSON object")
     result: dict[str, Any] = {}
     for key, value in doc:

@@ -1,0 +1,49 @@
+"""Shared fixtures: the Consul interoperability vectors and a watched private temp folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def vectors_path() -> Path:
+    """Where the Consul vectors live: ``RAFT_SNAPSHOT_VECTORS``, else ``<repo>/../shared/vectors/consul``."""
+    configured = os.environ.get("RAFT_SNAPSHOT_VECTORS")
+    return Path(configured) if configured else REPO.parent / "shared" / "vectors" / "consul"
+
+
+def vector_names(prefix: str) -> list[str]:
+    """Names (without ``.snap``) of the vectors starting with ``prefix``; a placeholder if none, so
+    the test still runs and ``vectors_dir`` fails it loudly instead of the test vanishing."""
+    folder = vectors_path()
+    names = sorted(p.name[: -len(".snap")] for p in folder.glob(f"{prefix}*.snap"))
+    return names or [f"{prefix}<no vectors found>"]
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    """The folder of Consul-made archives and their ``.expected.json`` sidecars."""
+    folder = vectors_path()
+    if not folder.is_dir() or not any(folder.glob("*.snap")):
+        pytest.fail(
+            f"the Consul test vectors are missing: no *.snap in {folder}. Set RAFT_SNAPSHOT_VECTORS "
+            "to the folder holding them (shared/vectors/consul).",
+            pytrace=False,
+        )
+    return folder
+
+
+@pytest.fixture
+def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point ``RAFT_SNAPSHOT_TMPDIR`` at a fresh folder; at teardown it must be empty again."""
+    folder = tmp_path / "private-tmp"
+    folder.mkdir()
+    monkeypatch.setenv("RAFT_SNAPSHOT_TMPDIR", str(folder))
+    yield folder
+    leftovers = sorted(os.listdir(folder))
+    assert not leftovers, f"temp files outlived their use in {folder}: {leftovers}"
