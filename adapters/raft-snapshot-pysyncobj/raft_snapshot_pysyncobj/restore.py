@@ -1,0 +1,158 @@
+"""Live restore: stream a verified state through the Raft log and swap it in on commit.
+
+The state is checked here first (it decodes with this node's trust settings, its consumers are
+this node's), so a state that every node would refuse never enters the log. Then it is
+compressed, base64-encoded (PySyncObj pickles commands with protocol 2, where a ``str`` of ASCII
+costs one byte a character and ``bytes`` up to two) and cut into chunks whose commands stay under
+the node's ``appendEntriesBatchSizeBytes``: PySyncObj 0.3.10 and 0.3.12 lose followers' tick
+threads on a single bigger command. Chunks are pipelined: a window of them is in flight at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import threading
+import time
+import uuid
+from typing import IO, Any
+
+from pysyncobj import SyncObj
+from pysyncobj import pickle as pso_pickle
+
+from raft_snapshot_plugin import SnapshotMeta
+from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError
+
+from . import _node
+from .state import STATE_FORMAT, load_state
+from .support import SnapshotSupport, check_consumers, find_support
+
+try:
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover
+    import zlib as _zlib  # type: ignore[no-redef]
+
+__all__ = ["LEASE_SECONDS", "restore_state"]
+
+#: How long an abandoned restore blocks a new one, counted from its last command.
+LEASE_SECONDS = 30.0
+#: Chunks in flight at once.
+WINDOW = 32
+_COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
+
+
+def restore_state(node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None) -> None:
+    """Replace the state of ``node``'s whole cluster with the state in ``source``."""
+    support = find_support(node)
+    if support is None:
+        raise BackendError(
+            "this node cannot restore: add raft_snapshot_pysyncobj.SnapshotSupport() to the "
+            "consumers of every node (last in the list)", backend=_node.BACKEND,
+        )
+    if meta.state_format not in ("", STATE_FORMAT):
+        raise BackendError(f"unknown state format {meta.state_format!r} (this adapter reads "
+                           f"{STATE_FORMAT!r})", backend=_node.BACKEND)
+    raw = source.read()
+    attributes, consumer_states = load_state(
+        io.BytesIO(raw), trusted_classes=support.trusted_classes,
+        allow_unsafe_pickle=support.allow_unsafe_pickle,
+    )
+    check_consumers(node, consumer_states)
+    del attributes, consumer_states
+    text = base64.b64encode(_zlib.compress(raw, 1)).decode("ascii")
+    _Restore(node, support, timeout).run(len(raw), hashlib.sha256(raw).hexdigest(), text)
+
+
+class _Restore:
+    def __init__(self, node: SyncObj, support: SnapshotSupport, timeout: float | None) -> None:
+        self.node = node
+        self.support = support
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.rid = uuid.uuid4().hex
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise SnapshotTimeoutError("the restore did not finish in time; the old state stays")
+        return left
+
+    def call(self, method: Any, *args: Any) -> Any:
+        """A replicated call, waited for; PySyncObj's failures become BackendError."""
+        try:
+            return method(*args, sync=True, timeout=self.remaining())
+        except SnapshotTimeoutError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
+                               backend=_node.BACKEND) from exc
+
+    def run(self, size: int, sha256: str, text: str) -> None:
+        answer = self.call(self.support._rsp_begin, self.rid, size, sha256, time.time(),
+                           LEASE_SECONDS)
+        if answer == "busy":
+            raise BackendError("another restore into this cluster is in progress",
+                               backend=_node.BACKEND)
+        try:
+            self.send_chunks(text)
+            self.remaining()  # out of time: abort rather than commit late
+        except BaseException:
+            self.abort()
+            raise
+        result = self.call(self.support._rsp_commit, self.rid)
+        if result != "ok":
+            raise BackendError(f"the cluster did not apply the snapshot: {result}",
+                               backend=_node.BACKEND)
+
+    def send_chunks(self, text: str) -> None:
+        step = chunk_chars(self.node)
+        slots = threading.BoundedSemaphore(WINDOW)
+        lock = threading.Lock()
+        failures: list[str] = []
+        pending = [0]
+        all_done = threading.Event()
+        total = (len(text) + step - 1) // step
+        if total == 0:
+            return
+
+        def on_result(result: Any, error: int) -> None:
+            with lock:
+                if error != 0 or result is not True:
+                    failures.append(f"chunk refused (result {result!r}, PySyncObj error {error})")
+                pending[0] -= 1
+                if pending[0] == 0 and sent[0] == total:
+                    all_done.set()
+            slots.release()
+
+        sent = [0]
+        for seq in range(total):
+            while not slots.acquire(timeout=0.1):
+                self.remaining()
+            with lock:
+                if failures:
+                    break
+                pending[0] += 1
+                sent[0] += 1
+            self.support._rsp_chunk(self.rid, seq, text[seq * step:(seq + 1) * step], time.time(),
+                                    callback=on_result)
+        while not all_done.wait(0.1):
+            with lock:
+                if failures and pending[0] == 0:
+                    break
+            self.remaining()
+        if failures:
+            raise BackendError(f"the restore failed: {failures[0]}", backend=_node.BACKEND)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.support._rsp_abort(self.rid, callback=lambda result, error: None)
+
+
+def chunk_chars(node: SyncObj) -> int:
+    """Characters of base64 per chunk so that each command stays under the batch size."""
+    budget = _node.batch_size(node) - _COMMAND_OVERHEAD
+    probe = len(pso_pickle.dumps((999, ("0" * 32, 10**9, "", 1e9))))
+    return max(4, (budget - probe) // 4 * 4)

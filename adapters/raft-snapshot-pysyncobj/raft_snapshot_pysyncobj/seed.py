@@ -1,0 +1,86 @@
+"""Offline seeding: a PySyncObj full-dump file from a verified archive, for a new cluster.
+
+PySyncObj loads ``fullDumpFile`` at start: ``gzip(pickle((data, lastEntry, prevEntry, cluster)))``
+where ``data`` is the attributes dict (no consumers) or ``[attributes, consumer1, ...]``, the
+entries are ``(command, index, term)`` and ``cluster`` is read only with
+``dynamicMembershipChange``. Seed every node of the new cluster from the same archive (one node
+alone diverges); the entries carry term 0 (a higher term is not adopted by the loader and would
+make terms go backwards), and the node's journal and its ``.meta`` are removed when given (an old
+journal that begins with the same entries would be replayed over the seeded state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import pickle
+from collections.abc import Iterable
+from typing import Any
+
+from pysyncobj.node import TCPNode
+
+from raft_snapshot_plugin import ArchiveError, SnapshotMeta
+from raft_snapshot_plugin._files import atomic_output, remove_quietly, temp_file
+from raft_snapshot_plugin.archive import ArchiveSource, read_archive
+
+from ._node import BACKEND
+from .state import STATE_FORMAT, load_state
+
+__all__ = ["seed"]
+
+_NO_OP = b"\x01"  # PySyncObj's no-op command
+
+
+def seed(
+    source: ArchiveSource,
+    full_dump_file: str | os.PathLike[str],
+    *,
+    journal_file: str | os.PathLike[str] | None = None,
+    snapshot_support: bool = True,
+    members: Iterable[str] | None = None,
+    trusted_classes: Iterable[type] = (),
+    allow_unsafe_pickle: bool = False,
+) -> SnapshotMeta:
+    """Write ``full_dump_file`` so that a new node started with it holds the archive's state.
+
+    :param source: the archive (a path or a binary stream); verified whole before anything.
+    :param full_dump_file: the node's ``fullDumpFile``; written atomically.
+    :param journal_file: the node's ``journalFile``: it and its ``.meta`` are removed.
+    :param snapshot_support: the new node's consumers end with ``SnapshotSupport()`` (as they
+        should); its slot is written empty.
+    :param members: addresses for the dump's cluster record, read by PySyncObj only with
+        ``dynamicMembershipChange`` (default: the archive's servers).
+    :param trusted_classes: classes besides plain data the state may contain.
+    :param allow_unsafe_pickle: load any pickle (only for archives you trust).
+    :return: the archive's metadata. The node starts at index ``max(meta.index, 2)``.
+    :raises ArchiveError: a bad archive, another backend's, or a state that would run code.
+    """
+    with temp_file(prefix="raft-snapshot-seed-") as (state, path):
+        try:
+            meta = read_archive(source, state)
+            if meta.backend and meta.backend != BACKEND:
+                raise ArchiveError("meta.json", f"taken by backend {meta.backend!r}, not {BACKEND!r}")
+            if meta.state_format not in ("", STATE_FORMAT):
+                raise ArchiveError("meta.json", f"unknown state format {meta.state_format!r}")
+            state.seek(0)
+            attributes, consumers = load_state(state, trusted_classes=trusted_classes,
+                                               allow_unsafe_pickle=allow_unsafe_pickle)
+        finally:
+            state.close()
+            remove_quietly(path)
+    slots: list[dict[str, Any]] = [fields for _, fields in consumers]
+    if snapshot_support:
+        slots.append({"_pending": None})
+    data: Any = [attributes, *slots] if slots else attributes
+    index = max(meta.index, 2)
+    addresses = list(members) if members is not None else [s.address for s in meta.servers]
+    dump = (data, (_NO_OP, index, 0), (_NO_OP, index - 1, 0), {TCPNode(a) for a in addresses})
+    if journal_file is not None:
+        for name in (os.fspath(journal_file), os.fspath(journal_file) + ".meta"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name)
+    with atomic_output(full_dump_file) as out, gzip.GzipFile(fileobj=out, mode="wb",
+                                                             compresslevel=1, mtime=0) as gz:
+        pickle.dump(dump, gz, protocol=5)
+    return meta

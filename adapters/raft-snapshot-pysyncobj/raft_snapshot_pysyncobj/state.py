@@ -1,0 +1,191 @@
+"""state.bin for PySyncObj: a pickle (protocol 5), loaded only through a restricted unpickler.
+
+The pickled object is a dict::
+
+    {"format": 1,
+     "attributes": {name: value, ...},                 # the SyncObj subclass's own state
+     "consumers": [("module.QualName", {name: value}), ...]}   # each consumer's _serialize()
+
+``attributes`` and each consumer's dict are exactly what PySyncObj's own dump holds; the
+``SnapshotSupport`` consumer is left out (its pending restore is never state). There is no
+compression of its own: the archive compresses.
+
+Loading never runs code an attacker chose: only plain data (the built-in containers and scalars,
+plus a few value types of the standard library) and the classes an application registers with
+``SnapshotSupport(trusted_classes=...)`` may appear. Anything else raises
+:class:`UnsafePickleError` unless ``allow_unsafe_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from raft_snapshot_plugin import ArchiveError
+
+__all__ = [
+    "SAFE_GLOBALS",
+    "STATE_FORMAT",
+    "UnsafePickleError",
+    "describe_state",
+    "dump_state",
+    "load_state",
+]
+
+#: The value of meta.json's ``StateFormat`` for this encoding.
+STATE_FORMAT = "pysyncobj-pickle5/1"
+PICKLE_PROTOCOL = 5
+_MEMBER = "state.bin"
+
+#: Globals a state may reference without being registered: value types whose construction runs
+#: no code of the archive's choosing.
+SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("builtins", name) for name in (
+        "set", "frozenset", "bytearray", "complex", "slice", "range",
+        "list", "dict", "tuple", "str", "bytes", "int", "float", "bool",
+    )
+} | {
+    ("collections", "OrderedDict"), ("collections", "deque"), ("collections", "defaultdict"),
+    ("collections", "Counter"),
+    ("datetime", "date"), ("datetime", "time"), ("datetime", "datetime"),
+    ("datetime", "timedelta"), ("datetime", "timezone"),
+    ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
+})
+
+
+class UnsafePickleError(ArchiveError):
+    """state.bin references a class or function that is neither plain data nor trusted."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(
+            _MEMBER,
+            f"refused to load {module}.{name}: not plain data and not registered with "
+            "SnapshotSupport(trusted_classes=...) (allow_unsafe_pickle=True loads anything)",
+        )
+        self.global_name = f"{module}.{name}"
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: IO[bytes], trusted: Mapping[tuple[str, str], type]) -> None:
+        super().__init__(file)
+        self._trusted = trusted
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._trusted:
+            return self._trusted[(module, name)]
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(module, name)
+
+
+class _Opaque:
+    """Stands in for a class that ``describe_state`` may not import; records, never runs."""
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _DescribingUnpickler(pickle.Unpickler):
+    """Loads any state without importing: unknown globals become inert :class:`_Opaque` types."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        return type(name, (_Opaque,), {"qualname": f"{module}.{name}"})
+
+
+def _qualname(cls: type) -> tuple[str, str]:
+    return cls.__module__, cls.__qualname__
+
+
+def dump_state(
+    attributes: Mapping[str, Any], consumers: Iterable[tuple[str, Mapping[str, Any]]], sink: IO[bytes]
+) -> None:
+    """Pickle a state into ``sink`` (on the tick thread, or in a forked child)."""
+    document = {"format": 1, "attributes": dict(attributes), "consumers": list(consumers)}
+    pickle.dump(document, sink, protocol=PICKLE_PROTOCOL)
+
+
+def load_state(
+    source: IO[bytes],
+    *,
+    trusted_classes: Iterable[type] = (),
+    allow_unsafe_pickle: bool = False,
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """Load ``(attributes, consumers)`` from state.bin.
+
+    :raises UnsafePickleError: the state references something neither plain nor trusted.
+    :raises ArchiveError: the bytes are not a state of this format.
+    """
+    try:
+        if allow_unsafe_pickle:
+            document = pickle.load(source)
+        else:
+            trusted = {_qualname(cls): cls for cls in trusted_classes}
+            document = _RestrictedUnpickler(source, trusted).load()
+    except ArchiveError:
+        raise
+    except Exception as exc:
+        raise ArchiveError(_MEMBER, f"not a PySyncObj state: {exc!r}") from exc
+    return _check(document)
+
+
+def _check(document: Any) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    if not isinstance(document, dict) or document.get("format") != 1:
+        raise ArchiveError(_MEMBER, f"not a {STATE_FORMAT} state")
+    attributes, consumers = document.get("attributes"), document.get("consumers")
+    if not isinstance(attributes, dict) or not all(isinstance(k, str) for k in attributes):
+        raise ArchiveError(_MEMBER, "attributes are not a dict of names")
+    if not isinstance(consumers, list) or not all(
+        isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], str) and isinstance(c[1], dict)
+        for c in consumers
+    ):
+        raise ArchiveError(_MEMBER, "consumers are not a list of (class, state)")
+    return attributes, consumers
+
+
+def describe_state(source: IO[bytes]) -> dict[str, tuple[int, int]]:
+    """Per attribute and per consumer field: (items, pickled bytes), without running any code."""
+    try:
+        attributes, consumers = _check(_DescribingUnpickler(source).load())
+    except ArchiveError:
+        raise
+    except Exception as exc:
+        raise ArchiveError(_MEMBER, f"not a PySyncObj state: {exc!r}") from exc
+    rows = {name: _measure(value) for name, value in sorted(attributes.items())}
+    for position, (cls, fields) in enumerate(consumers):
+        short = cls.rsplit(".", 1)[-1]
+        for name, value in sorted(fields.items()):
+            rows[f"{short}[{position}].{name}"] = _measure(value)
+    return rows
+
+
+def _measure(value: Any) -> tuple[int, int]:
+    count = len(value) if isinstance(value, (dict, list, tuple, set, frozenset, str, bytes,
+                                             bytearray)) else 1
+    sizer = _CountingWriter()
+    try:
+        pickle.dump(value, sizer, protocol=PICKLE_PROTOCOL)
+    except Exception:  # an _Opaque holding something unpicklable: size unknown
+        return count, 0
+    return count, sizer.count
+
+
+class _CountingWriter(io.RawIOBase):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        self.count += n
+        return n

@@ -1,0 +1,161 @@
+"""``SnapshotSupport``: the consumer every node carries, which restores a state through the log.
+
+A restore is a sequence of replicated commands: ``begin``, ``chunk``..., ``commit``. Every node
+applies them in log order; the chunks accumulate in this consumer (part of its replicated state,
+so a node that installs a PySyncObj dump mid-restore still has them) and ``commit`` checks the
+whole state's length and SHA-256, decodes it with the node's own trust settings and swaps it in
+within that one applied entry: no node ever shows a half-restored state, and the pending chunks
+are never part of the application's state (nor of a take).
+
+An abandoned restore (its process died) holds a lease measured in the commands' own timestamps,
+so every node decides alike: a ``begin`` after the lease has run out replaces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConsumer, replicated
+
+from . import _node
+from .state import load_state
+
+__all__ = ["SnapshotSupport", "find_support"]
+
+
+class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
+    """Add to every node's ``consumers``, last: ``SyncObj(self_addr, partners, consumers=[...,
+    SnapshotSupport()])``. Configure it the same way on every node.
+
+    :param trusted_classes: classes (besides plain data) a restored state may contain.
+    :param allow_unsafe_pickle: load any pickle. Only for archives whose origin you trust.
+    :param fork: take large states in a forked child so the node keeps serving (``None``: where
+        the platform can fork); ``False`` pickles on the tick thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        trusted_classes: Iterable[type] = (),
+        allow_unsafe_pickle: bool = False,
+        fork: bool | None = None,
+    ) -> None:
+        # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it.
+        self.trusted_classes = tuple(trusted_classes)
+        self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.fork = fork
+        super().__init__()
+        #: the restore in progress (replicated state, never the application's)
+        self._pending: dict[str, Any] | None = None
+
+    # --- replicated commands (ver 0; names are part of the log format) ----------------------------
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float) -> str:
+        pending = self._pending
+        if pending is not None and pending["rid"] != rid and issued_at < pending["expires"]:
+            return "busy"
+        self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
+                         "lease": lease, "expires": issued_at + lease}
+        return "ok"
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_chunk(self, rid: str, seq: int, text: str, issued_at: float) -> bool:
+        pending = self._pending
+        if pending is None or pending["rid"] != rid or seq != len(pending["parts"]):
+            return False
+        pending["parts"].append(text)
+        pending["expires"] = issued_at + pending["lease"]
+        return True
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_commit(self, rid: str) -> str:
+        pending, self._pending = self._pending, None
+        if pending is None or pending["rid"] != rid:
+            self._pending = pending
+            return "unknown restore"
+        try:
+            raw = zlib.decompress(base64.b64decode("".join(pending["parts"])))
+        except (ValueError, zlib.error) as exc:
+            return f"corrupt chunks: {exc}"
+        if len(raw) != pending["size"] or hashlib.sha256(raw).hexdigest() != pending["sha256"]:
+            return "the assembled state does not match its length and SHA-256"
+        try:
+            attributes, consumer_states = load_state(
+                io.BytesIO(raw), trusted_classes=self.trusted_classes,
+                allow_unsafe_pickle=self.allow_unsafe_pickle,
+            )
+            node = self._syncObj
+            check_consumers(node, consumer_states)
+        except Exception as exc:  # refused here means refused on every node alike
+            return f"refused: {exc}"
+        apply_state(node, attributes, consumer_states)
+        return "ok"
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_abort(self, rid: str) -> bool:
+        if self._pending is not None and self._pending["rid"] == rid:
+            self._pending = None
+            return True
+        return False
+
+    @property
+    def restore_in_progress(self) -> bool:
+        """Whether this node holds chunks of an unfinished restore."""
+        return self._pending is not None
+
+
+def find_support(node: SyncObj) -> SnapshotSupport | None:
+    for consumer in _node.consumers(node):
+        if isinstance(consumer, SnapshotSupport):
+            return consumer
+    return None
+
+
+def user_consumers(node: SyncObj) -> list[SyncObjConsumer]:
+    return [c for c in _node.consumers(node) if not isinstance(c, SnapshotSupport)]
+
+
+def consumer_name(consumer: SyncObjConsumer) -> str:
+    cls = type(consumer)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def check_consumers(node: SyncObj, states: list[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse a state whose consumers are not the node's (same classes, same order)."""
+    have = [consumer_name(c) for c in user_consumers(node)]
+    want = [name for name, _ in states]
+    if have != want:
+        raise ValueError(f"the snapshot's consumers {want} are not this node's {have}")
+
+
+def capture_state(node: SyncObj) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """The application's state: call on the tick thread only."""
+    attributes = {k: v for k, v in _node.user_attributes(node).items()
+                  if not k.startswith("_SyncObj__")}
+    return attributes, [(consumer_name(c), c._serialize()) for c in user_consumers(node)]
+
+
+def apply_state(
+    node: SyncObj, attributes: dict[str, Any], consumer_states: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Make the node's state exactly ``attributes`` and ``consumer_states``: on the tick thread.
+
+    Unlike PySyncObj's own dump loading, which only assigns, names absent from the snapshot are
+    removed, so the result equals the source.
+    """
+    excluded = _node.own_attribute_names(node)
+    for name in [k for k in node.__dict__
+                 if k not in excluded and not k.startswith("_SyncObj__") and k not in attributes]:
+        del node.__dict__[name]
+    node.__dict__.update(attributes)
+    for consumer, (_, fields) in zip(user_consumers(node), consumer_states, strict=True):
+        own = _node.consumer_own_names(consumer)
+        for name in [k for k in consumer.__dict__ if k not in own and k not in fields]:
+            del consumer.__dict__[name]
+        consumer._deserialize(fields)

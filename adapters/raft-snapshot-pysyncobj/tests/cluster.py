@@ -1,0 +1,215 @@
+"""Real PySyncObj clusters on 127.0.0.1 for the tests: start, find the leader, stop everything."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence, Set
+from typing import Any
+
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.batteries import ReplCounter, ReplDict
+from raft_snapshot_pysyncobj import SnapshotSupport
+
+WAIT = 20.0  # seconds any single wait in a test may last
+
+
+class Bank(SyncObj):  # type: ignore[misc]
+    """A state with an invariant: money only moves (the sum stays 1000) and every transfer is logged.
+
+    ``history`` is the sequence numbers of the applied transfers, in order: a consistent snapshot
+    holds a prefix of what was submitted, with nothing missing in the middle.
+    """
+
+    def __init__(self, address: str, partners: Sequence[str], consumers: Sequence[SyncObjConsumer],
+                 **conf: Any) -> None:
+        options = {"dynamicMembershipChange": False, "connectionTimeout": 5.0, **conf}
+        super().__init__(address, list(partners), conf=SyncObjConf(**options),
+                         consumers=list(consumers))
+        self.accounts = {f"acct{i}": 100 for i in range(10)}
+        self.history: list[int] = []
+
+    @replicated  # type: ignore[untyped-decorator]
+    def transfer(self, seq: int, source: str, target: str, amount: int) -> int:
+        self.accounts[source] -= amount
+        self.accounts[target] += amount
+        self.history.append(seq)
+        return seq
+
+    @replicated  # type: ignore[untyped-decorator]
+    def put(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def default_consumers() -> list[SyncObjConsumer]:
+    return [ReplCounter(), ReplDict(), SnapshotSupport()]
+
+
+class Cluster:
+    """``size`` Bank nodes on free loopback ports; ``stop()`` destroys every node it started."""
+
+    def __init__(self, size: int = 3, *,
+                 consumers: Callable[[], list[SyncObjConsumer]] = default_consumers,
+                 node_options: Callable[[int], dict[str, Any]] | None = None,
+                 **conf: Any) -> None:
+        self.addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
+        self.consumers = consumers
+        self.conf = conf
+        self.node_options = node_options or (lambda i: {})
+        self.nodes: list[Bank | None] = [None] * size
+        for i in range(size):
+            self.start(i)
+
+    def start(self, i: int, **extra: Any) -> Bank:
+        address = self.addresses[i]
+        partners = [a for a in self.addresses if a != address]
+        node = Bank(address, partners, self.consumers(), **{**self.conf, **self.node_options(i),
+                                                             **extra})
+        self.nodes[i] = node
+        return node
+
+    def node(self, i: int) -> Bank:
+        node = self.nodes[i]
+        assert node is not None, f"node {i} is stopped"
+        return node
+
+    @property
+    def running(self) -> list[Bank]:
+        return [n for n in self.nodes if n is not None]
+
+    def leader(self, timeout: float = WAIT) -> Bank:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.running:
+                if node._isLeader():
+                    return node
+            time.sleep(0.02)
+        raise TimeoutError("no leader elected")
+
+    def follower(self) -> Bank:
+        leader = self.leader()
+        return next(n for n in self.running if n is not leader)
+
+    def stop_node(self, i: int) -> None:
+        node = self.nodes[i]
+        if node is not None:
+            _destroy(node)
+            self.nodes[i] = None
+
+    def stop(self) -> None:
+        for i in range(len(self.nodes)):
+            self.stop_node(i)
+
+    def converged(self, timeout: float = WAIT) -> None:
+        """Wait until every running node has applied the leader's commit index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader(timeout=max(0.1, deadline - time.monotonic()))
+            target = leader.raftCommitIndex
+            if all(n.raftLastApplied >= target for n in self.running):
+                return
+            time.sleep(0.02)
+        raise TimeoutError("the nodes did not converge")
+
+    def states(self) -> list[Any]:
+        self.converged()
+        return [user_state(n) for n in self.running]
+
+
+def user_state(node: Bank) -> Any:
+    """What an application would call the node's state: its data and its consumers' data."""
+    counter = next((c for c in node._SyncObj__consumers if isinstance(c, ReplCounter)), None)
+    kv = next((c for c in node._SyncObj__consumers if isinstance(c, ReplDict)), None)
+    extra = {k: v for k, v in vars(node).items()
+             if k not in node._SyncObj__properies and not k.startswith("_SyncObj__")
+             and k not in ("accounts", "history")}
+    return {
+        "accounts": dict(node.accounts),
+        "history": list(node.history),
+        "extra": extra,
+        "counter": counter.get() if counter is not None else None,
+        "kv": dict(kv.items()) if kv is not None else None,
+    }
+
+
+def _destroy(node: SyncObj) -> None:
+    thread = node._SyncObj__thread
+    node.destroy()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(WAIT)
+    with contextlib.suppress(Exception):
+        node._SyncObj__transport.destroy()
+
+
+@contextlib.contextmanager
+def running_cluster(size: int = 3, **kwargs: Any) -> Iterator[Cluster]:
+    cluster = Cluster(size, **kwargs)
+    try:
+        cluster.leader()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class Writer:
+    """A thread submitting transfers through one node, one at a time, recording acknowledgements."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.acked: list[int] = []
+        self.uncertain: set[int] = set()  # timed out: applied or not, nobody knows
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(WAIT)
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            try:
+                node = self.cluster.leader(timeout=2.0)
+                node.transfer(seq, *transfer_args(seq), sync=True, timeout=5.0)
+            except Exception:
+                self.uncertain.add(seq)
+            else:
+                self.acked.append(seq)
+            seq += 1
+
+
+def transfer_args(seq: int) -> tuple[str, str, int]:
+    return f"acct{seq % 10}", f"acct{(seq * 7 + 3) % 10}", seq % 13
+
+
+def check_consistent(attributes: dict[str, Any], uncertain: Set[int] = frozenset()) -> list[int]:
+    """The balances are exactly the replay of the history, and the history has no holes."""
+    history: list[int] = list(attributes["history"])
+    balances = {f"acct{i}": 100 for i in range(10)}
+    for seq in history:
+        source, target, amount = transfer_args(seq)
+        balances[source] -= amount
+        balances[target] += amount
+    assert attributes["accounts"] == balances, "balances do not match the history: torn state"
+    assert history == sorted(set(history)), "history out of order or duplicated"
+    if history:
+        missing = set(range(history[-1] + 1)) - set(history) - set(uncertain)
+        assert not missing, f"history has holes: {sorted(missing)[:10]}"
+    return history

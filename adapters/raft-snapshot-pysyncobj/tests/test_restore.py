@@ -1,0 +1,218 @@
+"""Live restore through the log: all or nothing, on every node, in log order."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import io
+import os
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from cluster import Bank, Cluster, running_cluster, transfer_args, user_state
+from pysyncobj.batteries import ReplCounter
+from raft_snapshot_pysyncobj import SnapshotSupport
+from raft_snapshot_pysyncobj import restore as restore_module
+from raft_snapshot_pysyncobj.state import dump_state, load_state
+from raft_snapshot_pysyncobj.support import find_support
+
+import raft_snapshot_plugin as rsp
+from raft_snapshot_plugin import ArchiveError, BackendError
+from raft_snapshot_plugin.archive import read_archive
+from raft_snapshot_plugin.errors import SnapshotTimeoutError
+
+
+def _support(node: Bank) -> SnapshotSupport:
+    support = find_support(node)
+    assert support is not None
+    return support
+
+
+def _fill(cluster: Cluster, writes: int, note: str) -> None:
+    leader = cluster.leader()
+    for seq in range(writes):
+        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
+    leader.put("note", note, sync=True, timeout=10)
+    cluster.converged()
+
+
+def _save(cluster: Cluster, path: Path) -> rsp.SnapshotMeta:
+    with rsp.take(cluster.leader()) as snap:
+        snap.save(path)
+        return snap.meta
+
+
+def test_restore_into_a_fresh_running_cluster(cluster: Cluster, other_cluster: Cluster,
+                                              tmp_path: Path, snapshot_tmpdir: Path) -> None:
+    _fill(cluster, 40, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    members_before = sorted(other_cluster.addresses)
+    rsp.restore(other_cluster.follower(), tmp_path / "s.snap", timeout=60)
+    assert other_cluster.states() == [expected] * 3
+    # the target keeps its own membership, then takes new writes
+    with rsp.take(other_cluster.leader()) as snap:
+        assert sorted(s.address for s in snap.meta.servers) == members_before
+    other_cluster.leader().transfer(40, *transfer_args(40), sync=True, timeout=10)
+    states = other_cluster.states()
+    assert states[0]["history"] == list(range(41)) and all(s == states[0] for s in states)
+
+
+def test_restore_with_a_follower_down_converges_when_it_returns(
+    tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    with running_cluster(3) as cluster:
+        _fill(cluster, 25, "before")
+        _save(cluster, tmp_path / "old.snap")
+        old_state = cluster.states()[0]
+        leader = cluster.leader()
+        for seq in range(25, 40):
+            leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
+        down = next(i for i, n in enumerate(cluster.nodes) if n is not leader)
+        cluster.stop_node(down)
+        rsp.restore(cluster.leader(), tmp_path / "old.snap", timeout=60)
+        assert cluster.states() == [old_state] * 2
+        cluster.start(down)
+        cluster.converged()
+        assert cluster.states() == [old_state] * 3
+        cluster.leader().transfer(25, *transfer_args(25), sync=True, timeout=10)
+        assert cluster.states()[0]["history"] == list(range(26))
+
+
+def test_bad_archives_change_nothing_anywhere(cluster: Cluster, other_cluster: Cluster,
+                                             tmp_path: Path, snapshot_tmpdir: Path) -> None:
+    _fill(cluster, 10, "source")
+    _fill(other_cluster, 5, "target")
+    before = other_cluster.states()
+    meta = _save(cluster, tmp_path / "s.snap")
+    raw = (tmp_path / "s.snap").read_bytes()
+    (tmp_path / "damaged.snap").write_bytes(raw[:100] + bytes([raw[100] ^ 1]) + raw[101:])
+    with pytest.raises(ArchiveError):
+        rsp.restore(other_cluster.node(0), tmp_path / "damaged.snap")
+    with rsp.Snapshot.create(rsp.SnapshotMeta(index=3, term=1, backend="memory"), b"{}") as snap:
+        snap.save(tmp_path / "other.snap")
+    with pytest.raises(ArchiveError, match="memory"):
+        rsp.restore(other_cluster.node(1), tmp_path / "other.snap")
+    newer = rsp.SnapshotMeta(index=meta.index, term=1, backend="pysyncobj",
+                             state_format="pysyncobj-pickle5/99")
+    with rsp.Snapshot.create(newer, b"\x80\x05N.") as snap:
+        snap.save(tmp_path / "newer.snap")
+    with pytest.raises(BackendError, match="state format"):
+        rsp.restore(other_cluster.node(2), tmp_path / "newer.snap")
+    assert other_cluster.states() == before
+    assert not any(_support(n).restore_in_progress for n in other_cluster.running)
+
+
+def test_consumers_must_match(tmp_path: Path, snapshot_tmpdir: Path) -> None:
+    with running_cluster(3, consumers=lambda: [ReplCounter(), SnapshotSupport()]) as source, \
+            running_cluster(3, consumers=lambda: [SnapshotSupport()]) as target:
+        _fill(source, 3, "x")
+        _save(source, tmp_path / "s.snap")
+        before = target.states()
+        with pytest.raises(BackendError, match="consumers"):
+            rsp.restore(target.leader(), tmp_path / "s.snap")
+        assert target.states() == before
+
+
+def test_without_snapshot_support_the_error_says_what_to_add(tmp_path: Path,
+                                                             snapshot_tmpdir: Path) -> None:
+    with running_cluster(3, consumers=lambda: []) as plain:
+        _fill(plain, 3, "plain")
+        _save(plain, tmp_path / "s.snap")
+        with pytest.raises(BackendError, match=r"add raft_snapshot_pysyncobj\.SnapshotSupport\(\)"):
+            rsp.restore(plain.leader(), tmp_path / "s.snap")
+
+
+def _begin_and_abandon(cluster: Cluster, lease: float) -> str:
+    """What a restoring process that dies half-way leaves behind: begin and some chunks."""
+    support = find_support(cluster.leader())
+    assert support is not None
+    payload = base64.b64encode(zlib.compress(b"x" * 100_000)).decode()
+    rid = "abandoned"
+    assert support._rsp_begin(rid, 100_000, hashlib.sha256(b"x" * 100_000).hexdigest(),
+                              time.time(), lease, sync=True, timeout=10) == "ok"
+    for seq in range(2):
+        support._rsp_chunk(rid, seq, payload[seq * 100:(seq + 1) * 100], time.time(),
+                           sync=True, timeout=10)
+    return rid
+
+
+def test_abandoned_restore_is_invisible_blocks_then_expires(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fill(cluster, 12, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    _fill(other_cluster, 4, "target")
+    before = other_cluster.states()
+    _begin_and_abandon(other_cluster, lease=2.0)
+    assert other_cluster.states() == before  # nothing visible
+    with rsp.take(other_cluster.leader()) as snap:  # and nothing captured
+        assert snap.meta.size < 5000
+    with pytest.raises(BackendError, match="another restore"):
+        rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=30)
+    assert other_cluster.states() == before
+    time.sleep(2.2)  # the lease runs out: the next restore replaces the abandoned one
+    rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
+    assert other_cluster.states() == [expected] * 3
+    assert not any(_support(n).restore_in_progress for n in other_cluster.running)
+
+
+def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, tmp_path: Path,
+                                      snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(cluster, 5, "source")
+    _save(cluster, tmp_path / "small.snap")
+    _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
+    before = other_cluster.states()
+    monkeypatch.setattr(restore_module, "WINDOW", 1)  # slow enough to run out of time
+    with pytest.raises(SnapshotTimeoutError):
+        rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=0.5)
+    time.sleep(0.5)
+    assert other_cluster.states() == before
+    assert not any(_support(n).restore_in_progress for n in other_cluster.running)
+
+
+def _with_big_attribute(source: Path, target: Path, size: int) -> None:
+    """The same archive with an incompressible attribute added (as a big application would)."""
+    state = io.BytesIO()
+    meta = read_archive(source, state)
+    state.seek(0)
+    attributes, consumers = load_state(state)
+    attributes["big"] = os.urandom(size)
+    out = io.BytesIO()
+    dump_state(attributes, consumers, out)
+    with rsp.Snapshot.create(dataclasses.replace(meta, id="", peers=b""), out.getvalue()) as snap:
+        snap.save(target)
+
+
+def test_chunks_stay_under_the_batch_size(cluster: Cluster) -> None:
+    from pysyncobj import pickle as pso_pickle
+
+    node = cluster.leader()
+    step = restore_module.chunk_chars(node)
+    command = 1 + len(pso_pickle.dumps((12, ("f" * 32, 10**6, "A" * step, time.time()))))
+    assert command < node.conf.appendEntriesBatchSizeBytes
+    assert step > node.conf.appendEntriesBatchSizeBytes // 2
+
+
+def test_restore_then_user_state_helper(cluster: Cluster) -> None:
+    assert user_state(cluster.leader())["accounts"]["acct0"] == 100
+
+
+def test_large_incompressible_state_restores_everywhere(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    _fill(cluster, 5, "source")
+    _save(cluster, tmp_path / "small.snap")
+    _with_big_attribute(tmp_path / "small.snap", tmp_path / "big.snap", 4_000_000)
+    started = time.monotonic()
+    rsp.restore(other_cluster.node(2), tmp_path / "big.snap", timeout=120)
+    elapsed = time.monotonic() - started
+    states = other_cluster.states()
+    assert all(len(s["extra"]["big"]) == 4_000_000 for s in states)
+    assert all(s == states[0] for s in states)
+    print(f"4 MB incompressible restore: {elapsed:.2f} s")

@@ -1,0 +1,156 @@
+"""state.bin's restricted unpickler: plain data and trusted classes load; code never runs."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import pickle
+import subprocess
+from collections import OrderedDict, defaultdict, deque
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from raft_snapshot_pysyncobj.state import UnsafePickleError, describe_state, dump_state, load_state
+
+from raft_snapshot_plugin import ArchiveError
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+
+def _state(value: Any, **consumer_fields: Any) -> bytes:
+    out = io.BytesIO()
+    dump_state({"value": value}, [("pkg.Consumer", consumer_fields)] if consumer_fields else [], out)
+    return out.getvalue()
+
+
+PLAIN = [
+    None, True, 3, 2**80, 1.5, complex(1, 2), "tëxt", b"\x00\xff", bytearray(b"ab"),
+    [1, [2]], (1, 2), {"a": {1: 2}}, {1, 2}, frozenset({3}), range(3),
+    OrderedDict(a=1), deque([1, 2]), defaultdict(list, {"a": [1]}),
+    datetime(2026, 1, 2, tzinfo=timezone.utc), timedelta(seconds=5), Decimal("1.10"),
+    UUID(int=7),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=lambda v: type(v).__name__)
+def test_plain_data_loads(value: Any) -> None:
+    attributes, consumers = load_state(io.BytesIO(_state(value, field=value)))
+    assert attributes == {"value": value}
+    assert consumers == [("pkg.Consumer", {"field": value})]
+
+
+def test_trusted_class_loads_and_untrusted_is_refused() -> None:
+    raw = _state(Point(1, 2))
+    assert load_state(io.BytesIO(raw), trusted_classes=(Point,))[0]["value"] == Point(1, 2)
+    with pytest.raises(UnsafePickleError) as info:
+        load_state(io.BytesIO(raw))
+    assert info.value.member == "state.bin" and "Point" in str(info.value)
+    assert load_state(io.BytesIO(raw), allow_unsafe_pickle=True)[0]["value"] == Point(1, 2)
+
+
+class _Reduce:
+    """A pickle whose loading calls ``func(*args)``: the classic gadget."""
+
+    def __init__(self, func: Any, *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.func, self.args
+
+
+def _gadget_os_system(marker: Path) -> Any:
+    return _Reduce(os.system, f"touch {marker}")
+
+
+def _gadget_subprocess(marker: Path) -> Any:
+    return _Reduce(subprocess.Popen, ["touch", str(marker)])
+
+
+def _gadget_eval(marker: Path) -> Any:
+    return _Reduce(builtins.eval, f"open({str(marker)!r}, 'w').close()")
+
+
+def _gadget_exec(marker: Path) -> Any:
+    return _Reduce(builtins.exec, f"open({str(marker)!r}, 'w').close()")
+
+
+def _gadget_arbitrary_class(marker: Path) -> Any:
+    return Point(1, 2)  # a class nobody registered: refused even though harmless
+
+
+GADGETS = [_gadget_os_system, _gadget_subprocess, _gadget_eval, _gadget_exec,
+           _gadget_arbitrary_class]
+
+
+@pytest.mark.parametrize("gadget", GADGETS, ids=lambda g: g.__name__.removeprefix("_gadget_"))
+@pytest.mark.parametrize("where", ["attribute", "consumer", "nested"])
+def test_gadgets_are_refused_and_never_run(gadget: Any, where: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = gadget(marker)
+    document: dict[str, Any] = {"format": 1, "attributes": {}, "consumers": []}
+    if where == "attribute":
+        document["attributes"]["x"] = payload
+    elif where == "consumer":
+        document["consumers"].append(("pkg.Consumer", {"x": payload}))
+    else:
+        document["attributes"]["x"] = {"deep": [1, (2, {"er": payload})]}
+    raw = pickle.dumps(document, protocol=5)
+    with pytest.raises(UnsafePickleError):
+        load_state(io.BytesIO(raw))
+    with pytest.raises(UnsafePickleError):
+        load_state(io.BytesIO(pickle.dumps(document, protocol=2)))
+    describe_state(io.BytesIO(raw))  # inspect shows it without running it
+    assert not marker.exists(), "the gadget ran"
+
+
+def _raw_gadgets(marker: Path) -> dict[str, bytes]:
+    """Hand-written opcode streams that no __reduce__ produces: getattr chains, old names."""
+    cmd = f"touch {marker}".encode()
+    return {
+        "getattr-import-chain": b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(Vos\ntRVsystem\ntR(V"
+        + cmd + b"\ntR.",
+        "getattr-on-safe-type": b"cbuiltins\ngetattr\n(cbuiltins\nset\nVclear\ntR.",
+        "py2-builtin-eval": b"c__builtin__\neval\n(Vopen('" + str(marker).encode()
+        + b"','w')\ntR.",
+        "posix-system": b"cposix\nsystem\n(V" + cmd + b"\ntR.",
+        "stack-global": b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c"
+        + bytes([len(cmd)]) + cmd + b"\x94\x85\x94R\x94.",
+        "inst-opcode": b"(V" + cmd + b"\nios\nsystem\n.",
+        "obj-opcode": b"(cos\nsystem\nV" + cmd + b"\no.",
+        "build-setstate": b"\x80\x02cbuiltins\nset\n)\x81}X\x0b\x00\x00\x00__setstate__"
+        b"cos\nsystem\nsb.",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_raw_gadgets(Path("/x"))))
+def test_hand_written_gadgets_are_refused(name: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    raw = _raw_gadgets(marker)[name]
+    with pytest.raises(ArchiveError):
+        load_state(io.BytesIO(raw))
+    assert not marker.exists(), "the gadget ran"
+
+
+@pytest.mark.parametrize("raw", [b"", b"not a pickle", pickle.dumps([1, 2]),
+                                 pickle.dumps({"format": 2}), pickle.dumps({"format": 1})])
+def test_not_a_state_is_an_archive_error(raw: bytes) -> None:
+    with pytest.raises(ArchiveError) as info:
+        load_state(io.BytesIO(raw))
+    assert info.value.member == "state.bin"
+
+
+def test_describe_counts_and_sizes() -> None:
+    rows = describe_state(io.BytesIO(_state({"k": "v" * 100}, items=[1, 2, 3])))
+    assert rows["value"][0] == 1 and rows["value"][1] > 100
+    assert rows["Consumer[0].items"][0] == 3
