@@ -1,28 +1,55 @@
 """The ``raft-snapshot`` command line, on click.
 
-Every expected failure (a bad archive, an unreadable file, a refused request) is one line on stderr
-and exit status 1; only a bug shows a traceback.
+Every expected failure (a bad archive, an unreadable file, a refused request, an unreachable or
+untrusted endpoint) is one line on stderr and exit status 1; only a bug shows a traceback.
+``--addr`` and ``--token`` also come from ``RAFT_SNAPSHOT_ADDR`` and ``RAFT_SNAPSHOT_TOKEN``.
+Transfers show a progress bar (bytes and rate) on stderr when it is a terminal, nothing otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import IO
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, TypeVar
 
 import click
 
 from . import __version__
 from .errors import RaftSnapshotError
+from .http import DEFAULT_TIMEOUT, Client, Progress
 from .manager import get_plugin_manager
 from .meta import SnapshotMeta
+from .snapshot import Inspection
+from .snapshot import inspect as inspect_archive
 from .snapshot import verify as verify_archive
 
 __all__ = ["cli", "main", "run"]
 
 _FORMAT = click.Choice(["text", "json"])
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _remote_options(func: _F) -> _F:
+    """``--addr``, ``--token``, ``--ca-file`` and ``--timeout``, shared by save and restore."""
+    for option in reversed([
+        click.option("--addr", envvar="RAFT_SNAPSHOT_ADDR", required=True, metavar="URL",
+                     help="The node's snapshot endpoint, e.g. http://127.0.0.1:8500 "
+                          "[env RAFT_SNAPSHOT_ADDR]."),
+        click.option("--token", envvar="RAFT_SNAPSHOT_TOKEN", metavar="TOKEN",
+                     help="The endpoint's bearer token [env RAFT_SNAPSHOT_TOKEN]."),
+        click.option("--ca-file", envvar="RAFT_SNAPSHOT_CACERT", metavar="PEM",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Certificate authorities to trust for https [env RAFT_SNAPSHOT_CACERT]."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=DEFAULT_TIMEOUT, show_default=True,
+                     help="Seconds each network operation may wait."),
+    ]):
+        func = option(func)
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +72,50 @@ def verify(file: str, fmt: str) -> None:
         click.echo(meta.to_json().decode("utf-8"), nl=False)
     else:
         click.echo(_meta_table(meta))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_remote_options
+@click.option("--stale", is_flag=True, help="Accept a snapshot from a node that is not the leader.")
+def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
+         stale: bool) -> None:
+    """Save a fresh snapshot of a node's cluster into FILE.
+
+    The archive goes to FILE.unverified, is verified completely, then renamed to FILE.
+    """
+    client = _client(addr, token, timeout, ca_file)
+    with _progress("Saving") as progress:
+        meta = client.save(file, stale=stale, progress=progress)
+    click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_remote_options
+def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float) -> None:
+    """Restore the snapshot in FILE into a node's cluster.
+
+    The node verifies the whole archive before anything is applied; the cluster keeps its own
+    membership.
+    """
+    client = _client(addr, token, timeout, ca_file)
+    with _progress("Restoring") as progress:
+        meta = client.restore(file, progress=progress)
+    click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term})")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
+def inspect(file: str, fmt: str) -> None:
+    """Verify a snapshot archive and show its metadata and contents, as consul snapshot inspect."""
+    source: str | IO[bytes] = sys.stdin.buffer if file == "-" else file
+    found = inspect_archive(source)
+    if fmt == "json":
+        click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(_inspection_table(found))
 
 
 @cli.command()
@@ -78,6 +149,75 @@ def _meta_table(meta: SnapshotMeta) -> str:
                  ("State format", meta.state_format or "-")]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def _client(addr: str, token: str | None, timeout: float, ca_file: str | None) -> Client:
+    try:
+        return Client(addr, token, timeout=timeout, cafile=ca_file)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--addr'") from exc
+
+
+def _inspection_table(found: Inspection) -> str:
+    """``consul snapshot inspect``'s layout: the metadata, then one row per kind of data."""
+    meta = found.meta
+    rows = [("ID", meta.id), ("Size", str(meta.size)), ("Index", str(meta.index)),
+            ("Term", str(meta.term)), ("Version", str(meta.version))]
+    if meta.backend:
+        rows += [("Backend", f"{meta.backend} {meta.backend_version}".strip()),
+                 ("State format", meta.state_format or "-")]
+    width = max(len(key) for key, _ in rows)
+    lines = [f" {key:<{width}}  {value}" for key, value in rows]
+    if not found.stats:
+        why = f"the {meta.backend} adapter is not installed" if meta.backend else "no Backend key"
+        return "\n".join([*lines, "", f" No breakdown of the state ({why})."])
+    table = [("Name", "Count", "Size"), ("----", "-----", "----")]
+    table += [(s.name, str(s.count), str(s.sum)) for s in found.stats]
+    table += [("----", "-----", "----"), ("Total", "", str(found.total_size))]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    lines.append("")
+    lines += [f" {n:<{widths[0]}}  {c:>{widths[1]}}  {z:>{widths[2]}}".rstrip() for n, c, z in table]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Progress | None]:
+    """A progress callback drawing a bar with bytes and rate on a terminal; None when piped."""
+    if not _is_terminal(sys.stderr):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
+        start = time.monotonic()
+        shown = [0]
+
+        def update(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(click.progressbar(
+                    length=max(total, 1), label=label, file=sys.stderr, show_eta=True,
+                    show_percent=True, item_show_func=lambda text: text,
+                )))
+            rate = done / max(time.monotonic() - start, 1e-6)
+            text = f"{_bytes(done)} of {_bytes(total)}, {_bytes(rate)}/s"
+            bars[0].update(done - shown[0], text)
+            shown[0] = done
+
+        yield update
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def main(argv: Sequence[str] | None = None) -> int:

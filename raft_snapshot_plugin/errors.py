@@ -8,7 +8,8 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── BackendError                          an adapter failed or misbehaved       .backend
     │   ├── BackendNotFoundError              no installed adapter claims the node
     │   └── PluginConflictError               two plugins claim one backend name
-    └── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
+    ├── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
+    └── RemoteError                           a snapshot endpoint refused or was unreachable  .status
 
 Errors raised by other libraries (an adapter's own exception, ``OSError`` from the file system) are
 chained with ``raise ... from exc`` so the original traceback is never lost.
@@ -23,6 +24,7 @@ __all__ = [
     "IntegrityError",
     "PluginConflictError",
     "RaftSnapshotError",
+    "RemoteError",
     "SnapshotTimeoutError",
 ]
 
@@ -70,3 +72,27 @@ class PluginConflictError(BackendError):
 
 class SnapshotTimeoutError(RaftSnapshotError, TimeoutError):
     """A take or a restore did not finish within its timeout; nothing was applied."""
+
+
+class RemoteError(RaftSnapshotError):
+    """A snapshot endpoint (``raft_snapshot_plugin.http``) refused a request or could not be reached.
+
+    :param message: what went wrong: the endpoint's own ``{"error": ...}`` text when it answered.
+    :param status: the HTTP status code, or ``None`` when no answer came (connection refused, TLS
+        failure, timeout, a connection lost mid-transfer: then the network error is chained).
+    :param url: the endpoint asked.
+    :param leader: the leader's Raft address, when a follower refused a request and named it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str | None = None,
+        leader: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.leader = leader

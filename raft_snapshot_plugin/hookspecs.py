@@ -29,6 +29,7 @@ __all__ = [
     "raft_snapshot_backend",
     "raft_snapshot_describe",
     "raft_snapshot_is_leader",
+    "raft_snapshot_leader",
     "raft_snapshot_restore",
     "raft_snapshot_take",
 ]
@@ -162,4 +163,26 @@ def raft_snapshot_describe(
                 return None
             data = json.load(source)
             return {"keys": (len(data), sum(len(v) for v in data.values()))}
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_leader(backend: str, node: object) -> str | None:
+    """Name the current leader of ``node``'s cluster, so a follower can point clients at it.
+
+    Optional: the snapshot endpoint calls it when it refuses a request on a follower; an adapter
+    that does not implement it leaves the answer without a leader.
+
+    :param backend: the backend name chosen for ``node``; return ``None`` if it is not yours.
+    :param node: the node object the backend claimed.
+    :return: the leader's Raft address (as the configuration's ``Server.address`` gives it), or
+        ``None`` if it is not yours or no leader is known right now.
+
+    Stops at the first non-``None`` result.
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_leader(backend, node):
+            return node.leader_address() if backend == "mybackend" else None
     """

@@ -19,7 +19,7 @@ from typing import IO, Any, cast
 import pluggy
 
 from . import hookspecs
-from .errors import BackendError, BackendNotFoundError, PluginConflictError
+from .errors import BackendError, BackendNotFoundError, PluginConflictError, SnapshotTimeoutError
 from .hookspecs import NAME
 from .meta import SnapshotMeta
 
@@ -158,6 +158,23 @@ class PluginManager(pluggy.PluginManager):
         result = self._call("raft_snapshot_is_leader", backend=backend, node=node)
         return cast(bool, _expect(result, bool, backend, "raft_snapshot_is_leader"))
 
+    def leader(self, backend: str, node: object) -> str | None:
+        """Call ``raft_snapshot_leader``: the leader's Raft address, or ``None`` when unknown.
+
+        An adapter may leave this hook out: then the answer is ``None``, never an error.
+
+        :raises BackendError: the adapter failed or answered something other than a string.
+        """
+        hook = self.hook.raft_snapshot_leader
+        try:
+            result = hook(backend=backend, node=node)
+        except Exception as exc:
+            raise BackendError(f"adapter {backend!r} failed in raft_snapshot_leader: {exc!r}",
+                               backend=backend) from exc
+        if result is None:
+            return None
+        return cast(str, _expect(result, str, backend, "raft_snapshot_leader"))
+
     def describe(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes]
     ) -> Mapping[str, tuple[int, int]]:
@@ -179,6 +196,12 @@ class PluginManager(pluggy.PluginManager):
         hook = getattr(self.hook, hook_name)
         try:
             result = hook(**kwargs)
+        except SnapshotTimeoutError:
+            raise  # already the documented, typed outcome of a timeout
+        except BackendError as exc:
+            if exc.backend is None:
+                exc.backend = backend
+            raise
         except Exception as exc:
             raise BackendError(f"adapter {backend!r} failed in {hook_name}: {exc!r}",
                                backend=backend) from exc

@@ -222,6 +222,13 @@ class MemoryPlugin:
         return node.is_leader if backend == self.name else None
 
     @hookimpl
+    def raft_snapshot_leader(self, backend: str, node: MemoryNode) -> str | None:
+        if backend != self.name:
+            return None
+        leader = node.cluster.leader
+        return leader.address if leader is not None else None
+
+    @hookimpl
     def raft_snapshot_describe(
         self, backend: str, source: IO[bytes]
     ) -> Mapping[str, tuple[int, int]] | None:

@@ -114,7 +114,7 @@ def test_external_adapter_is_discovered_and_round_trips(
     tiny: Any, tmp_path: Path, snapshot_tmpdir: Path
 ) -> None:
     pm = get_plugin_manager()
-    assert [(b.name, b.distribution, b.version) for b in pm.backends()] == [
+    assert [(b.name, b.distribution, b.version) for b in pm.backends() if b.name == "tiny"] == [
         ("tiny", "raft-snapshot-tiny", "1.2.3")
     ]
     node = tiny.TinyNode(b"the state" * 1000)
@@ -140,10 +140,11 @@ def test_external_adapter_follower_snapshot_is_stale(tiny: Any, snapshot_tmpdir:
 def test_backends_cli_lists_external_adapter(adapter_sites: dict[str, Path]) -> None:
     result = _cli(["backends"], adapter_sites["tiny"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["tiny", "raft-snapshot-tiny", "1.2.3"]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["tiny", "raft-snapshot-tiny", "1.2.3"] in lines
     listed = json.loads(_cli(["backends", "--format", "json"], adapter_sites["tiny"]).stdout)
-    assert listed == [{"name": "tiny", "distribution": "raft-snapshot-tiny", "version": "1.2.3",
-                       "disabled": False}]
+    assert {"name": "tiny", "distribution": "raft-snapshot-tiny", "version": "1.2.3",
+            "disabled": False} in listed
 
 
 def test_disable_env_switches_adapter_off(
@@ -151,11 +152,12 @@ def test_disable_env_switches_adapter_off(
 ) -> None:
     monkeypatch.setenv("RAFT_SNAPSHOT_DISABLE_PLUGINS", " other , tiny")
     pm = get_plugin_manager()
-    assert [(b.name, b.disabled) for b in pm.backends()] == [("tiny", True)]
+    assert [(b.name, b.disabled) for b in pm.backends() if b.name == "tiny"] == [("tiny", True)]
     with pytest.raises(rsp.BackendNotFoundError, match="TinyNode"):
         rsp.take(tiny.TinyNode(b"x"), manager=pm)
     result = _cli(["backends"], adapter_sites["tiny"], RAFT_SNAPSHOT_DISABLE_PLUGINS="tiny")
-    assert result.stdout.strip().endswith("(disabled)")
+    assert any(line.startswith("tiny ") and line.endswith("(disabled)")
+               for line in result.stdout.splitlines())
 
 
 def test_two_distributions_claiming_one_name_is_an_error(

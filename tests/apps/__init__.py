@@ -1,0 +1,1 @@
+"""Helper applications and fixtures the tests run (not tests themselves)."""
