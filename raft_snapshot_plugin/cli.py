@@ -91,7 +91,7 @@ def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: 
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path())
 @_remote_options
 def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float) -> None:
     """Restore the snapshot in FILE into a node's cluster.
@@ -132,6 +132,18 @@ def backends(fmt: str) -> None:
     for b in infos:
         state = " (disabled)" if b.disabled else ""
         click.echo(f"{b.name}  {b.distribution or '-'} {b.version or ''}".rstrip() + state)
+
+
+@cli.command()
+def demo() -> int:
+    """Run a 3-node PySyncObj cluster here: snapshot, verify, inspect, restore, report."""
+    try:
+        from raft_snapshot_pysyncobj.demo import run_demo
+    except ImportError as exc:
+        raise click.ClickException(
+            "the demo needs the PySyncObj adapter: pip install ./adapters/raft-snapshot-pysyncobj"
+        ) from exc
+    return 0 if run_demo(click.echo) else 1
 
 
 def _meta_table(meta: SnapshotMeta) -> str:

@@ -49,3 +49,8 @@ def raft_snapshot_is_leader(backend: str, node: SyncObj) -> bool | None:
 @hookimpl
 def raft_snapshot_describe(backend: str, source: IO[bytes]) -> Mapping[str, tuple[int, int]] | None:
     return describe_state(source) if backend == BACKEND else None
+
+
+@hookimpl
+def raft_snapshot_leader(backend: str, node: SyncObj) -> str | None:
+    return _node.leader_address(node) if backend == BACKEND else None

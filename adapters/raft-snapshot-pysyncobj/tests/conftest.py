@@ -51,4 +51,6 @@ def snapshot_read_state(cluster: Cluster, other_cluster: Cluster) -> Callable[[A
     return read
 
 
+pytest_plugins = ["raft_snapshot_plugin.testing"]
+
 __all__ = ["user_state"]

@@ -118,6 +118,7 @@ def test_is_leader_and_take_timeout(cluster: Cluster, snapshot_tmpdir: Path) -> 
     leader = cluster.leader()
     assert pm.is_leader("pysyncobj", leader) is True
     assert pm.is_leader("pysyncobj", cluster.follower()) is False
+    assert pm.leader("pysyncobj", cluster.follower()) == leader.selfNode.address
     release = threading.Event()
     leader.addOnTickCallback(lambda: release.wait(10))  # a tick that hangs
     try:
