@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TypeVar
@@ -19,6 +23,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from . import __version__
+from ._files import remove_quietly, temp_file
 from .errors import RaftSnapshotError
 from .http import DEFAULT_TIMEOUT, Client, Progress
 from .manager import get_plugin_manager
@@ -93,16 +98,53 @@ def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: 
 @cli.command()
 @click.argument("file", type=click.Path())
 @_remote_options
-def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float) -> None:
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="An agent configuration whose [storage.options] open a storage URL.")
+def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
+            config_path: str | None) -> None:
     """Restore the snapshot in FILE into a node's cluster.
 
-    The node verifies the whole archive before anything is applied; the cluster keeps its own
-    membership.
+    FILE is a local file or a storage URL (s3://bucket/prefix/NAME.snap, gs://..., file://...);
+    PREFIX/latest means the newest snapshot the agent stored there. A stored snapshot is
+    downloaded into a private temp file first. The node verifies the whole archive before anything
+    is applied; the cluster keeps its own membership.
     """
     client = _client(addr, token, timeout, ca_file)
-    with _progress("Restoring") as progress:
-        meta = client.restore(file, progress=progress)
-    click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term})")
+    if not _is_storage_url(file):
+        with _progress("Restoring") as progress:
+            meta = client.restore(file, progress=progress)
+        click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term})")
+        return
+    agent = _agent_module()
+    options = _load_config(agent, config_path).storage_options if config_path else {}
+    with temp_file(prefix="raft-snapshot-download-") as (tmp, tmp_path):
+        try:
+            found = agent.download(file, tmp, options)
+            tmp.close()
+            with _progress("Restoring") as progress:
+                meta = client.restore(tmp_path, progress=progress)
+        finally:
+            tmp.close()
+            remove_quietly(tmp_path)
+    click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}) from {found}")
+
+
+def _is_storage_url(file: str) -> bool:
+    """A URL with a scheme, or a local PREFIX/latest that is not itself a file."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", file):
+        return True
+    return os.path.basename(file.rstrip("/")) == "latest" and not os.path.exists(file)
+
+
+def _agent_module() -> Any:
+    try:
+        import fsspec  # noqa: F401  (only to give the install hint below)
+
+        from . import agent
+    except ImportError as exc:
+        raise click.ClickException(
+            "storage URLs need fsspec: pip install 'raft-snapshot-plugin[agent]'") from exc
+    return agent
 
 
 @cli.command()
@@ -144,6 +186,101 @@ def demo() -> int:
             "the demo needs the PySyncObj adapter: pip install ./adapters/raft-snapshot-pysyncobj"
         ) from exc
     return 0 if run_demo(click.echo) else 1
+
+
+_CONFIG = click.option("--config", "config_path", required=True, metavar="FILE",
+                       type=click.Path(exists=True, dir_okay=False),
+                       help="The agent's TOML configuration.")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--config", "config_path", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="The agent's TOML configuration (to run the agent).")
+@click.pass_context
+def agent(ctx: click.Context, config_path: str | None) -> None:
+    """Run the snapshot agent until SIGINT or SIGTERM (with --config), or query it.
+
+    The agent takes a snapshot through the node's endpoint ([agent] addr, or RAFT_SNAPSHOT_ADDR)
+    every interval, stores it under [storage] url and applies [retention].
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if config_path is None:
+        raise click.UsageError("give --config FILE to run the agent, or a command: status, list")
+    module = _agent_module()
+    config = _load_config(module, config_path)
+    addr = config.addr or os.environ.get("RAFT_SNAPSHOT_ADDR")
+    if not addr:
+        raise click.UsageError(f"{config_path}: [agent] addr is required (or RAFT_SNAPSHOT_ADDR)")
+    token = config.token or os.environ.get("RAFT_SNAPSHOT_TOKEN")
+    runner = module.Agent.from_config(config, addr=addr, token=token,
+                                      state_dir=_agent_state_dir(config))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner.start()
+        click.echo(f"raft-snapshot agent: {addr} -> {config.url} every {config.interval:g} s "
+                   f"(status in {runner.state_dir})", err=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        runner.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("raft-snapshot agent: stopped", err=True)
+
+
+@agent.command("status")
+@_CONFIG
+def agent_status(config_path: str) -> None:
+    """Print the agent's status as JSON (times are Unix seconds or null)."""
+    module = _agent_module()
+    state_dir = _agent_state_dir(_load_config(module, config_path))
+    found = module.read_status(state_dir)
+    if found is None:
+        raise click.ClickException(f"no agent status in {state_dir}: has the agent run?")
+    click.echo(json.dumps(found, indent=2, sort_keys=True))
+
+
+@agent.command("list")
+@_CONFIG
+@click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
+def agent_list(config_path: str, fmt: str) -> None:
+    """List the snapshots stored under the agent's storage URL, newest first."""
+    module = _agent_module()
+    config = _load_config(module, config_path)
+    found = list(reversed(module.list_snapshots(config.url, config.storage_options)))
+    if fmt == "json":
+        click.echo(json.dumps([{"name": s.name, "url": s.url, "time": s.time, "index": s.index,
+                                "size": s.size} for s in found], indent=2))
+        return
+    if not found:
+        click.echo(f"no snapshots stored under {config.url}")
+    for s in found:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.time))
+        size = "-" if s.size is None else _bytes(s.size)
+        click.echo(f"{s.url}  {when}  index {s.index}  {size}")
+
+
+def _load_config(module: Any, path: str) -> Any:
+    try:
+        return module.load_config(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _agent_state_dir(config: Any) -> str:
+    """The configured state dir, else $XDG_STATE_HOME (or ~/.local/state)/raft-snapshot-agent."""
+    if config.state_dir:
+        return str(config.state_dir)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "state")
+    return os.path.join(base, "raft-snapshot-agent")
 
 
 def _meta_table(meta: SnapshotMeta) -> str:

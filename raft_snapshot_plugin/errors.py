@@ -9,7 +9,8 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     │   ├── BackendNotFoundError              no installed adapter claims the node
     │   └── PluginConflictError               two plugins claim one backend name
     ├── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
-    └── RemoteError                           a snapshot endpoint refused or was unreachable  .status
+    ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
+    └── StorageError                          the agent's storage (fsspec) failed          .url
 
 Errors raised by other libraries (an adapter's own exception, ``OSError`` from the file system) are
 chained with ``raise ... from exc`` so the original traceback is never lost.
@@ -26,6 +27,7 @@ __all__ = [
     "RaftSnapshotError",
     "RemoteError",
     "SnapshotTimeoutError",
+    "StorageError",
 ]
 
 
@@ -96,3 +98,17 @@ class RemoteError(RaftSnapshotError):
         self.status = status
         self.url = url
         self.leader = leader
+
+
+class StorageError(RaftSnapshotError):
+    """The snapshot agent's storage (an fsspec file system: local, s3, gs, az...) failed.
+
+    :param message: what was being done and what the store answered.
+    :param url: the storage URL (the prefix or the object).
+
+    The storage library's own error (``OSError``, botocore's, ...) is chained.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,6 @@ def vectors_dir() -> Path:
 
 
 @pytest.fixture
-def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Point ``RAFT_SNAPSHOT_TMPDIR`` at a fresh folder; at teardown it must be empty again."""
-    folder = tmp_path / "private-tmp"
-    folder.mkdir()
-    monkeypatch.setenv("RAFT_SNAPSHOT_TMPDIR", str(folder))
-    yield folder
-    leftovers = sorted(os.listdir(folder))
-    assert not leftovers, f"temp files outlived their use in {folder}: {leftovers}"
+def private_tmpdir(snapshot_tmpdir: Path) -> Path:
+    """The kit's private ``RAFT_SNAPSHOT_TMPDIR``, which must be empty again at teardown."""
+    return snapshot_tmpdir
