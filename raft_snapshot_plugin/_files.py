@@ -2,6 +2,7 @@
 
 A private temp file lives in ``RAFT_SNAPSHOT_TMPDIR``, else ``TMPDIR``, else the system default, read
 on every call. It is created mode 0600 and removed on any failure; on success the caller owns it.
+One left by a killed process (its name carries the pid) is removed by the next one made there.
 An atomic save writes a hidden partial file beside the target, fsyncs it, renames it into place and
 fsyncs the folder. A partial file left by a killed process is named
 ``.raft-snapshot.<pid>.<random>.partial`` and removed by the next save into that folder.
@@ -49,9 +50,13 @@ def remove_quietly(path: str) -> None:
 def temp_file(prefix: str = "raft-snapshot-") -> Iterator[tuple[IO[bytes], str]]:
     """Create a private temp file opened ``w+b``; remove it if the block raises.
 
-    On success the file stays open and on disk: the caller owns both.
+    On success the file stays open and on disk: the caller owns both. The name carries the
+    process id (``<prefix><pid>.<random>.tmp``): files of processes that died (a SIGKILL leaves
+    them) are removed by the next call in the same folder.
     """
-    fd, path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=temp_dir())
+    folder = temp_dir()
+    _remove_dead_temp_files(folder)
+    fd, path = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
     file = os.fdopen(fd, "w+b")
     try:
         yield file, path
@@ -99,6 +104,20 @@ def remove_stale_partials(folder: str) -> list[str]:
             remove_quietly(os.path.join(folder, name))
             removed.append(name)
     return removed
+
+
+_TEMP_RE = re.compile(r"^raft-snapshot-(?:[a-z]+-)*(\d+)\.[^.]+\.tmp$")
+
+
+def _remove_dead_temp_files(folder: str) -> None:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMP_RE.match(name)
+        if match and not _process_alive(int(match.group(1))):
+            remove_quietly(os.path.join(folder, name))
 
 
 def _process_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from raft_snapshot_plugin import ArchiveError
 
@@ -67,8 +67,16 @@ class UnsafePickleError(ArchiveError):
         self.global_name = f"{module}.{name}"
 
 
+class PickleSource(Protocol):
+    """What the unpickler reads from: ``read`` and ``readline`` of bytes."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: IO[bytes], trusted: Mapping[tuple[str, str], type]) -> None:
+    def __init__(self, file: PickleSource, trusted: Mapping[tuple[str, str], type]) -> None:
         super().__init__(file)
         self._trusted = trusted
 
@@ -114,7 +122,7 @@ def dump_state(
 
 
 def load_state(
-    source: IO[bytes],
+    source: PickleSource,
     *,
     trusted_classes: Iterable[type] = (),
     allow_unsafe_pickle: bool = False,

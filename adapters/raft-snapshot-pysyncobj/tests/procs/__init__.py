@@ -1,0 +1,1 @@
+"""Node processes for the fault tests: ``node.py`` runs one node, ``control.py`` drives them."""
