@@ -25,11 +25,13 @@ import dataclasses
 import hashlib
 import io
 import os
+import queue
 import re
 import shutil
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, Protocol, Union, cast
 
 from ._files import remove_quietly, temp_file
@@ -70,6 +72,11 @@ _MAX_PAX_BYTES = 1 << 20
 
 CHUNK = 1 << 20
 BLOCK = 512
+#: state.bin from this size up is hashed (and, when reading, handed to the sink) on a worker thread
+#: while this thread compresses or decompresses: hashlib and ISA-L both release the GIL.
+_THREAD_MIN = 4 * CHUNK
+#: chunks queued for the worker: bounds memory to about (depth + 2) chunks
+_QUEUE_DEPTH = 4
 _ZERO_BLOCK = bytes(BLOCK)
 
 #: The source of state.bin: bytes, a path, or a binary file object read from its current position.
@@ -137,23 +144,109 @@ def write_archive(
 
 
 def _copy_hashed(source: IO[bytes] | memoryview, size: int, gz: _GzipWriter) -> str:
+    """Compress ``size`` bytes of ``source`` into ``gz``, hashing them on the way; return the hex."""
     digest = hashlib.sha256()
     if isinstance(source, memoryview):
-        for start in range(0, size, CHUNK):
-            digest.update(source[start:start + CHUNK])
-            gz.write(source[start:start + CHUNK])
+        with _Worker(digest.update, threaded=size >= _THREAD_MIN) as worker:
+            for start in range(0, size, CHUNK):
+                worker.put(source[start:start + CHUNK])
+                gz.write(source[start:start + CHUNK])
         return digest.hexdigest()
-    buffer = bytearray(min(CHUNK, max(size, 1)))
-    view = memoryview(buffer)
+    # A ring of buffers: one is read into and compressed here while the worker hashes the ones
+    # before it. A buffer is read into again only once the worker has released it.
+    threaded = size >= _THREAD_MIN
+    count = _QUEUE_DEPTH + 2 if threaded else 1
+    buffers = [memoryview(bytearray(min(CHUNK, max(size, 1)))) for _ in range(count)]
+    free = threading.Semaphore(count)
     remaining = size
-    while remaining:
-        n = source.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
-        if not n:
-            raise ArchiveError(MEMBER_STATE, f"the state ended {remaining} bytes early while writing")
-        digest.update(view[:n])
-        gz.write(view[:n])
-        remaining -= n
+    with _Worker(digest.update, threaded=threaded, done=free.release) as worker:
+        turn = 0
+        while remaining:
+            free.acquire()
+            buffer = buffers[turn % count]
+            turn += 1
+            n = source.readinto(buffer[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
+            if not n:
+                raise ArchiveError(MEMBER_STATE, f"the state ended {remaining} bytes early while writing")
+            worker.put(buffer[:n])
+            gz.write(buffer[:n])
+            remaining -= n
     return digest.hexdigest()
+
+
+class _Worker:
+    """Feed chunks, in order, to ``consume`` on a worker thread (or inline when not ``threaded``).
+
+    ``done`` is called after each chunk, consumed or skipped after a failure. Leaving the ``with``
+    block waits for every chunk put; an exception raised by ``consume`` is raised again in the
+    caller's thread, at the next ``put`` or on leaving the block (where it takes precedence over
+    an exception the block raised after it: it happened first).
+    """
+
+    def __init__(
+        self,
+        consume: Callable[[Any], object],
+        *,
+        threaded: bool,
+        done: Callable[[], object] | None = None,
+    ) -> None:
+        self._consume = consume
+        self._done = done
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[Any] = queue.Queue(_QUEUE_DEPTH)
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="raft-snapshot-worker", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is _STOP:
+                return
+            try:
+                if self._error is None:  # after a failure keep draining: the producer never blocks
+                    self._consume(chunk)
+            except BaseException as exc:  # raised again in the caller's thread
+                self._error = exc
+            finally:
+                if self._done is not None:
+                    self._done()
+
+    def put(self, chunk: Any) -> None:
+        """Hand over ``chunk``; it must stay unchanged until ``done`` is called for it."""
+        if self._thread is None:
+            try:
+                self._consume(chunk)
+            finally:
+                if self._done is not None:
+                    self._done()
+            return
+        if self._error is not None:
+            self._raise()
+        self._queue.put(chunk)
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        assert error is not None
+        try:
+            raise error
+        finally:
+            del error
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            self._raise()
+
+
+_STOP = object()
 
 
 @contextlib.contextmanager
@@ -330,15 +423,21 @@ def _read(source: Readable, sink: _Sink | None) -> ArchiveContents:
 
 def _stream_member(gz: _GzipReader, size: int, sink: _Sink | None) -> str:
     digest = hashlib.sha256()
-    remaining = size
-    while remaining:
-        chunk = gz.read(min(remaining, CHUNK))
-        if not chunk:
-            raise IntegrityError(MEMBER_STATE, f"truncated: {remaining} of {size} bytes missing")
-        digest.update(chunk)
-        if sink is not None:
+    if sink is None:
+        consume: Callable[[bytes], object] = digest.update
+    else:
+        def consume(chunk: bytes) -> None:
+            digest.update(chunk)
             sink.write(chunk)
-        remaining -= len(chunk)
+
+    remaining = size
+    with _Worker(consume, threaded=size >= _THREAD_MIN) as worker:
+        while remaining:
+            chunk = gz.read(min(remaining, CHUNK))
+            if not chunk:
+                raise IntegrityError(MEMBER_STATE, f"truncated: {remaining} of {size} bytes missing")
+            worker.put(chunk)
+            remaining -= len(chunk)
     return digest.hexdigest()
 
 
