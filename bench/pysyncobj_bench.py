@@ -65,7 +65,16 @@ WORDS = [
 # --------------------------------------------------------------------------------------------------
 
 
-def _entry(rng: random.Random, i: int) -> tuple[str, tuple[int, float, str, int]]:
+#: The state's shape, for every process of a run (spawned node processes inherit the environment):
+#: "objects", many small tuples (the worst case for pickling), or "values", 1 KiB values (half
+#: random bytes, half text), the shape of DESIGN.md's 100 MB experiment.
+SHAPE_ENV = "RAFT_SNAPSHOT_BENCH_SHAPE"
+
+
+def _entry(rng: random.Random, i: int) -> tuple[str, Any]:
+    if os.environ.get(SHAPE_ENV) == "values":
+        line = WORDS[i % len(WORDS)].encode() * 64
+        return f"user:{i:09d}", rng.randbytes(512) + line[:512]
     r = rng.getrandbits(64)
     name = f"{WORDS[r % len(WORDS)]}-{WORDS[(r >> 8) % len(WORDS)]}-{(r >> 16) & 0xFFFFFFFFFF:010x}"
     return f"user:{i:09d}", (i, (r >> 20) / 1e6, name, (r >> 40) % 100000)
@@ -662,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="takes timed (and latency windows)")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between takes")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--shape", choices=["objects", "values"], default="objects",
+                        help="objects: many small tuples (worst case); values: 1 KiB values")
     parser.add_argument("--profile-restore", metavar="FILE",
                         help="cProfile the restore call in the leader's process into FILE")
     parser.add_argument("--only-restore", action="store_true",
@@ -669,10 +680,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int,
                         help="tuning: override the adapter's restore pipelining window")
     args = parser.parse_args(argv)
+    os.environ[SHAPE_ENV] = args.shape
     started = time.monotonic()
     result = run(args.size, args.repeat, args.gap, args.profile_restore, args.only_restore,
                  args.window)
     result["wall_seconds"] = time.monotonic() - started
+    result["shape"] = args.shape
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         slim = json.loads(json.dumps(result))

@@ -53,6 +53,7 @@ from .archive import CHUNK, read_archive_contents
 from .errors import ArchiveError, RaftSnapshotError, RemoteError, StorageError
 from .http import DEFAULT_TIMEOUT, Client
 from .manager import PluginManager, get_plugin_manager
+from .seal import SealKey, VerifyKey, load_seal_key, load_verify_key
 from .snapshot import take
 
 __all__ = [
@@ -282,11 +283,13 @@ class AgentConfig:
     max_failures: int = 3
     state_dir: str | None = None
     retention: Retention = dataclasses.field(default_factory=Retention)
+    seal_key: str | None = None
+    verify_key: str | None = None
 
 
 _KEYS: dict[str, dict[str, Any]] = {
     "agent": {"addr": str, "token": str, "stale": bool, "interval": (int, float),
-              "max_failures": int, "state_dir": str},
+              "max_failures": int, "state_dir": str, "seal_key": str, "verify_key": str},
     "storage": {"url": str, "options": dict},
     "retention": {"keep": int, "hourly": int, "daily": int},
 }
@@ -337,9 +340,9 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     agent, storage, retention = (data.get(s, {}) for s in ("agent", "storage", "retention"))
     if "url" not in storage:
         raise ValueError(f"{where}: [storage] url is required")
-    state_dir = agent.get("state_dir")
-    if state_dir is not None:
-        state_dir = str(Path(where).parent / Path(state_dir).expanduser())
+    state_dir, seal_key, verify_key = (
+        None if agent.get(k) is None else str(Path(where).parent / Path(agent[k]).expanduser())
+        for k in ("state_dir", "seal_key", "verify_key"))
     return AgentConfig(
         url=storage["url"],
         storage_options=dict(storage.get("options", {})),
@@ -350,6 +353,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         max_failures=agent.get("max_failures", 3),
         state_dir=state_dir,
         retention=Retention(**retention),
+        seal_key=seal_key,
+        verify_key=verify_key,
     )
 
 
@@ -384,6 +389,9 @@ class Agent:
     :param retries: attempts per round (at least 1).
     :param backoff: seconds before the second attempt; doubled for each further one.
     :param max_backoff: the longest wait between two attempts.
+    :param seal_key: seal what a local take stores (see :mod:`.seal`); ``[agent] seal_key``.
+    :param verify_key: through ``addr``, store only archives the endpoint sealed with this key's
+        pair (the endpoint is then ``serve(..., seal_key=...)``); ``[agent] verify_key``.
     """
 
     def __init__(
@@ -407,6 +415,8 @@ class Agent:
         retries: int = 3,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        seal_key: SealKey | None = None,
+        verify_key: VerifyKey | None = None,
     ) -> None:
         if node is None and addr is None:
             raise ValueError("give a node, or the addr of its snapshot endpoint")
@@ -428,6 +438,8 @@ class Agent:
         self.retries = max(1, retries)
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.seal_key = seal_key
+        self.verify_key = verify_key
         self._manager = manager
         self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, cafile=cafile)
                         if addr is not None else None)
@@ -454,6 +466,8 @@ class Agent:
             "interval": config.interval, "storage_options": config.storage_options,
             "retention": config.retention, "stale": config.stale, "state_dir": config.state_dir,
             "max_failures": config.max_failures, "addr": config.addr, "token": config.token,
+            "seal_key": load_seal_key(config.seal_key) if config.seal_key else None,
+            "verify_key": load_verify_key(config.verify_key) if config.verify_key else None,
         }
         options.update(kwargs)
         return cls(node, config.url, **options)
@@ -543,7 +557,7 @@ class Agent:
         """Take a snapshot into ``path``; its index. Raise ``_SkipError`` when this node must not."""
         if self._client is not None:
             try:
-                meta = self._client.save(path, stale=self.stale)
+                meta = self._client.save(path, stale=self.stale, verify_key=self.verify_key)
             except RemoteError as exc:
                 if exc.status == 503 and not self.stale:
                     raise _SkipError(f"{self._client.url} is not the leader "
@@ -554,7 +568,8 @@ class Agent:
         name = self.backend or pm.backend_for(self.node)
         if not self.stale and not pm.is_leader(name, self.node):
             raise _SkipError("this node is not the leader")
-        with take(self.node, backend=name, timeout=self.timeout, manager=pm) as snap:
+        with take(self.node, backend=name, timeout=self.timeout, seal_key=self.seal_key,
+                  manager=pm) as snap:
             if snap.stale and not self.stale:
                 raise _SkipError("this node lost the leadership during the take")
             snap.save(path)

@@ -37,6 +37,7 @@ from typing import IO, Any, Protocol, Union, cast
 from ._files import remove_quietly, temp_file
 from .errors import ArchiveError, IntegrityError
 from .meta import MAX_META_BYTES, SnapshotMeta, Suffrage, encode_peers
+from .seal import SealKey, VerifyKey
 
 try:  # ISA-L: the same deflate format, several times faster
     from isal import isal_zlib as _zlib
@@ -100,7 +101,12 @@ class Readable(Protocol):
 # ==================================================================================================
 
 def write_archive(
-    out: _Writable, meta: SnapshotMeta, state: StateSource, *, level: int | None = None
+    out: _Writable,
+    meta: SnapshotMeta,
+    state: StateSource,
+    *,
+    level: int | None = None,
+    seal: SealKey | None = None,
 ) -> SnapshotMeta:
     """Write one archive of ``state`` to the binary stream ``out``; return the meta as written.
 
@@ -111,6 +117,8 @@ def write_archive(
         A stream that cannot seek is spooled to a private temp file first (memory stays flat).
     :param level: compression from 0 (fastest) to 9 (smallest), counted as zlib counts; ``None``
         favours speed (level 1). With ISA-L installed the level maps onto its 0 to 3.
+    :param seal: a key (see :mod:`.seal`) that seals SHA256SUMS in a fourth member,
+        ``SHA256SUMS.sealed``, written last. Without one the archive is exactly Consul's.
     """
     with _open_state(state) as (stream, size):
         millis = _millis_from_id(meta.id)
@@ -138,6 +146,11 @@ def write_archive(
         gz.write(_tar_header(MEMBER_SUMS, len(sums), mtime))
         gz.write(sums)
         gz.write(_padding(len(sums)))
+        if seal is not None:
+            sealed = seal.seal(sums)
+            gz.write(_tar_header(MEMBER_SEAL, len(sealed), mtime))
+            gz.write(sealed)
+            gz.write(_padding(len(sealed)))
         gz.write(_ZERO_BLOCK * 2)
         gz.close()
     return meta
@@ -357,33 +370,41 @@ class ArchiveContents:
     sums: bytes
     state_sha256: str
     seal: bytes | None
+    #: the seal was checked with a verify key and holds: the key's owner made this archive
+    trusted: bool = False
 
 
 class _Sink(Protocol):
     def write(self, data: Any, /) -> Any: ...
 
 
-def read_archive(source: ArchiveSource, sink: _Sink | None) -> SnapshotMeta:
+def read_archive(
+    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None
+) -> SnapshotMeta:
     """Read and check a whole archive, streaming state.bin into ``sink``; return its metadata.
 
     :param source: a path, or a binary stream read from where it stands (and not closed).
     :param sink: receives state.bin's bytes as they are read, or ``None`` to discard them. It may
         hold bytes of a bad archive when this raises: use a temp file and discard it on error.
+    :param verify_key: require a seal made with this key (see :mod:`.seal`); without one, a
+        seal is accepted unchecked, as Consul's reader does.
     :raises ArchiveError: the archive is malformed or refused; ``.member`` names where.
-    :raises IntegrityError: a checksum or length does not match.
+    :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
-    return read_archive_contents(source, sink).meta
+    return read_archive_contents(source, sink, verify_key=verify_key).meta
 
 
-def read_archive_contents(source: ArchiveSource, sink: _Sink | None) -> ArchiveContents:
+def read_archive_contents(
+    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None
+) -> ArchiveContents:
     """As :func:`read_archive`, returning everything the read found (for seals and dedup)."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as file:
-            return _read(file, sink)
-    return _read(source, sink)
+            return _read(file, sink, verify_key)
+    return _read(source, sink, verify_key)
 
 
-def _read(source: Readable, sink: _Sink | None) -> ArchiveContents:
+def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) -> ArchiveContents:
     gz = _GzipReader(source)
     small: dict[str, bytes] = {}
     digests: dict[str, str] = {}
@@ -407,6 +428,11 @@ def _read(source: Readable, sink: _Sink | None) -> ArchiveContents:
         if name not in small and name not in digests:
             raise ArchiveError(name, "missing from the archive")
     _check_sums(small[MEMBER_SUMS], digests)
+    if verify_key is not None:
+        if MEMBER_SEAL not in small:
+            raise IntegrityError(MEMBER_SEAL, "missing: the archive is not sealed, and a verify "
+                                              "key is configured")
+        verify_key.check(small[MEMBER_SUMS], small[MEMBER_SEAL])
     meta = SnapshotMeta.from_json(small[MEMBER_META])
     if meta.size != state_length:
         raise IntegrityError(
@@ -418,6 +444,7 @@ def _read(source: Readable, sink: _Sink | None) -> ArchiveContents:
         sums=small[MEMBER_SUMS],
         state_sha256=digests[MEMBER_STATE],
         seal=small.get(MEMBER_SEAL),
+        trusted=verify_key is not None,
     )
 
 

@@ -57,6 +57,27 @@ def _remote_options(func: _F) -> _F:
     return func
 
 
+def _verify_key_option(func: _F) -> _F:
+    """``--verify-key FILE``: require archives sealed with this key."""
+    return click.option(
+        "--verify-key", "verify_key_file", envvar="RAFT_SNAPSHOT_VERIFY_KEY", metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Refuse archives not sealed with this key: an HMAC secret, or an ed25519 public key "
+             "(PEM) [env RAFT_SNAPSHOT_VERIFY_KEY].")(func)
+
+
+def _load_key(kind: str, path: str | None) -> Any:
+    if path is None:
+        return None
+    from . import seal
+
+    loader = seal.load_seal_key if kind == "seal" else seal.load_verify_key
+    try:
+        return loader(path)
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"--{kind}-key {path}: {exc}") from exc
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raft-snapshot")
 @click.option("-v", "--verbose", count=True, help="Log more (repeat for debug).")
@@ -69,10 +90,12 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
-def verify(file: str, fmt: str) -> None:
+@_verify_key_option
+def verify(file: str, fmt: str, verify_key_file: str | None) -> None:
     """Check a snapshot archive completely and print its metadata."""
+    key = _load_key("verify", verify_key_file)
     source: str | IO[bytes] = sys.stdin.buffer if file == "-" else file
-    meta = verify_archive(source)
+    meta = verify_archive(source, verify_key=key)
     if fmt == "json":
         click.echo(meta.to_json().decode("utf-8"), nl=False)
     else:
@@ -83,15 +106,17 @@ def verify(file: str, fmt: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @_remote_options
 @click.option("--stale", is_flag=True, help="Accept a snapshot from a node that is not the leader.")
+@_verify_key_option
 def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
-         stale: bool) -> None:
+         stale: bool, verify_key_file: str | None) -> None:
     """Save a fresh snapshot of a node's cluster into FILE.
 
     The archive goes to FILE.unverified, is verified completely, then renamed to FILE.
     """
+    key = _load_key("verify", verify_key_file)
     client = _client(addr, token, timeout, ca_file)
     with _progress("Saving") as progress:
-        meta = client.save(file, stale=stale, progress=progress)
+        meta = client.save(file, stale=stale, progress=progress, verify_key=key)
     click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
 
 
@@ -100,8 +125,12 @@ def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: 
 @_remote_options
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="An agent configuration whose [storage.options] open a storage URL.")
+@_verify_key_option
+@click.option("--allow-incompatible", is_flag=True,
+              help="Restore an archive of another backend or a newer state format anyway.")
 def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
-            config_path: str | None) -> None:
+            config_path: str | None, verify_key_file: str | None,
+            allow_incompatible: bool) -> None:
     """Restore the snapshot in FILE into a node's cluster.
 
     FILE is a local file or a storage URL (s3://bucket/prefix/NAME.snap, gs://..., file://...);
@@ -109,10 +138,13 @@ def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeou
     downloaded into a private temp file first. The node verifies the whole archive before anything
     is applied; the cluster keeps its own membership.
     """
+    key = _load_key("verify", verify_key_file)
     client = _client(addr, token, timeout, ca_file)
     if not _is_storage_url(file):
+        if key is not None:  # check the seal here too, before a byte leaves this machine
+            verify_archive(file, verify_key=key)
         with _progress("Restoring") as progress:
-            meta = client.restore(file, progress=progress)
+            meta = client.restore(file, progress=progress, allow_incompatible=allow_incompatible)
         click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term})")
         return
     agent = _agent_module()
@@ -121,8 +153,11 @@ def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeou
         try:
             found = agent.download(file, tmp, options)
             tmp.close()
+            if key is not None:
+                verify_archive(tmp_path, verify_key=key)
             with _progress("Restoring") as progress:
-                meta = client.restore(tmp_path, progress=progress)
+                meta = client.restore(tmp_path, progress=progress,
+                                      allow_incompatible=allow_incompatible)
         finally:
             tmp.close()
             remove_quietly(tmp_path)
@@ -150,14 +185,73 @@ def _agent_module() -> Any:
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
-def inspect(file: str, fmt: str) -> None:
+@_verify_key_option
+def inspect(file: str, fmt: str, verify_key_file: str | None) -> None:
     """Verify a snapshot archive and show its metadata and contents, as consul snapshot inspect."""
+    key = _load_key("verify", verify_key_file)
     source: str | IO[bytes] = sys.stdin.buffer if file == "-" else file
-    found = inspect_archive(source)
+    found = inspect_archive(source, verify_key=key)
     if fmt == "json":
         click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
     else:
         click.echo(_inspection_table(found))
+
+
+@cli.command("seal")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--seal-key", "seal_key_file", envvar="RAFT_SNAPSHOT_SEAL_KEY", required=True,
+              metavar="FILE", type=click.Path(dir_okay=False),
+              help="An HMAC secret, or an ed25519 private key (PEM) [env RAFT_SNAPSHOT_SEAL_KEY].")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Write the sealed archive here instead of replacing FILE.")
+@_verify_key_option
+def seal_command(file: str, seal_key_file: str, out: str | None,
+                 verify_key_file: str | None) -> None:
+    """Seal an archive (a Consul snapshot, say): verify it, add SHA256SUMS.sealed, atomically."""
+    from ._files import atomic_output
+    from .archive import read_archive, write_archive
+
+    key = _load_key("seal", seal_key_file)
+    check = _load_key("verify", verify_key_file)
+    with temp_file(prefix="raft-snapshot-seal-") as (state, state_path):
+        try:
+            meta = read_archive(file, state, verify_key=check)
+            state.flush()
+            state.seek(0)
+            with atomic_output(out or file) as target:
+                write_archive(target, meta, state, seal=key)
+        finally:
+            state.close()
+            remove_quietly(state_path)
+    click.echo(f"Sealed snapshot {meta.id} with key {key.key_id}: {out or file}")
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(["ed25519", "hmac"]))
+@click.argument("private", type=click.Path(dir_okay=False))
+@click.argument("public", type=click.Path(dir_okay=False), required=False)
+def keygen(kind: str, private: str, public: str | None) -> None:
+    """Make a seal key: `keygen ed25519 PRIVATE.pem PUBLIC.pem` or `keygen hmac SECRET`.
+
+    Files are created mode 0600 and never overwritten.
+    """
+    import secrets
+
+    from . import seal
+
+    if kind == "ed25519":
+        if public is None:
+            raise click.UsageError("ed25519 needs PRIVATE and PUBLIC file names")
+        private_pem, public_pem = seal.generate_ed25519()
+        outputs = [(private, private_pem), (public, public_pem)]
+    else:
+        outputs = [(private, secrets.token_hex(32).encode("ascii") + b"\n")]
+    for path, data in outputs:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    key = seal.load_seal_key(private)
+    click.echo(f"Wrote {kind} key {key.key_id}: {', '.join(p for p, _ in outputs)}")
 
 
 @cli.command()
@@ -180,7 +274,7 @@ def backends(fmt: str) -> None:
 def demo() -> int:
     """Run a 3-node PySyncObj cluster here: snapshot, verify, inspect, restore, report."""
     try:
-        from raft_snapshot_pysyncobj.demo import run_demo
+        from raft_snapshot_pysyncobj.demo import run_demo  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise click.ClickException(
             "the demo needs the PySyncObj adapter: pip install ./adapters/raft-snapshot-pysyncobj"

@@ -4,7 +4,8 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
 
     RaftSnapshotError
     ├── ArchiveError (also ValueError)        the archive is malformed or refused   .member .reason
-    │   └── IntegrityError                    a checksum, length or seal does not match
+    │   ├── IntegrityError                    a checksum, length or seal does not match
+    │   └── IncompatibleArchiveError          another backend's, or a newer state format
     ├── BackendError                          an adapter failed or misbehaved       .backend
     │   ├── BackendNotFoundError              no installed adapter claims the node
     │   └── PluginConflictError               two plugins claim one backend name
@@ -22,6 +23,7 @@ __all__ = [
     "ArchiveError",
     "BackendError",
     "BackendNotFoundError",
+    "IncompatibleArchiveError",
     "IntegrityError",
     "PluginConflictError",
     "RaftSnapshotError",
@@ -51,6 +53,13 @@ class ArchiveError(RaftSnapshotError, ValueError):
 
 class IntegrityError(ArchiveError):
     """A member's checksum, length or seal does not match what the archive claims."""
+
+
+class IncompatibleArchiveError(ArchiveError):
+    """The archive is whole but not for this node: another backend's, or a newer state format.
+
+    ``restore(..., allow_incompatible=True)`` overrides the refusal, for an operator who knows.
+    """
 
 
 class BackendError(RaftSnapshotError):

@@ -31,6 +31,7 @@ __all__ = [
     "raft_snapshot_is_leader",
     "raft_snapshot_leader",
     "raft_snapshot_restore",
+    "raft_snapshot_state_format",
     "raft_snapshot_take",
 ]
 
@@ -94,7 +95,8 @@ def raft_snapshot_take(
 
 @hookspec(firstresult=True)
 def raft_snapshot_restore(
-    backend: str, node: object, meta: SnapshotMeta, source: IO[bytes], timeout: float | None
+    backend: str, node: object, meta: SnapshotMeta, source: IO[bytes], timeout: float | None,
+    trusted: bool,
 ) -> bool | None:
     """Replace the state of ``node``'s cluster with a verified snapshot's state.
 
@@ -108,6 +110,8 @@ def raft_snapshot_restore(
     :param source: a binary file positioned at state.bin's first byte. Do not close it.
     :param timeout: seconds the restore may last, or ``None``; on expiry raise and leave the old
         state in place.
+    :param trusted: the archive is sealed by a key the caller trusts (``verify_key``): a state
+        format that can run code on load (pickle) may then be loaded without restriction.
     :return: ``True`` once the state is applied. Failures raise.
 
     Stops at the first non-``None`` result.
@@ -120,6 +124,27 @@ def raft_snapshot_restore(
                 return None
             node.replace_state(json.load(source), timeout=timeout)
             return True
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_state_format(backend: str) -> str | None:
+    """Name the state format this adapter writes now, as ``"<family>/<version>"``.
+
+    ``restore`` refuses an archive whose ``StateFormat`` is of another family, or of the same
+    family with a higher version (written by a newer adapter), before the adapter sees it, unless
+    the caller passes ``allow_incompatible=True``. Leave the hook out to skip the check.
+
+    :param backend: a backend name; return ``None`` if it is not yours.
+    :return: the format string, the same your ``raft_snapshot_take`` puts in ``state_format``.
+
+    Stops at the first non-``None`` result.
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_state_format(backend):
+            return "mybackend-json/2" if backend == "mybackend" else None
     """
 
 

@@ -63,6 +63,7 @@ from .errors import (
 )
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
+from .seal import SealKey, VerifyKey
 from .snapshot import restore, take, verify
 
 __all__ = [
@@ -105,6 +106,8 @@ class _Config:
     max_upload_bytes: int
     timeout: float | None
     io_timeout: float
+    seal_key: SealKey | None = None
+    verify_key: VerifyKey | None = None
 
 
 class _UploadBrokenError(Exception):
@@ -195,6 +198,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self._unread = _content_length(self.headers.get("Content-Length")) or 0
+        if "Transfer-Encoding" in self.headers:  # refused (411), but drained like any body
+            self._unread = CHUNK
         try:
             url = urllib.parse.urlsplit(self.path)
             if url.path != PATH:
@@ -203,7 +208,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if self.command == "GET":
                     self._get(url.query)
                 elif self.command == "PUT":
-                    self._put()
+                    self._put(url.query)
                 else:
                     self._error(HTTPStatus.METHOD_NOT_ALLOWED,
                                 f"{self.command} is not allowed on {PATH}; use GET or PUT",
@@ -242,7 +247,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._not_leader()
                 return
             snap = take(config.node, backend=config.backend, timeout=config.timeout,
-                        manager=config.manager)
+                        seal_key=config.seal_key, manager=config.manager)
         except RaftSnapshotError as exc:
             self._failed(exc)
             return
@@ -286,8 +291,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # --- PUT: verify, then restore --------------------------------------------------------------
 
-    def _put(self) -> None:
+    def _put(self, query_string: str) -> None:
         config = self.server.config
+        query = urllib.parse.parse_qs(query_string, keep_blank_values=True)
         if "Transfer-Encoding" in self.headers or "Content-Length" not in self.headers:
             self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required (no chunked uploads)")
             return
@@ -303,6 +309,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = _Body(self.rfile, length)
         try:
             meta = restore(config.node, body, backend=config.backend, timeout=config.timeout,
+                           verify_key=config.verify_key,
+                           allow_incompatible=_flag(query, "allow_incompatible"),
                            manager=config.manager)
         except _UploadBrokenError as exc:
             log.warning("upload from %s not applied: %s", self.client_address[0], exc)
@@ -472,6 +480,8 @@ def serve(
     backend: str | None = None,
     timeout: float | None = None,
     io_timeout: float = DEFAULT_TIMEOUT,
+    seal_key: SealKey | None = None,
+    verify_key: VerifyKey | None = None,
 ) -> SnapshotServer:
     """Serve ``GET``/``PUT /v1/snapshot`` for ``node`` on a background thread.
 
@@ -487,6 +497,8 @@ def serve(
     :param backend: the backend name, if not the one whose adapter claims ``node``.
     :param timeout: seconds a take or restore may last (passed to the adapter); ``None``: no limit.
     :param io_timeout: seconds a connection may sit idle in one read or write before it is dropped.
+    :param seal_key: seal every archive ``GET`` serves (see :mod:`.seal`).
+    :param verify_key: ``PUT`` accepts only archives sealed with this key.
     :return: the running :class:`SnapshotServer`.
     :raises ValueError: an empty token, a bad limit, or a ``keyfile`` without ``certfile``.
     :raises BackendNotFoundError: no adapter claims ``node``.
@@ -507,7 +519,8 @@ def serve(
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certfile, keyfile)
     config = _Config(node=node, token=token.encode("utf-8"), backend=name, manager=pm,
-                     max_upload_bytes=max_upload_bytes, timeout=timeout, io_timeout=io_timeout)
+                     max_upload_bytes=max_upload_bytes, timeout=timeout, io_timeout=io_timeout,
+                     seal_key=seal_key, verify_key=verify_key)
     server = SnapshotServer(_Server((host, port), config, context),
                             "https" if context is not None else "http")
     log.info("serving snapshots of %s node at %s%s", name, server.url, PATH)
@@ -565,6 +578,7 @@ class Client:
         *,
         stale: bool = False,
         progress: Progress | None = None,
+        verify_key: VerifyKey | None = None,
     ) -> SnapshotMeta:
         """Download a fresh snapshot into ``path``; return its metadata.
 
@@ -575,6 +589,7 @@ class Client:
         :param path: where to save the archive.
         :param stale: accept a snapshot from a node that is not the leader.
         :param progress: called with ``(bytes_received, total_bytes)`` as the download advances.
+        :param verify_key: keep the download only if it is sealed with this key.
         :raises RemoteError: the endpoint refused (a follower without ``stale``: ``.leader``) or
             could not be reached, or the download broke off.
         :raises ArchiveError: what arrived is not a valid archive.
@@ -594,7 +609,7 @@ class Client:
                     self._download(response, out, total, progress)
                     out.flush()
                     os.fsync(out.fileno())
-                meta = verify(partial)
+                meta = verify(partial, verify_key=verify_key)
                 announced = response.getheader("X-Raft-Index")
                 if announced is not None and announced != str(meta.index):
                     raise RemoteError(f"the endpoint announced index {announced} but sent a "
@@ -610,7 +625,8 @@ class Client:
         return meta
 
     def restore(
-        self, path: str | os.PathLike[str], *, progress: Progress | None = None
+        self, path: str | os.PathLike[str], *, progress: Progress | None = None,
+        allow_incompatible: bool = False,
     ) -> SnapshotMeta:
         """Upload the archive at ``path`` and have the endpoint's cluster restore it.
 
@@ -618,6 +634,8 @@ class Client:
 
         :param path: the archive to upload.
         :param progress: called with ``(bytes_sent, total_bytes)`` as the upload advances.
+        :param allow_incompatible: ask the endpoint to restore another backend's archive or a
+            newer state format (``?allow_incompatible``).
         :return: the restored archive's metadata, as the endpoint read it.
         :raises RemoteError: the endpoint refused (a bad archive is ``.status == 400``, a too
             large one 413) or could not be reached.
@@ -626,7 +644,8 @@ class Client:
             total = os.fstat(source.fileno()).st_size
             conn = self._connection()
             try:
-                response = self._call(conn, "PUT", self._path, body=source, length=total,
+                path_query = self._path + ("?allow_incompatible" if allow_incompatible else "")
+                response = self._call(conn, "PUT", path_query, body=source, length=total,
                                       progress=progress)
                 raw = self._read(response, _MAX_ERROR_BODY)
             finally:

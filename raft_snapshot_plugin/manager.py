@@ -145,13 +145,28 @@ class PluginManager(pluggy.PluginManager):
 
     def restore(
         self, backend: str, node: object, meta: SnapshotMeta, source: IO[bytes],
-        timeout: float | None,
+        timeout: float | None, *, trusted: bool = False,
     ) -> None:
         """Call ``raft_snapshot_restore``; raise unless the adapter applied the state."""
         result = self._call("raft_snapshot_restore", backend=backend, node=node,
-                            meta=meta, source=source, timeout=timeout)
+                            meta=meta, source=source, timeout=timeout, trusted=trusted)
         if _expect(result, bool, backend, "raft_snapshot_restore") is not True:
             raise BackendError(f"adapter {backend!r} did not apply the snapshot", backend=backend)
+
+    def state_format(self, backend: str) -> str | None:
+        """Call ``raft_snapshot_state_format``: the format the adapter writes, or ``None``.
+
+        An adapter may leave this hook out: then nothing is known and nothing is refused.
+        """
+        try:
+            result = self.hook.raft_snapshot_state_format(backend=backend)
+        except Exception as exc:
+            raise BackendError(f"adapter {backend!r} failed in raft_snapshot_state_format: "
+                               f"{exc!r}", backend=backend) from exc
+        if result is not None and not isinstance(result, str):
+            raise BackendError(f"adapter {backend!r} returned {type(result).__name__} from "
+                               "raft_snapshot_state_format, not str", backend=backend)
+        return result
 
     def is_leader(self, backend: str, node: object) -> bool:
         """Call ``raft_snapshot_is_leader``."""

@@ -17,10 +17,18 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from ._files import atomic_output, remove_quietly, temp_file
-from .archive import CHUNK, ArchiveSource, StateSource, read_archive, write_archive
-from .errors import ArchiveError, BackendError, SnapshotTimeoutError
+from .archive import (
+    CHUNK,
+    ArchiveSource,
+    StateSource,
+    read_archive,
+    read_archive_contents,
+    write_archive,
+)
+from .errors import BackendError, IncompatibleArchiveError, SnapshotTimeoutError
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
+from .seal import SealKey, VerifyKey
 
 __all__ = ["Inspection", "Snapshot", "Stat", "inspect", "restore", "take", "verify"]
 
@@ -49,6 +57,7 @@ class Snapshot(io.RawIOBase):
         *,
         level: int | None = None,
         stale: bool = False,
+        seal_key: SealKey | None = None,
     ) -> Snapshot:
         """Write an archive of ``state`` into a private temp file, without any adapter.
 
@@ -56,9 +65,10 @@ class Snapshot(io.RawIOBase):
         :param state: bytes, a path or a binary stream holding state.bin's content.
         :param level: the compression level (see ``write_archive``).
         :param stale: record that the state was not read on the leader.
+        :param seal_key: seal the archive with this key (see :mod:`.seal`).
         """
         with temp_file() as (file, path):
-            written = write_archive(file, meta, state, level=level)
+            written = write_archive(file, meta, state, level=level, seal=seal_key)
             file.flush()
         return cls(file, path, written, stale=stale)
 
@@ -127,14 +137,15 @@ class Snapshot(io.RawIOBase):
         return f"<Snapshot index={self.index} term={self._meta.term} {state}>"
 
 
-def verify(source: ArchiveSource) -> SnapshotMeta:
+def verify(source: ArchiveSource, *, verify_key: VerifyKey | None = None) -> SnapshotMeta:
     """Read and check a whole archive, keeping nothing; return its metadata.
 
     :param source: a path or a binary stream (read from where it stands, not closed).
+    :param verify_key: require a seal made with this key (see :mod:`.seal`).
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
-    :raises IntegrityError: a checksum or length does not match.
+    :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
-    return read_archive(source, None)
+    return read_archive(source, None, verify_key=verify_key)
 
 
 # ==================================================================================================
@@ -177,6 +188,7 @@ def take(
     backend: str | None = None,
     timeout: float | None = None,
     level: int | None = None,
+    seal_key: SealKey | None = None,
     manager: PluginManager | None = None,
 ) -> Snapshot:
     """Take a consistent snapshot of ``node`` through its adapter, into a private temp file.
@@ -185,6 +197,7 @@ def take(
     :param backend: the backend name, if not the one whose adapter claims ``node``.
     :param timeout: seconds the take may last (passed to the adapter); ``None`` for no limit.
     :param level: the compression level (see ``write_archive``).
+    :param seal_key: seal the archive with this key (see :mod:`.seal`).
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
     :return: the :class:`Snapshot`; ``stale`` is true when ``node`` was not the leader.
     :raises BackendNotFoundError: no adapter claims ``node``.
@@ -205,7 +218,7 @@ def take(
                 backend_version=meta.backend_version or pm.backend_version(name),
             )
             state.seek(0)
-            return Snapshot.create(meta, state, level=level, stale=not leader)
+            return Snapshot.create(meta, state, level=level, stale=not leader, seal_key=seal_key)
         finally:
             state.close()
             remove_quietly(state_path)
@@ -217,6 +230,8 @@ def restore(
     *,
     backend: str | None = None,
     timeout: float | None = None,
+    verify_key: VerifyKey | None = None,
+    allow_incompatible: bool = False,
     manager: PluginManager | None = None,
 ) -> SnapshotMeta:
     """Restore an archive into ``node``'s cluster; return the archive's metadata.
@@ -229,37 +244,70 @@ def restore(
     :param source: the archive: a path or a binary stream.
     :param backend: the backend name, if not the one whose adapter claims ``node``.
     :param timeout: seconds the restore may last (passed to the adapter).
+    :param verify_key: require a seal made with this key; the adapter is then told the archive
+        is trusted (a pickle-based state may then hold any class).
+    :param allow_incompatible: restore an archive of another backend or of a newer state format
+        than the adapter writes, for an operator who knows better.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
-    :raises ArchiveError: the archive is bad, or was taken by another backend.
+    :raises ArchiveError: the archive is bad or its seal does not hold.
+    :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises BackendError: the adapter failed (its error chained); the old state stays.
     """
     pm = manager if manager is not None else get_plugin_manager()
     name = backend or pm.backend_for(node)
     with temp_file(prefix="raft-snapshot-restore-") as (state, state_path):
         try:
-            meta = read_archive(source, state)
-            if meta.backend and meta.backend != name:
-                raise ArchiveError(
-                    "meta.json",
-                    f"taken by backend {meta.backend!r}; this node's backend is {name!r}",
-                )
+            contents = read_archive_contents(source, state, verify_key=verify_key)
+            meta = contents.meta
+            if not allow_incompatible:
+                _check_compatible(meta, name, pm.state_format(name))
             state.flush()
             state.seek(0)
             with _node_lock(node).exclusive(timeout):
-                pm.restore(name, node, meta, state, timeout)
+                pm.restore(name, node, meta, state, timeout, trusted=contents.trusted)
             return meta
         finally:
             state.close()
             remove_quietly(state_path)
 
 
+def _check_compatible(meta: SnapshotMeta, backend: str, current: str | None) -> None:
+    """Refuse another backend's archive, or a state format newer than the adapter's own."""
+    if meta.backend and meta.backend != backend:
+        raise IncompatibleArchiveError(
+            "meta.json", f"taken by backend {meta.backend!r}; this node's backend is {backend!r}")
+    if not (meta.state_format and current):
+        return
+    family, _, version = meta.state_format.rpartition("/")
+    own_family, _, own_version = current.rpartition("/")
+    if family != own_family:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is not the adapter's {current!r}")
+    theirs, ours = _version(version), _version(own_version)
+    if theirs is not None and ours is not None and theirs > ours:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is newer than the adapter's "
+                         f"{current!r}: upgrade the adapter (or allow_incompatible=True)")
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    """``"2"`` -> (2,), ``"3.4"`` -> (3, 4); ``None`` when it is not dotted numbers."""
+    parts = text.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
 def inspect(
-    source: ArchiveSource, *, backend: str | None = None, manager: PluginManager | None = None
+    source: ArchiveSource,
+    *,
+    backend: str | None = None,
+    verify_key: VerifyKey | None = None,
+    manager: PluginManager | None = None,
 ) -> Inspection:
     """Verify an archive and break its state down through the adapter named by its Backend key.
 
     :param source: the archive: a path or a binary stream.
     :param backend: the adapter to describe the state with, instead of the archive's Backend.
+    :param verify_key: require a seal made with this key.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
     :return: the metadata and, when an adapter for the backend is installed, its breakdown.
     :raises ArchiveError: the archive is bad.
@@ -267,7 +315,7 @@ def inspect(
     """
     with temp_file(prefix="raft-snapshot-inspect-") as (state, state_path):
         try:
-            meta = read_archive(source, state)
+            meta = read_archive(source, state, verify_key=verify_key)
             name = backend or meta.backend
             if not name:
                 return Inspection(meta)

@@ -23,6 +23,16 @@ It then runs the round-trip, lifecycle, damaged-archive-never-applied, temp-file
 ``snapshot_manager`` (a fresh plugin manager: the installed adapters plus the reference backend)
 and ``snapshot_tmpdir`` (a private temp folder that must be empty at the end) come with the kit.
 
+The offline-restore flavour, for a backend that cannot restore a running cluster (etcd): set
+``restore_is_offline = True``; ``snapshot_fresh_node`` is then a node object describing a cluster
+that does not run yet, which the adapter's restore builds (data dirs, files) without starting it.
+``snapshot_read_state`` must answer for that node before the restore too (for example: "not
+started" and which of its files exist), so the kit still sees that a refused archive changed
+nothing. After a successful restore the kit calls the ``snapshot_start_restored`` fixture
+(``node -> None``: start the restored members; the conftest stops them at teardown) before it
+reads the restored state. The fixture's default does nothing, and adapters that restore live
+never need it.
+
 The reference backend, :class:`MemoryCluster`, is a small replicated-log state machine: index, term,
 members, leadership, followers that can stop and catch up, and no networking. It is registered only
 by this kit (backend name ``memory``); it is a model of a Raft backend, not a substitute for one.
@@ -45,7 +55,7 @@ from typing import IO, Any, ClassVar
 import pytest
 
 from .archive import read_archive
-from .errors import ArchiveError, BackendError, BackendNotFoundError
+from .errors import ArchiveError, BackendError, BackendNotFoundError, IncompatibleArchiveError
 from .hookspecs import hookimpl
 from .manager import PluginManager, get_plugin_manager
 from .meta import Server, SnapshotMeta
@@ -58,6 +68,7 @@ __all__ = [
     "MemoryNode",
     "MemoryPlugin",
     "snapshot_manager",
+    "snapshot_start_restored",
     "snapshot_tmpdir",
 ]
 
@@ -229,6 +240,10 @@ class MemoryPlugin:
         return leader.address if leader is not None else None
 
     @hookimpl
+    def raft_snapshot_state_format(self, backend: str) -> str | None:
+        return MEMORY_STATE_FORMAT if backend == self.name else None
+
+    @hookimpl
     def raft_snapshot_describe(
         self, backend: str, source: IO[bytes]
     ) -> Mapping[str, tuple[int, int]] | None:
@@ -261,6 +276,16 @@ def snapshot_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     assert not left, f"temp files outlived the test: {left}"
 
 
+@pytest.fixture
+def snapshot_start_restored() -> Callable[[Any], None]:
+    """``node -> None``: start a cluster an offline restore built (``restore_is_offline``).
+
+    The default does nothing; an adapter with the offline-restore flavour overrides it in its
+    conftest (and stops what it started when the test ends).
+    """
+    return lambda node: None
+
+
 class ConformanceTests:
     """Subclass in an adapter's tests and set ``backend``; the fixtures come from the conftest."""
 
@@ -268,6 +293,9 @@ class ConformanceTests:
     backend: ClassVar[str]
     #: Set False for an adapter that cannot restore (the restore tests are then skipped).
     supports_restore: ClassVar[bool] = True
+    #: Set True for an adapter that restores offline into a cluster that does not run yet: after a
+    #: successful restore the kit calls ``snapshot_start_restored(node)`` before reading its state.
+    restore_is_offline: ClassVar[bool] = False
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -351,6 +379,7 @@ class ConformanceTests:
     def test_round_trip(
         self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_fresh_node: Any,
         snapshot_read_state: Callable[[Any], Any], snapshot_tmpdir: Path, tmp_path: Path,
+        snapshot_start_restored: Callable[[Any], None],
     ) -> None:
         self._restore_or_skip()
         expected = snapshot_read_state(snapshot_node)
@@ -359,6 +388,8 @@ class ConformanceTests:
         assert snapshot_read_state(snapshot_fresh_node) != expected, "pick a fresh node that differs"
         meta = restore(snapshot_fresh_node, tmp_path / "s.snap", manager=snapshot_manager)
         assert meta == verify(tmp_path / "s.snap")
+        if self.restore_is_offline:
+            snapshot_start_restored(snapshot_fresh_node)
         assert snapshot_read_state(snapshot_fresh_node) == expected
 
     def test_damaged_archive_never_applied(
@@ -415,6 +446,32 @@ class ConformanceTests:
         with pytest.raises(ArchiveError) as info:
             restore(snapshot_fresh_node, tmp_path / "other.snap", manager=snapshot_manager)
         assert info.value.member == "meta.json"
+        assert snapshot_read_state(snapshot_fresh_node) == before
+
+    def test_newer_state_format_refused(
+        self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_fresh_node: Any,
+        snapshot_read_state: Callable[[Any], Any], snapshot_tmpdir: Path, tmp_path: Path,
+    ) -> None:
+        """An archive a newer adapter wrote is refused before the adapter sees it."""
+        self._restore_or_skip()
+        current = snapshot_manager.state_format(self.backend)
+        if current is None:
+            pytest.skip("the adapter does not name its state format (raft_snapshot_state_format)")
+        family, _, version = current.rpartition("/")
+        head, _, last = version.rpartition(".")
+        if not last.isdigit():
+            pytest.skip(f"state format {current!r} has no numeric version to bump")
+        bumped = f"{head}.{int(last) + 1}" if head else str(int(last) + 1)
+        before = snapshot_read_state(snapshot_fresh_node)
+        with take(snapshot_node, manager=snapshot_manager) as snap:
+            assert snap.meta.state_format == current
+            state = _state_bytes(snap)
+            newer = dataclasses.replace(snap.meta, state_format=f"{family}/{bumped}",
+                                        id="", peers=b"")
+        with Snapshot.create(newer, state) as snap:
+            snap.save(tmp_path / "newer.snap")
+        with pytest.raises(IncompatibleArchiveError, match="newer"):
+            restore(snapshot_fresh_node, tmp_path / "newer.snap", manager=snapshot_manager)
         assert snapshot_read_state(snapshot_fresh_node) == before
 
     def test_restore_leaves_no_temp_files(

@@ -184,3 +184,33 @@ def test_kit_passes_the_reference_backend_in_isolation(pytester: pytest.Pytester
     pytester.makepyfile(test_kit=_KIT_TESTS)
     result = pytester.runpytest("-p", "raft_snapshot_plugin.testing", "-q")
     result.assert_outcomes(passed=len([n for n in dir(ConformanceTests) if n.startswith("test_")]))
+
+
+# --- the offline-restore flavour -----------------------------------------------------------------
+
+_OFFLINE = """
+class Broken(MemoryPlugin):
+    '''Restores offline: the state is staged beside the target and shows only once started.'''
+    @hookimpl
+    def raft_snapshot_restore(self, backend, node, meta, source):
+        node.cluster.staged = decode_memory_state(source.read())
+        return True
+
+@pytest.fixture
+def snapshot_start_restored():
+    return lambda node: node.replace(node.cluster.staged)
+"""
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["flagged", "not-flagged"])
+def test_kit_offline_restore_flavour(pytester: pytest.Pytester, offline: bool) -> None:
+    """With ``restore_is_offline`` the kit starts the restored cluster before reading its state."""
+    pytester.makeconftest(_KIT_CONFTEST.format(plugin=textwrap.dedent(_OFFLINE)))
+    pytester.makepyfile(test_kit=_KIT_TESTS + f"    restore_is_offline = {offline}\n")
+    result = pytester.runpytest("-p", "raft_snapshot_plugin.testing", "-q", "-rfE")
+    tests = len([n for n in dir(ConformanceTests) if n.startswith("test_")])
+    if offline:
+        result.assert_outcomes(passed=tests)
+    else:  # never started: the round trip reads the old state, as a live-restore adapter's would
+        result.assert_outcomes(passed=tests - 1, failed=1)
+        result.stdout.fnmatch_lines(["*test_round_trip*"])

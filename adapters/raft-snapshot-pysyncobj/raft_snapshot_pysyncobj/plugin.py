@@ -11,7 +11,7 @@ from raft_snapshot_plugin import SnapshotMeta, hookimpl
 
 from . import _node
 from .restore import restore_state
-from .state import describe_state
+from .state import STATE_FORMAT, describe_state
 from .take import take_state
 
 BACKEND = _node.BACKEND
@@ -33,12 +33,18 @@ def raft_snapshot_take(
 
 @hookimpl
 def raft_snapshot_restore(
-    backend: str, node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None
+    backend: str, node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None,
+    trusted: bool,
 ) -> bool | None:
     if backend != BACKEND:
         return None
-    restore_state(node, meta, source, timeout)
+    restore_state(node, meta, source, timeout, trusted=trusted)
     return True
+
+
+@hookimpl
+def raft_snapshot_state_format(backend: str) -> str | None:
+    return STATE_FORMAT if backend == BACKEND else None
 
 
 @hookimpl

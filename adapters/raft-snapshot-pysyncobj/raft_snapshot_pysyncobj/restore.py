@@ -44,8 +44,15 @@ _PIECE = 1 << 20  # bytes compressed at a time: the tick thread gets the GIL in 
 _COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
 
 
-def restore_state(node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None) -> None:
-    """Replace the state of ``node``'s whole cluster with the state in ``source``."""
+def restore_state(
+    node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None, *,
+    trusted: bool = False,
+) -> None:
+    """Replace the state of ``node``'s whole cluster with the state in ``source``.
+
+    ``trusted`` (the archive's seal held under the caller's verify key) lets every node load the
+    pickle without the restricted unpickler, as ``allow_unsafe_pickle`` does.
+    """
     support = find_support(node)
     if support is None:
         raise BackendError(
@@ -58,12 +65,12 @@ def restore_state(node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout:
     raw = source.read()
     attributes, consumer_states = load_state(
         _YieldingReader(raw), trusted_classes=support.trusted_classes,
-        allow_unsafe_pickle=support.allow_unsafe_pickle,
+        allow_unsafe_pickle=support.allow_unsafe_pickle or trusted,
     )
     check_consumers(node, consumer_states)
     del attributes, consumer_states
     _Restore(node, support, timeout).run(len(raw), hashlib.sha256(raw).hexdigest(),
-                                         _compress(raw))
+                                         _compress(raw), trusted)
 
 
 class _YieldingReader(io.RawIOBase):
@@ -132,10 +139,10 @@ class _Restore:
             raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
                                backend=_node.BACKEND) from exc
 
-    def run(self, size: int, sha256: str, compressed: bytes) -> None:
+    def run(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
         try:
             answer = self.call(self.support._rsp_begin, self.rid, size, sha256, time.time(),
-                               LEASE_SECONDS)
+                               LEASE_SECONDS, trusted)
         except BaseException:
             self.abort()  # a begin applied late must not block the next restore for a lease
             raise

@@ -22,7 +22,8 @@ from pysyncobj.node import TCPNode
 
 from raft_snapshot_plugin import ArchiveError, SnapshotMeta
 from raft_snapshot_plugin._files import atomic_output, remove_quietly, temp_file
-from raft_snapshot_plugin.archive import ArchiveSource, read_archive
+from raft_snapshot_plugin.archive import ArchiveSource, read_archive_contents
+from raft_snapshot_plugin.seal import VerifyKey
 
 from ._node import BACKEND
 from .state import STATE_FORMAT, load_state
@@ -41,6 +42,7 @@ def seed(
     members: Iterable[str] | None = None,
     trusted_classes: Iterable[type] = (),
     allow_unsafe_pickle: bool = False,
+    verify_key: VerifyKey | None = None,
 ) -> SnapshotMeta:
     """Write ``full_dump_file`` so that a new node started with it holds the archive's state.
 
@@ -53,19 +55,23 @@ def seed(
         ``dynamicMembershipChange`` (default: the archive's servers).
     :param trusted_classes: classes besides plain data the state may contain.
     :param allow_unsafe_pickle: load any pickle (only for archives you trust).
+    :param verify_key: require the archive to be sealed with this key; a sealed archive's
+        pickle then loads without restriction.
     :return: the archive's metadata. The node starts at index ``max(meta.index, 2)``.
     :raises ArchiveError: a bad archive, another backend's, or a state that would run code.
     """
     with temp_file(prefix="raft-snapshot-seed-") as (state, path):
         try:
-            meta = read_archive(source, state)
+            contents = read_archive_contents(source, state, verify_key=verify_key)
+            meta = contents.meta
             if meta.backend and meta.backend != BACKEND:
                 raise ArchiveError("meta.json", f"taken by backend {meta.backend!r}, not {BACKEND!r}")
             if meta.state_format not in ("", STATE_FORMAT):
                 raise ArchiveError("meta.json", f"unknown state format {meta.state_format!r}")
             state.seek(0)
-            attributes, consumers = load_state(state, trusted_classes=trusted_classes,
-                                               allow_unsafe_pickle=allow_unsafe_pickle)
+            attributes, consumers = load_state(
+                state, trusted_classes=trusted_classes,
+                allow_unsafe_pickle=allow_unsafe_pickle or contents.trusted)
         finally:
             state.close()
             remove_quietly(path)

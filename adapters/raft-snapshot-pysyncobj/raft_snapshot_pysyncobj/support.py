@@ -62,12 +62,13 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     # --- replicated commands (ver 0; names are part of the log format) ----------------------------
 
     @replicated  # type: ignore[untyped-decorator]
-    def _rsp_begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float) -> str:
+    def _rsp_begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float,
+                   trusted: bool = False) -> str:
         pending = self._pending
         if pending is not None and pending["rid"] != rid and issued_at < pending["expires"]:
             return "busy"
         self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
-                         "lease": lease, "expires": issued_at + lease}
+                         "lease": lease, "expires": issued_at + lease, "trusted": trusted}
         return "ok"
 
     @replicated  # type: ignore[untyped-decorator]
@@ -94,7 +95,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         try:
             attributes, consumer_states = load_state(
                 io.BytesIO(raw), trusted_classes=self.trusted_classes,
-                allow_unsafe_pickle=self.allow_unsafe_pickle,
+                allow_unsafe_pickle=self.allow_unsafe_pickle or pending.get("trusted", False),
             )
             node = self._syncObj
             check_consumers(node, consumer_states)

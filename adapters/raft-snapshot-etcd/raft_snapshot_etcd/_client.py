@@ -1,0 +1,192 @@
+"""A small synchronous etcd v3 client: the gRPC calls the adapter needs, and a few for callers.
+
+It speaks etcd's gRPC API through the stubs generated in ``aetcd.rpc`` (current protobuf), on a
+plain synchronous ``grpc`` channel: ``aetcd.Client`` itself is asyncio-only and opens insecure
+channels only, while a node object must reach clusters behind TLS and client certificates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import grpc
+from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
+
+from raft_snapshot_plugin.errors import SnapshotTimeoutError
+
+__all__ = ["HASH_SIZE", "Connection", "check_trailing_hash", "prefix_end"]
+
+#: The streamed snapshot ends with the SHA-256 of everything before it.
+HASH_SIZE = 32
+_CHUNK = 1 << 20
+
+
+class Connection:
+    """One gRPC channel to one etcd member's client URL."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"an etcd endpoint is http(s)://host:port, not {endpoint!r}")
+        target = f"{parts.hostname}:{parts.port or 2379}"
+        self.endpoint = endpoint
+        self.timeout = timeout
+        if parts.scheme == "https" or cacert or cert:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(cacert), private_key=_read(key),
+                certificate_chain=_read(cert),
+            )
+            self._channel = grpc.secure_channel(target, creds)
+        else:
+            self._channel = grpc.insecure_channel(target)
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        self.kv = rpc_pb2_grpc.KVStub(self._channel)
+        self.cluster = rpc_pb2_grpc.ClusterStub(self._channel)
+        self.maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
+        try:
+            if user is not None:
+                auth = rpc_pb2_grpc.AuthStub(self._channel)
+                reply = self._unary(auth.Authenticate,
+                                    rpc_pb2.AuthenticateRequest(name=user, password=password or ""))
+                self._metadata = (("token", reply.token),)
+        except BaseException:
+            self._channel.close()
+            raise
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- calls ------------------------------------------------------------------------------------
+
+    def status(self, timeout: float | None = None) -> Any:
+        """The member's ``StatusResponse`` (version, leader, raftIndex, raftTerm, ...)."""
+        return self._unary(self.maintenance.Status, rpc_pb2.StatusRequest(), timeout)
+
+    def members(self, timeout: float | None = None) -> list[Any]:
+        """The cluster's members (``Member``: ID, name, peerURLs, clientURLs, isLearner)."""
+        return list(self._unary(self.cluster.MemberList, rpc_pb2.MemberListRequest(), timeout).members)
+
+    def snapshot(self, sink: IO[bytes], timeout: float | None = None) -> int:
+        """Stream the member's backend database (etcd's own snapshot format) into ``sink``.
+
+        The stream's last 32 bytes are the SHA-256 of the rest; it is checked here while streaming.
+        :return: the number of bytes written.
+        """
+        digest = hashlib.sha256()
+        tail = b""
+        written = 0
+        remaining = None
+        try:
+            for reply in self.maintenance.Snapshot(
+                rpc_pb2.SnapshotRequest(), timeout=self._deadline(timeout), metadata=self._metadata
+            ):
+                blob = reply.blob
+                sink.write(blob)
+                written += len(blob)
+                tail += blob
+                if len(tail) > HASH_SIZE:
+                    digest.update(tail[:-HASH_SIZE])
+                    tail = tail[-HASH_SIZE:]
+                remaining = reply.remaining_bytes
+        except grpc.RpcError as exc:
+            raise _translate(exc, "Snapshot", timeout) from exc
+        if remaining != 0:
+            raise ConnectionError(f"the snapshot stream from {self.endpoint} ended early")
+        if len(tail) != HASH_SIZE or digest.digest() != tail:
+            raise ValueError(f"the snapshot from {self.endpoint} fails its own SHA-256")
+        return written
+
+    def put(self, key: bytes, value: bytes, timeout: float | None = None) -> int:
+        """Write ``key = value``; return the store's revision after the write."""
+        reply = self._unary(self.kv.Put, rpc_pb2.PutRequest(key=key, value=value), timeout)
+        return int(reply.header.revision)
+
+    def range(self, prefix: bytes, timeout: float | None = None) -> dict[bytes, bytes]:
+        """Every key under ``prefix`` (linearizable read) and its value."""
+        request = rpc_pb2.RangeRequest(key=prefix or b"\0", range_end=prefix_end(prefix))
+        reply = self._unary(self.kv.Range, request, timeout)
+        return {kv.key: kv.value for kv in reply.kvs}
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.timeout
+
+    def _unary(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise _translate(exc, type(request).__name__.removesuffix("Request"), timeout) from exc
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The ``range_end`` that selects every key starting with ``prefix`` (``\\0``: all keys)."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] < 0xFF:
+            return prefix[:i] + bytes([prefix[i] + 1])
+    return b"\0"
+
+
+def check_trailing_hash(file: IO[bytes]) -> int:
+    """Check that ``file`` (read from its position to the end) ends with the SHA-256 of the rest.
+
+    :return: the length of the database before the hash.
+    :raises ValueError: the bytes are not a snapshot streamed by etcd's maintenance API.
+    """
+    digest = hashlib.sha256()
+    tail = b""
+    size = 0
+    while chunk := file.read(_CHUNK):
+        tail += chunk
+        if len(tail) > HASH_SIZE:
+            digest.update(tail[:-HASH_SIZE])
+            size += len(tail) - HASH_SIZE
+            tail = tail[-HASH_SIZE:]
+    if len(tail) != HASH_SIZE or digest.digest() != tail:
+        raise ValueError("state.bin is not an etcd snapshot: it does not end with its own SHA-256")
+    return size
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
+
+
+class EtcdRpcError(ConnectionError):
+    """An etcd gRPC call failed; ``code`` is the gRPC status code's name."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _translate(exc: grpc.RpcError, call: str, timeout: float | None) -> Exception:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return SnapshotTimeoutError(f"etcd {call} did not finish within {timeout} s")
+    name = code.name if code is not None else "UNKNOWN"
+    return EtcdRpcError(f"etcd {call} failed: {name}: {details}", code=name)

@@ -1,0 +1,125 @@
+"""The hook implementations, registered as backend ``etcd`` by the entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import IO, Any
+
+from raft_snapshot_plugin import Server, SnapshotMeta, Suffrage, hookimpl
+from raft_snapshot_plugin._files import remove_quietly, temp_file
+from raft_snapshot_plugin.archive import CHUNK
+
+from .cluster import EtcdCluster, NewCluster
+from .restore import BACKEND, STATE_FORMAT_PREFIX, restore_state
+from .tools import snapshot_status
+
+__all__ = ["BACKEND", "LiveRestoreRefusedError"]
+
+
+class LiveRestoreRefusedError(RuntimeError):
+    """etcd cannot replace a running cluster's state: a restore builds a new cluster offline."""
+
+
+@hookimpl
+def raft_snapshot_backend(node: object) -> str | None:
+    return BACKEND if isinstance(node, (EtcdCluster, NewCluster)) else None
+
+
+@hookimpl
+def raft_snapshot_take(
+    backend: str, node: EtcdCluster | NewCluster, sink: IO[bytes], timeout: float | None
+) -> SnapshotMeta | None:
+    if backend != BACKEND:
+        return None
+    cluster = _running(node, "take a snapshot of")
+    with cluster.connect() as conn:
+        # The status comes first: the snapshot holds every entry applied by then (and perhaps a
+        # few more when writes race the take), so the index is the one the state surely includes.
+        status = conn.status()
+        conn.snapshot(sink, timeout)
+        members = conn.members()
+    return SnapshotMeta(
+        index=int(status.raftAppliedIndex or status.raftIndex),
+        term=int(status.raftTerm),
+        servers=tuple(_server(m) for m in members),
+        state_format=STATE_FORMAT_PREFIX + ".".join(status.version.split(".")[:2]),
+    )
+
+
+@hookimpl
+def raft_snapshot_restore(
+    backend: str, node: EtcdCluster | NewCluster, meta: SnapshotMeta, source: IO[bytes],
+    timeout: float | None,
+) -> bool | None:
+    if backend != BACKEND:
+        return None
+    if isinstance(node, EtcdCluster):
+        raise LiveRestoreRefusedError(
+            f"etcd cannot restore a running cluster in place ({node!r}): build a new cluster "
+            "offline instead, with raft_snapshot_etcd.restore_data_dirs(archive, members, "
+            "data_root=..., cluster_token=...) or raft_snapshot_plugin.restore("
+            "raft_snapshot_etcd.NewCluster(...), archive), then start it with "
+            "raft_snapshot_etcd.start_members(plan) or the plan's command lines"
+        )
+    restore_state(node, meta, source, timeout=timeout)
+    return True
+
+
+@hookimpl
+def raft_snapshot_is_leader(backend: str, node: EtcdCluster | NewCluster) -> bool | None:
+    if backend != BACKEND:
+        return None
+    with _running(node, "ask the leader of").connect() as conn:
+        status = conn.status()
+    return bool(status.leader) and status.leader == status.header.member_id
+
+
+@hookimpl
+def raft_snapshot_leader(backend: str, node: EtcdCluster | NewCluster) -> str | None:
+    if backend != BACKEND:
+        return None
+    with _running(node, "ask the leader of").connect() as conn:
+        leader = conn.status().leader
+        for member in conn.members():
+            if leader and leader == member.ID:
+                return _server(member).address
+    return None
+
+
+@hookimpl
+def raft_snapshot_describe(backend: str, source: IO[bytes]) -> Mapping[str, tuple[int, int]] | None:
+    if backend != BACKEND:
+        return None
+    with temp_file(prefix="raft-snapshot-etcd-describe-") as (file, path):
+        try:
+            while chunk := source.read(CHUNK):
+                file.write(chunk)
+            file.close()
+            status = snapshot_status(path)
+        finally:
+            file.close()
+            remove_quietly(path)
+    return {
+        "keys (etcd totalKey)": (status.total_key, status.total_size),
+        "revision": (status.revision, 0),
+    }
+
+
+def _running(node: EtcdCluster | NewCluster, what: str) -> EtcdCluster:
+    if isinstance(node, NewCluster):
+        raise TypeError(
+            f"cannot {what} a planned cluster (raft_snapshot_etcd.NewCluster) that does not run: "
+            "use its .cluster() once its members are started"
+        )
+    return node
+
+
+def _server(member: Any) -> Server:
+    """A member as a Raft server: id = its name (its hex ID before it has one), address = its
+    first peer URL (its first client URL if it has no peer URL)."""
+    address = (list(member.peerURLs) or list(member.clientURLs) or [""])[0]
+    return Server(
+        id=member.name or f"{member.ID:x}",
+        address=address,
+        suffrage=Suffrage.NONVOTER if member.isLearner else Suffrage.VOTER,
+    )
