@@ -93,7 +93,7 @@ def test_wrongly_keyed_archives_refused() -> None:
     other_hmac = HmacKey(b"another secret, also long enough")
     other_signer = load_seal_key(generate_ed25519()[0])
     assert isinstance(other_signer, Ed25519SigningKey)
-    cases = [
+    cases: list[tuple[bytes, Any, str]] = [
         (_archive(HMAC), other_hmac, "not by this key"),
         (_archive(SIGNER), other_signer.verify_key(), "not by this key"),
         (_archive(SIGNER), HMAC, "sealed with ed25519"),
@@ -137,8 +137,9 @@ class _Recording(MemoryPlugin):
         self.trusted: list[bool] = []
 
     @hookimpl
-    def raft_snapshot_restore(self, backend: str, node: Any, meta: SnapshotMeta, source: IO[bytes],
-                              trusted: bool) -> bool | None:
+    def raft_snapshot_restore(  # type: ignore[override]  # the hook's extra argument, on purpose
+        self, backend: str, node: Any, meta: SnapshotMeta, source: IO[bytes], trusted: bool
+    ) -> bool | None:
         self.trusted.append(trusted)
         return super().raft_snapshot_restore(backend, node, meta, source)
 
