@@ -44,7 +44,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -351,15 +350,6 @@ def _restore(node: Any, rsp: Any, archive: str, profile: str | None,
 # the coordinator
 # --------------------------------------------------------------------------------------------------
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class Worker:
@@ -403,6 +393,8 @@ class Cluster:
     def __init__(self, ctx: Any, directory: str, build: int) -> None:
         self.ctx = ctx
         self.directory = directory
+        from raft_snapshot_pysyncobj.demo import free_ports
+
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
         self.workers: list[Worker | None] = [
             Worker(ctx, i, self.addresses, directory, build) for i in range(3)]

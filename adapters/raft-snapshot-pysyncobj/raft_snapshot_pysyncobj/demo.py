@@ -24,7 +24,7 @@ from raft_snapshot_plugin.http import Client, serve
 
 from .support import SnapshotSupport
 
-__all__ = ["DemoStore", "run_demo"]
+__all__ = ["DemoStore", "free_ports", "run_demo"]
 
 _WAIT = 20.0
 
@@ -43,7 +43,8 @@ class DemoStore(SyncObj):  # type: ignore[misc]
         return len(self.data)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` free TCP ports on 127.0.0.1 (free when asked: bind them soon)."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
@@ -56,7 +57,7 @@ def _free_ports(count: int) -> list[int]:
 
 @contextlib.contextmanager
 def _cluster(size: int = 3) -> Iterator[list[DemoStore]]:
-    addresses = [f"127.0.0.1:{p}" for p in _free_ports(size)]
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
     nodes: list[DemoStore] = []
     try:
         for address in addresses:

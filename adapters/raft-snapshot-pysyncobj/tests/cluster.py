@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence, Set
@@ -12,6 +11,7 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
+from raft_snapshot_pysyncobj.demo import free_ports
 
 WAIT = 20.0  # seconds any single wait in a test may last
 
@@ -43,15 +43,6 @@ class Bank(SyncObj):  # type: ignore[misc]
         setattr(self, key, value)
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def default_consumers() -> list[SyncObjConsumer]:

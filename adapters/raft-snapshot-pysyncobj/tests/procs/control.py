@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from cluster import free_ports
+from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.state import load_state
 
 from raft_snapshot_plugin.archive import read_archive
