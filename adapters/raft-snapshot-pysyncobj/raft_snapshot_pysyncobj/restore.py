@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import logging
 import threading
 import time
 import uuid
@@ -36,10 +37,14 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["LEASE_SECONDS", "restore_state"]
 
+log = logging.getLogger(__name__)
+
 #: How long an abandoned restore blocks a new one, counted from its last command.
 LEASE_SECONDS = 30.0
 #: Chunks in flight at once.
 WINDOW = 32
+#: How often sending may resume after chunks were lost (to leader changes, say).
+MAX_RESUMES = 10
 _PIECE = 1 << 20  # bytes compressed at a time: the tick thread gets the GIL in between
 _COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
 
@@ -162,45 +167,60 @@ class _Restore:
 
     def send_chunks(self, compressed: bytes) -> None:
         """Stream ``compressed`` as base64 text, chunk by chunk: each chunk encodes its own slice
-        (a multiple of 3 bytes), so the chunks join into exactly the base64 of the whole."""
+        (a multiple of 3 bytes), so the chunks join into exactly the base64 of the whole.
+
+        A chunk lost to a leader change (or a full queue) is not fatal: once the chunks in flight
+        have settled, the cluster is asked through the log how many it holds, and sending resumes
+        from there (chunks are idempotent, so a late duplicate is harmless).
+        """
         step = chunk_chars(self.node) // 4 * 3
         view = memoryview(compressed)
+        total = (len(compressed) + step - 1) // step
+        start = 0
+        for _ in range(MAX_RESUMES + 1):
+            failure = self._send_from(view, step, total, start)
+            if failure is None:
+                return
+            held = self.call(self.support._rsp_progress, self.rid)
+            if held < 0:
+                raise BackendError(f"the restore was lost ({failure})", backend=_node.BACKEND)
+            log.info("restore %s: %s; resuming at chunk %d of %d", self.rid, failure, held, total)
+            start = held
+        raise BackendError(f"the restore failed after {MAX_RESUMES} resumes: {failure}",
+                           backend=_node.BACKEND)
+
+    def _send_from(self, view: memoryview, step: int, total: int, start: int) -> str | None:
+        """Send chunks ``start..total-1``, ``WINDOW`` in flight; the first failure, or None."""
         slots = threading.BoundedSemaphore(WINDOW)
         lock = threading.Lock()
         failures: list[str] = []
-        pending = [0]
-        all_done = threading.Event()
-        total = (len(compressed) + step - 1) // step
-        if total == 0:
-            return
+        in_flight = [0]
+        settled = threading.Event()
+        settled.set()
 
         def on_result(result: Any, error: int) -> None:
             with lock:
                 if error != 0 or result is not True:
                     failures.append(f"chunk refused (result {result!r}, PySyncObj error {error})")
-                pending[0] -= 1
-                if pending[0] == 0 and sent[0] == total:
-                    all_done.set()
+                in_flight[0] -= 1
+                if in_flight[0] == 0:
+                    settled.set()
             slots.release()
 
-        sent = [0]
-        for seq in range(total):
+        for seq in range(start, total):
             while not slots.acquire(timeout=0.1):
                 self.remaining()
             with lock:
                 if failures:
+                    slots.release()
                     break
-                pending[0] += 1
-                sent[0] += 1
+                in_flight[0] += 1
+                settled.clear()
             text = base64.b64encode(view[seq * step:(seq + 1) * step]).decode("ascii")
             self.support._rsp_chunk(self.rid, seq, text, time.time(), callback=on_result)
-        while not all_done.wait(0.1):
-            with lock:
-                if failures and pending[0] == 0:
-                    break
+        while not settled.wait(0.1):
             self.remaining()
-        if failures:
-            raise BackendError(f"the restore failed: {failures[0]}", backend=_node.BACKEND)
+        return failures[0] if failures else None
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):

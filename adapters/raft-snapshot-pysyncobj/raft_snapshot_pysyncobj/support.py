@@ -74,8 +74,10 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_chunk(self, rid: str, seq: int, text: str, issued_at: float) -> bool:
         pending = self._pending
-        if pending is None or pending["rid"] != rid or seq != len(pending["parts"]):
+        if pending is None or pending["rid"] != rid or seq > len(pending["parts"]):
             return False
+        if seq < len(pending["parts"]):  # a resent chunk: fine if it is the same
+            return bool(pending["parts"][seq] == text)
         pending["parts"].append(text)
         pending["expires"] = issued_at + pending["lease"]
         return True
@@ -103,6 +105,14 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
             return f"refused: {exc}"
         apply_state(node, attributes, consumer_states)
         return "ok"
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_progress(self, rid: str) -> int:
+        """How many chunks of restore ``rid`` the cluster holds; -1 when it holds no such restore."""
+        pending = self._pending
+        if pending is None or pending["rid"] != rid:
+            return -1
+        return len(pending["parts"])
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_abort(self, rid: str) -> bool:

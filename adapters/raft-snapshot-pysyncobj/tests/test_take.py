@@ -36,7 +36,10 @@ def test_snapshots_under_writes_are_consistent(fork: bool, snapshot_tmpdir: Path
             while len(writer.acked) < 20 and time.monotonic() < deadline:
                 time.sleep(0.01)
             acked_at_start = len(writer.acked)
-            for round_ in range(12):
+            takes_started = time.monotonic()
+            round_ = -1
+            while round_ < 11 or time.monotonic() - takes_started < 3.0:  # 12 takes, 3 s at least
+                round_ += 1
                 on_leader = round_ % 2 == 0
                 leader = cluster.leader()
                 node = leader if on_leader else next(n for n in cluster.running if n is not leader)
@@ -50,9 +53,9 @@ def test_snapshots_under_writes_are_consistent(fork: bool, snapshot_tmpdir: Path
                     if on_leader:  # every write acknowledged before the call is in it
                         assert set(acked_before) <= set(history)
                     taken["leader" if on_leader else "follower"] += 1
-                time.sleep(0.02)
+                time.sleep(0.05)
             assert len(writer.acked) > acked_at_start + 5, "the writes did not keep flowing"
-        assert taken == {"leader": 6, "follower": 6}
+        assert taken["leader"] >= 6 and taken["follower"] >= 6
 
 
 def test_meta_names_the_entry_and_the_members(cluster: Cluster, snapshot_tmpdir: Path) -> None:

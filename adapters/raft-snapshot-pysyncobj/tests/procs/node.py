@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cluster import Bank, default_consumers, transfer_args, user_state
+from pysyncobj import SyncObjException
 from raft_snapshot_pysyncobj import _node
 from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.support import find_support
@@ -142,9 +143,16 @@ class Node:
                     "next": writer.next}
         if op == "put" and "random_bytes" in cmd:
             return self.put_random(cmd["key"], cmd["random_bytes"])
-        if op == "put":
-            node.put(cmd["key"], cmd["value"], sync=True, timeout=10.0)
-            return {}
+        if op == "put":  # idempotent: retried while a (re)started cluster settles its leader
+            deadline = time.monotonic() + 20.0
+            while True:
+                try:
+                    node.put(cmd["key"], cmd["value"], sync=True, timeout=10.0)
+                    return {}
+                except SyncObjException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
         if op == "take":
             with rsp.take(node, timeout=cmd.get("timeout")) as snap:
                 snap.save(cmd["path"])
