@@ -8,6 +8,7 @@ whole processes, as a crash would. Figures are printed (``pytest -s`` shows them
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import os
 import random
@@ -25,6 +26,15 @@ import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import RemoteError
 from raft_snapshot_plugin.http import Client
+
+_PYSYNCOBJ = tuple(int(p) for p in importlib.metadata.version("pysyncobj").split(".")[:3])
+#: Restarting a 3-node cluster from file journals: on PySyncObj 0.3.10 (whose commit rules 0.3.12
+#: fixed) the restarted cluster did not commit a new entry within 60 s in CI, so these two tests
+#: would measure that, not us. They run on 0.3.12 and later.
+needs_journal_recovery = pytest.mark.skipif(
+    _PYSYNCOBJ < (0, 3, 12),
+    reason="PySyncObj 0.3.10 does not commit after a restart from file journals within 60 s",
+)
 
 BLOB = 3_000_000  # incompressible bytes in the state: a take or restore lasts long enough to hit
 
@@ -225,6 +235,7 @@ def _try_restore(client: Client, path: Path) -> dict[str, Any]:
         return {"error": str(exc), "status": exc.status}
 
 
+@needs_journal_recovery
 def test_node_restarted_from_journal_and_dump_after_restore(tmp_path: Path) -> None:
     with proc_cluster(tmp_path / "c", journal=True) as pc:
         leader = pc.leader()
@@ -256,6 +267,7 @@ def test_node_restarted_from_journal_and_dump_after_restore(tmp_path: Path) -> N
           "3 nodes SIGKILLed and restarted, state equal to the restored one plus the journal")
 
 
+@needs_journal_recovery
 def test_take_and_restore_without_quorum_end_in_time(tmp_path: Path) -> None:
     figures: dict[str, Any] = {}
     with proc_cluster(tmp_path / "c", journal=True, serve_timeout=3.0) as pc:
