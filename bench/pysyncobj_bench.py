@@ -68,6 +68,7 @@ WORDS = [
 #: "objects", many small tuples (the worst case for pickling), or "values", 1 KiB values (half
 #: random bytes, half text), the shape of DESIGN.md's 100 MB experiment.
 SHAPE_ENV = "RAFT_SNAPSHOT_BENCH_SHAPE"
+TRANSPORT_ENV = "RAFT_SNAPSHOT_BENCH_TRANSPORT"  # SnapshotSupport(transport=...) on every node
 
 
 def _entry(rng: random.Random, i: int) -> tuple[str, Any]:
@@ -106,7 +107,8 @@ def _node_class() -> type:
     class BenchNode(SyncObj):  # type: ignore[misc]
         def __init__(self, address: str, partners: list[str], conf: dict[str, Any]) -> None:
             super().__init__(address, partners, conf=SyncObjConf(**conf),
-                             consumers=[SnapshotSupport()])
+                             consumers=[SnapshotSupport(
+                                 transport=os.environ.get(TRANSPORT_ENV, "auto"))])
             self.data: dict[str, Any] = {}
             self.small: dict[int, int] = {}
 
@@ -669,15 +671,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="cProfile the restore call in the leader's process into FILE")
     parser.add_argument("--only-restore", action="store_true",
                         help="tuning: build the archive locally and time only the restore")
+    parser.add_argument("--transport", choices=["auto", "direct", "log"], default="auto",
+                        help="how the restore moves the state (SnapshotSupport's transport)")
     parser.add_argument("--window", type=int,
                         help="tuning: override the adapter's restore pipelining window")
     args = parser.parse_args(argv)
     os.environ[SHAPE_ENV] = args.shape
+    os.environ[TRANSPORT_ENV] = args.transport
     started = time.monotonic()
     result = run(args.size, args.repeat, args.gap, args.profile_restore, args.only_restore,
                  args.window)
     result["wall_seconds"] = time.monotonic() - started
     result["shape"] = args.shape
+    result["config"]["restore_transport"] = args.transport
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         slim = json.loads(json.dumps(result))

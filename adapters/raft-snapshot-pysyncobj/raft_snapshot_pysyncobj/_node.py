@@ -56,6 +56,11 @@ def log_term(node: SyncObj, index: int) -> int:
     return int(log[position][2])
 
 
+def log_start(node: SyncObj) -> int:
+    """The index of the first entry in the node's journal (log compaction moves it forward)."""
+    return int(node._SyncObj__raftLog[0][1])
+
+
 def servers(node: SyncObj) -> tuple[Server, ...]:
     """The configuration: the node itself and its partners (read-only nodes are not members)."""
     members = set(node.otherNodes)

@@ -1,11 +1,17 @@
-"""Live restore: stream a verified state through the Raft log and swap it in on commit.
+"""Live restore: move a verified state to every node and swap it in on one replicated commit.
 
-The state is checked here first (it decodes with this node's trust settings, its consumers are
-this node's), so a state that every node would refuse never enters the log. Then it is
-compressed, base64-encoded (PySyncObj pickles commands with protocol 2, where a ``str`` of ASCII
-costs one byte a character and ``bytes`` up to two) and cut into chunks whose commands stay under
-the node's ``appendEntriesBatchSizeBytes``: PySyncObj 0.3.10 and 0.3.12 lose followers' tick
-threads on a single bigger command. Chunks are pipelined: a window of them is in flight at once.
+Two transports (see ``support.py``). **Direct**, the default when every member is connected: the
+log carries ``begin`` and ``commit``, and the bytes go to each member over one TCP connection from
+this node (``direct.py``); the commit is submitted once every member holds a checked, decoded
+copy. If a member cannot be reached the direct attempt is aborted and the log is used instead.
+
+**Log**: the state is checked here first (it decodes with this node's trust settings, its
+consumers are this node's), so a state that every node would refuse never enters the log. Then it
+is compressed, base64-encoded (PySyncObj pickles commands with protocol 2, where a ``str`` of
+ASCII costs one byte a character and ``bytes`` up to two) and cut into chunks whose commands stay
+under the node's ``appendEntriesBatchSizeBytes``: PySyncObj 0.3.10 and 0.3.12 lose followers'
+tick threads on a single bigger command. Chunks are pipelined: a window of them is in flight at
+once.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -26,8 +33,9 @@ from pysyncobj import pickle as pso_pickle
 from raft_snapshot_plugin import SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError
 
-from . import _node
-from .state import STATE_FORMAT, load_state
+from . import _node, direct
+from .direct import DirectTransferError, PayloadServer, StateRefusedError
+from .state import STATE_FORMAT, YieldingReader, load_state
 from .support import SnapshotSupport, check_consumers, find_support
 
 try:
@@ -68,38 +76,30 @@ def restore_state(
         raise BackendError(f"unknown state format {meta.state_format!r} (this adapter reads "
                            f"{STATE_FORMAT!r})", backend=_node.BACKEND)
     raw = source.read()
+    sha256 = hashlib.sha256(raw).hexdigest()
+    if use_direct(node, support):
+        try:
+            _Restore(node, support, timeout).run_direct(len(raw), sha256, _compress(raw), trusted)
+            return
+        except DirectTransferError as exc:
+            log.warning("direct restore transfer failed (%s); sending the state through the log",
+                        exc)
     attributes, consumer_states = load_state(
-        _YieldingReader(raw), trusted_classes=support.trusted_classes,
+        YieldingReader(io.BytesIO(raw)), trusted_classes=support.trusted_classes,
         allow_unsafe_pickle=support.allow_unsafe_pickle or trusted,
     )
     check_consumers(node, consumer_states)
     del attributes, consumer_states
-    _Restore(node, support, timeout).run(len(raw), hashlib.sha256(raw).hexdigest(),
-                                         _compress(raw), trusted)
+    _Restore(node, support, timeout).run(len(raw), sha256, _compress(raw), trusted)
 
 
-class _YieldingReader(io.RawIOBase):
-    """``raw`` read through a Python-level ``read``: the C unpickler then calls back into the
-    interpreter once per frame, where other threads get the GIL. Reading a plain ``BytesIO``, it
-    held the GIL for the whole load (1.6 s for a 100 MB state), starving the node's own tick
-    thread: no heartbeats, and the followers elected a new leader in the middle of the restore.
-    """
-
-    def __init__(self, raw: bytes) -> None:
-        super().__init__()
-        self._buffer = io.BytesIO(raw)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        return self._buffer.read(size)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        return self._buffer.readline(size)
-
-    def readinto(self, buffer: Any) -> int:
-        return self._buffer.readinto(buffer)
+def use_direct(node: SyncObj, support: SnapshotSupport) -> bool:
+    """Whether a restore from ``node`` sends the bytes directly (see SnapshotSupport's
+    ``transport``)."""
+    if support.transport != "auto":
+        return support.transport == "direct"
+    return (node.selfNode is not None and not node.conf.password
+            and all(node.isNodeConnected(other) for other in node.otherNodes))
 
 
 def _compress(raw: bytes) -> bytes:
@@ -118,6 +118,7 @@ class _Restore:
         self.support = support
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.rid = uuid.uuid4().hex
+        self.server: PayloadServer | None = None
 
     def remaining(self) -> float | None:
         if self.deadline is None:
@@ -144,26 +145,78 @@ class _Restore:
             raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
                                backend=_node.BACKEND) from exc
 
-    def run(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
+    def begin(self, *args: Any) -> None:
         try:
-            answer = self.call(self.support._rsp_begin, self.rid, size, sha256, time.time(),
-                               LEASE_SECONDS, trusted)
+            answer = self.call(self.support._rsp_begin, self.rid, *args)
         except BaseException:
             self.abort()  # a begin applied late must not block the next restore for a lease
             raise
         if answer == "busy":
             raise BackendError("another restore into this cluster is in progress",
                                backend=_node.BACKEND)
+
+    def commit(self) -> None:
+        result = self.call(self.support._rsp_commit, self.rid)
+        if result != "ok":
+            raise BackendError(f"the cluster did not apply the snapshot: {result}",
+                               backend=_node.BACKEND)
+
+    def run_direct(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
+        """Serve ``compressed`` to every member, commit once all hold a good copy.
+
+        :raises DirectTransferError: a member could not be reached (aborted; nothing applied).
+        """
+        me = self.node.selfNode
+        members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
+        server = PayloadServer(me.host, compressed, secrets.token_hex(16), self.rid, members)
+        self.server = server
+        with server:
+            self.begin(size, sha256, time.time(), LEASE_SECONDS, trusted,
+                       (server.address[0], server.address[1], server.token))
+            try:
+                verdicts = server.wait_verdicts(self.check_members)
+                self.remaining()  # out of time: abort rather than commit late
+            except BaseException:
+                self.abort()
+                raise
+            refusals = {m: v for m, v in verdicts.items() if v != "ok"}
+            if refusals:
+                local = self.support._stages.get(self.rid)
+                self.abort()
+                member, verdict = sorted(refusals.items())[0]
+                kind, _, reason = verdict.partition(" ")
+                if kind != "error":
+                    raise DirectTransferError(f"{member}: {reason.lstrip(': ')}")
+                if local is not None and local.refusal is not None:
+                    raise local.refusal  # this node's own reason, as the log transport gives it
+                raise BackendError(f"{member} refused the snapshot: {reason}",
+                                   backend=_node.BACKEND) from StateRefusedError(reason)
+            self.commit()
+        server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
+
+    def check_members(self, missing: set[str]) -> None:
+        """While waiting for verdicts: give up when out of time or a member is disconnected."""
+        self.remaining()
+        gone = sorted(str(n.id) for n in self.node.otherNodes
+                      if str(n.id) in missing and not self.node.isNodeConnected(n))
+        if gone:
+            raise DirectTransferError(f"member {', '.join(gone)} is not connected")
+        server = self.server
+        assert server is not None
+        silent = sorted(missing - server.connected)
+        if silent and time.monotonic() - server.started > direct.IO_TIMEOUT:
+            raise DirectTransferError(f"member {', '.join(silent)} did not fetch the state "
+                                      f"within {direct.IO_TIMEOUT} s")
+
+    def run(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
+        self.begin(size, sha256, time.time(), LEASE_SECONDS, trusted)
         try:
             self.send_chunks(compressed)
             self.remaining()  # out of time: abort rather than commit late
         except BaseException:
             self.abort()
             raise
-        result = self.call(self.support._rsp_commit, self.rid)
-        if result != "ok":
-            raise BackendError(f"the cluster did not apply the snapshot: {result}",
-                               backend=_node.BACKEND)
+        self.commit()
 
     def send_chunks(self, compressed: bytes) -> None:
         """Stream ``compressed`` as base64 text, chunk by chunk: each chunk encodes its own slice

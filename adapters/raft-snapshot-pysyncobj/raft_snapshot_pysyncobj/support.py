@@ -1,11 +1,20 @@
 """``SnapshotSupport``: the consumer every node carries, which restores a state through the log.
 
-A restore is a sequence of replicated commands: ``begin``, ``chunk``..., ``commit``. Every node
-applies them in log order; the chunks accumulate in this consumer (part of its replicated state,
-so a node that installs a PySyncObj dump mid-restore still has them) and ``commit`` checks the
-whole state's length and SHA-256, decodes it with the node's own trust settings and swaps it in
-within that one applied entry: no node ever shows a half-restored state, and the pending chunks
-are never part of the application's state (nor of a take).
+A restore is a sequence of replicated commands, applied by every node in log order: ``begin``,
+the state's bytes, ``commit``. ``commit`` swaps the new state in within that one applied entry: no
+node ever shows a half-restored state, and nothing pending is ever part of the application's state
+(nor of a take). The bytes travel one of two ways:
+
+- **direct** (the default when every member is connected): ``begin`` names the restoring node's
+  :class:`~raft_snapshot_pysyncobj.direct.PayloadServer`; each member fetches, checks and decodes
+  its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), and ``commit``
+  is only submitted once all have it. After applying it each node compacts its log, so that a
+  node catching up later receives the restored state in PySyncObj's own dump rather than
+  replaying a ``begin`` whose server is gone.
+- **log**: ``chunk`` commands carry the state in base64. They accumulate in this consumer (part of
+  its replicated state, so a node that installs a PySyncObj dump mid-restore still has them) and
+  ``commit`` checks the whole state's length and SHA-256, decodes it with the node's own trust
+  settings and swaps it in.
 
 An abandoned restore (its process died) holds a lease measured in the commands' own timestamps,
 so every node decides alike: a ``begin`` after the lease has run out replaces it.
@@ -16,13 +25,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import logging
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pysyncobj import SyncObj, SyncObjConsumer, replicated
 
 from . import _node
-from .state import load_state
+from .direct import DirectTransferError, Stage, State
+from .state import PickleSource, load_state
 
 try:  # the same zlib format, several times faster
     from isal import isal_zlib as zlib
@@ -31,7 +42,15 @@ except ImportError:  # pragma: no cover - without the core's 'fast' extra
 
 _DECODE_ERRORS = cast("tuple[type[Exception], ...]", (ValueError, zlib.error))
 
-__all__ = ["SnapshotSupport", "find_support"]
+__all__ = ["SnapshotSupport", "Transport", "find_support"]
+
+#: How a restore moves the state's bytes: see :class:`SnapshotSupport`.
+Transport = Literal["auto", "direct", "log"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a node applying ``commit`` waits for its copy of a direct restore.
+STAGE_WAIT = 120.0
 
 
 class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
@@ -42,6 +61,10 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     :param allow_unsafe_pickle: load any pickle. Only for archives whose origin you trust.
     :param fork: take large states in a forked child so the node keeps serving (``None``: where
         the platform can fork); ``False`` pickles on the tick thread.
+    :param transport: how a restore started on this node moves the state's bytes: ``"auto"``
+        (direct when every member is connected and the node has no ``password``, else the log),
+        ``"direct"`` or ``"log"``. The direct transfer is unencrypted (PySyncObj's ``password``
+        encrypts only its own connections); its integrity comes from the SHA-256 in the log.
     """
 
     def __init__(
@@ -50,11 +73,17 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         trusted_classes: Iterable[type] = (),
         allow_unsafe_pickle: bool = False,
         fork: bool | None = None,
+        transport: Transport = "auto",
     ) -> None:
-        # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it.
+        if transport not in ("auto", "direct", "log"):
+            raise ValueError(f"transport must be 'auto', 'direct' or 'log', not {transport!r}")
+        # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it;
+        # so are this node's copies of direct restores, which are not replicated state.
         self.trusted_classes = tuple(trusted_classes)
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.fork = fork
+        self.transport = transport
+        self._stages: dict[str, Stage] = {}
         super().__init__()
         #: the restore in progress (replicated state, never the application's)
         self._pending: dict[str, Any] | None = None
@@ -63,12 +92,17 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float,
-                   trusted: bool = False) -> str:
+                   trusted: bool = False, source: tuple[str, int, str] | None = None) -> str:
         pending = self._pending
         if pending is not None and pending["rid"] != rid and issued_at < pending["expires"]:
             return "busy"
+        if pending is not None and pending["rid"] != rid:
+            self._drop_stage(pending["rid"])
         self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
-                         "lease": lease, "expires": issued_at + lease, "trusted": trusted}
+                         "lease": lease, "expires": issued_at + lease, "trusted": trusted,
+                         "source": source}
+        if source is not None and rid not in self._stages:
+            self._stages[rid] = Stage(rid, self._pending, self.member_id(), self.decode).start()
         return "ok"
 
     @replicated  # type: ignore[untyped-decorator]
@@ -88,6 +122,8 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         if pending is None or pending["rid"] != rid:
             self._pending = pending
             return "unknown restore"
+        if pending.get("source") is not None:
+            return self._commit_direct(pending)
         try:
             raw = zlib.decompress(base64.b64decode("".join(pending["parts"])))
         except _DECODE_ERRORS as exc:
@@ -95,15 +131,34 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         if len(raw) != pending["size"] or hashlib.sha256(raw).hexdigest() != pending["sha256"]:
             return "the assembled state does not match its length and SHA-256"
         try:
-            attributes, consumer_states = load_state(
-                io.BytesIO(raw), trusted_classes=self.trusted_classes,
-                allow_unsafe_pickle=self.allow_unsafe_pickle or pending.get("trusted", False),
-            )
-            node = self._syncObj
-            check_consumers(node, consumer_states)
+            attributes, consumer_states = self.decode(io.BytesIO(raw), pending["trusted"])
         except Exception as exc:  # refused here means refused on every node alike
             return f"refused: {exc}"
+        apply_state(self._syncObj, attributes, consumer_states)
+        return "ok"
+
+    def _commit_direct(self, pending: dict[str, Any]) -> str:
+        """Swap in this node's copy. Every member reported its copy good before the commit was
+        submitted, so a node without one (restarted since) fetches it now; if it cannot, it
+        stops at this entry rather than diverge (raising here leaves the entry unapplied)."""
+        rid = pending["rid"]
+        stage = self._stages.pop(rid, None)
+        if stage is None:
+            stage = Stage(rid, pending, self.member_id(), self.decode)
+        try:
+            attributes, consumer_states = stage.result(STAGE_WAIT)
+        except DirectTransferError as exc:
+            self._pending = pending  # still pending: the entry is retried, never skipped
+            log.critical("cannot apply restore %s on this node (%s); it stops here rather than "
+                         "diverge from the cluster: seed it from the snapshot", rid, exc)
+            raise
+        node = self._syncObj
         apply_state(node, attributes, consumer_states)
+        # Compact past this entry, and keep the payload served until then: a node catching up
+        # from here on receives the restored state in a PySyncObj dump, or finds the payload.
+        index = node.raftLastApplied + 1  # PySyncObj counts an entry applied after applying it
+        node.forceLogCompaction()
+        stage.finish("applied", settled=lambda: _node.log_start(node) >= index - 1)
         return "ok"
 
     @replicated  # type: ignore[untyped-decorator]
@@ -116,10 +171,32 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_abort(self, rid: str) -> bool:
+        self._drop_stage(rid)
         if self._pending is not None and self._pending["rid"] == rid:
             self._pending = None
             return True
         return False
+
+    # --- local to this node ----------------------------------------------------------------------
+
+    def _drop_stage(self, rid: str) -> None:
+        stage = self._stages.pop(rid, None)
+        if stage is not None:
+            stage.finish("dropped")
+
+    def member_id(self) -> str:
+        """This node's id in the cluster, as the restoring node's server knows it."""
+        me = self._syncObj.selfNode
+        return "readonly" if me is None else str(me.id)
+
+    def decode(self, stream: PickleSource, trusted: bool) -> State:
+        """Decode a state.bin with this node's trust settings; refuse other consumers."""
+        attributes, consumer_states = load_state(
+            stream, trusted_classes=self.trusted_classes,
+            allow_unsafe_pickle=self.allow_unsafe_pickle or trusted,
+        )
+        check_consumers(self._syncObj, consumer_states)
+        return attributes, consumer_states
 
     @property
     def restore_in_progress(self) -> bool:

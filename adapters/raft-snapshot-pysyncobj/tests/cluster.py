@@ -12,6 +12,7 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
 from raft_snapshot_pysyncobj.demo import free_ports
+from raft_snapshot_pysyncobj.support import Transport
 
 WAIT = 20.0  # seconds any single wait in a test may last
 
@@ -45,8 +46,8 @@ class Bank(SyncObj):  # type: ignore[misc]
 
 
 
-def default_consumers() -> list[SyncObjConsumer]:
-    return [ReplCounter(), ReplDict(), SnapshotSupport()]
+def default_consumers(transport: Transport = "auto") -> list[SyncObjConsumer]:
+    return [ReplCounter(), ReplDict(), SnapshotSupport(transport=transport)]
 
 
 class Cluster:

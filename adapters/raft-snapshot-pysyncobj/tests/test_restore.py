@@ -1,4 +1,8 @@
-"""Live restore through the log: all or nothing, on every node, in log order."""
+"""Live restore: all or nothing, on every node, in log order; over both transports.
+
+Tests that restore into ``other_cluster`` run twice: with the bytes sent directly to every member
+(``direct``) and with the bytes in the log (``log``).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,41 @@ import base64
 import dataclasses
 import hashlib
 import io
+import logging
 import os
+import socket
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cluster import Bank, Cluster, running_cluster, transfer_args, user_state
+from cluster import Bank, Cluster, default_consumers, running_cluster, transfer_args, user_state
 from pysyncobj.batteries import ReplCounter
-from raft_snapshot_pysyncobj import SnapshotSupport
+from raft_snapshot_pysyncobj import SnapshotSupport, _node
 from raft_snapshot_pysyncobj import restore as restore_module
+from raft_snapshot_pysyncobj.direct import PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
-from raft_snapshot_pysyncobj.support import find_support
+from raft_snapshot_pysyncobj.support import Transport, find_support
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import ArchiveError, BackendError
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import IncompatibleArchiveError, SnapshotTimeoutError
+
+
+@pytest.fixture(params=["direct", "log"])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    value: Transport = request.param
+    return value
+
+
+@pytest.fixture
+def other_cluster(transport: Transport) -> Iterator[Cluster]:
+    """The restore target, its nodes configured with ``transport``."""
+    with running_cluster(3, consumers=lambda: default_consumers(transport)) as c:
+        yield c
 
 
 def _support(node: Bank) -> SnapshotSupport:
@@ -62,9 +84,10 @@ def test_restore_into_a_fresh_running_cluster(cluster: Cluster, other_cluster: C
 
 
 def test_restore_with_a_follower_down_converges_when_it_returns(
-    tmp_path: Path, snapshot_tmpdir: Path
+    tmp_path: Path, snapshot_tmpdir: Path, transport: Transport
 ) -> None:
-    with running_cluster(3) as cluster:
+    """With ``direct`` forced, the direct attempt finds the member gone and uses the log."""
+    with running_cluster(3, consumers=lambda: default_consumers(transport)) as cluster:
         _fill(cluster, 25, "before")
         _save(cluster, tmp_path / "old.snap")
         old_state = cluster.states()[0]
@@ -126,30 +149,40 @@ def test_without_snapshot_support_the_error_says_what_to_add(tmp_path: Path,
             rsp.restore(plain.leader(), tmp_path / "s.snap")
 
 
-def _begin_and_abandon(cluster: Cluster, lease: float) -> str:
-    """What a restoring process that dies half-way leaves behind: begin and some chunks."""
+def _dead_address() -> tuple[str, int]:
+    """A loopback port nobody listens on any more (as after the restoring process died)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return "127.0.0.1", sock.getsockname()[1]
+
+
+def _begin_and_abandon(cluster: Cluster, lease: float, transport: Transport) -> str:
+    """What a restoring process that dies half-way leaves behind: begin and some chunks, or
+    (direct) begin naming a server that is gone."""
     support = find_support(cluster.leader())
     assert support is not None
     payload = base64.b64encode(zlib.compress(b"x" * 100_000)).decode()
     rid = "abandoned"
+    source = (*_dead_address(), "token") if transport == "direct" else None
     assert support._rsp_begin(rid, 100_000, hashlib.sha256(b"x" * 100_000).hexdigest(),
-                              time.time(), lease, sync=True, timeout=10) == "ok"
-    for seq in range(2):
-        support._rsp_chunk(rid, seq, payload[seq * 100:(seq + 1) * 100], time.time(),
-                           sync=True, timeout=10)
+                              time.time(), lease, False, source, sync=True, timeout=10) == "ok"
+    if source is None:
+        for seq in range(2):
+            support._rsp_chunk(rid, seq, payload[seq * 100:(seq + 1) * 100], time.time(),
+                               sync=True, timeout=10)
     return rid
 
 
 def test_abandoned_restore_is_invisible_blocks_then_expires(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    transport: Transport,
 ) -> None:
     _fill(cluster, 12, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     _fill(other_cluster, 4, "target")
     before = other_cluster.states()
-    _begin_and_abandon(other_cluster, lease=2.0)
+    _begin_and_abandon(other_cluster, lease=2.0, transport=transport)
     assert other_cluster.states() == before  # nothing visible
     with rsp.take(other_cluster.leader()) as snap:  # and nothing captured
         assert snap.meta.size < 5000
@@ -163,15 +196,26 @@ def test_abandoned_restore_is_invisible_blocks_then_expires(
 
 
 def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, tmp_path: Path,
-                                      snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                      snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                      transport: Transport) -> None:
     _fill(cluster, 5, "source")
     _save(cluster, tmp_path / "small.snap")
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
     before = other_cluster.states()
-    monkeypatch.setattr(restore_module, "WINDOW", 1)  # slow enough to run out of time
+    if transport == "log":
+        monkeypatch.setattr(restore_module, "WINDOW", 1)  # slow enough to run out of time
+    else:  # one member takes 2 s to decode its copy: the others hold theirs, nobody applies
+        slow = _support(other_cluster.follower())
+        decode = slow.decode
+
+        def slow_decode(*args: Any) -> Any:
+            time.sleep(2)
+            return decode(*args)
+
+        monkeypatch.setattr(slow, "decode", slow_decode)
     with pytest.raises(SnapshotTimeoutError):
-        rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=0.5)
-    time.sleep(0.5)
+        rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=1.0)
+    time.sleep(2.5)  # the slow member has finished decoding: it still applies nothing
     assert other_cluster.states() == before
     assert not any(_support(n).restore_in_progress for n in other_cluster.running)
 
@@ -256,3 +300,72 @@ def test_untrusted_class_restores_only_from_a_sealed_archive(
     rsp.restore(other_cluster.leader(), tmp_path / "sealed.snap", verify_key=key, timeout=60)
     states = other_cluster.states()
     assert all(s["extra"]["wallet"] == Money(1234) for s in states)
+
+
+@pytest.mark.parametrize("transport", ["direct", "log"], indirect=True)
+def test_direct_transfer_keeps_the_bytes_out_of_the_log(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+    transport: Transport,
+) -> None:
+    _fill(cluster, 5, "source")
+    _save(cluster, tmp_path / "small.snap")
+    _with_big_attribute(tmp_path / "small.snap", tmp_path / "big.snap", 2_000_000)
+    leader = other_cluster.leader()
+    entries_before = leader.raftCommitIndex
+    rsp.restore(other_cluster.node(1), tmp_path / "big.snap", timeout=60)
+    states = other_cluster.states()
+    assert all(len(s["extra"]["big"]) == 2_000_000 for s in states)
+    entries = other_cluster.leader().raftCommitIndex - entries_before
+    chunks = 2_000_000 * 4 // 3 // restore_module.chunk_chars(leader)
+    if transport == "direct":
+        assert entries <= 4  # begin, commit (and a no-op should the leader change)
+    else:
+        assert entries >= chunks + 2
+
+
+@pytest.mark.parametrize("transport", ["direct"], indirect=True)
+def test_direct_transfer_damaged_in_transit_falls_back_to_the_log(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    _fill(cluster, 20, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+
+    class Damaging(PayloadServer):
+        def __init__(self, host: str, payload: bytes, *args: object) -> None:
+            damaged = payload[:-8] + bytes(b ^ 0xFF for b in payload[-8:])
+            super().__init__(host, damaged, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_module, "PayloadServer", Damaging)
+    with caplog.at_level(logging.WARNING, logger=restore_module.__name__):
+        rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
+    assert "through the log" in caplog.text
+    assert other_cluster.states() == [expected] * 3
+
+
+@pytest.mark.parametrize("transport", ["direct"], indirect=True)
+def test_node_restarted_after_a_direct_restore_catches_up(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+) -> None:
+    """The log holds no bytes of a direct restore: a node that restarts empty right after one
+    gets the state from the payload server or, once the log is compacted past the commit, from
+    the leader's PySyncObj dump."""
+    _fill(cluster, 30, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
+    restarted = next(i for i, n in enumerate(other_cluster.nodes) if n is not other_cluster.leader())
+    other_cluster.stop_node(restarted)
+    other_cluster.start(restarted)
+    assert other_cluster.states() == [expected] * 3
+    leader = other_cluster.leader()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _node.log_start(leader) < leader.raftLastApplied - 10:
+        time.sleep(0.05)
+    assert _node.log_start(leader) >= leader.raftLastApplied - 10  # compacted past the commit
+    other_cluster.stop_node(restarted)
+    other_cluster.start(restarted)  # this time it can only be the dump
+    other_cluster.leader().transfer(30, *transfer_args(30), sync=True, timeout=10)
+    states = other_cluster.states()
+    assert states[0]["history"] == list(range(31)) and all(s == states[0] for s in states)

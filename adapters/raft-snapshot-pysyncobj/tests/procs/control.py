@@ -31,7 +31,8 @@ class NodeProc:
     """One ``node.py`` process: ``call(op, ...)`` sends a command and waits for its answer."""
 
     def __init__(self, address: str, partners: list[str], folder: Path, *, journal: bool,
-                 lease: float | None, serve_timeout: float | None, generation: int) -> None:
+                 lease: float | None, serve_timeout: float | None, generation: int,
+                 transport: str = "auto") -> None:
         self.address = address
         name = address.rsplit(":", 1)[1]
         self.log = folder / f"node-{name}-{generation}.log"
@@ -43,6 +44,7 @@ class NodeProc:
             args += ["--lease", str(lease)]
         if serve_timeout is not None:
             args += ["--serve-timeout", str(serve_timeout)]
+        args += ["--transport", transport]
         env = dict(os.environ)
         env["RAFT_SNAPSHOT_TMPDIR"] = str(folder / "tmp")
         with self.log.open("wb") as log:
@@ -138,13 +140,15 @@ class ProcCluster:
     """``size`` node processes on free loopback ports; ``close()`` stops every one it started."""
 
     def __init__(self, folder: Path, size: int = 3, *, journal: bool = False,
-                 lease: dict[int, float] | None = None, serve_timeout: float | None = None) -> None:
+                 lease: dict[int, float] | None = None, serve_timeout: float | None = None,
+                 transport: str = "auto") -> None:
         self.folder = folder
         (folder / "tmp").mkdir(parents=True, exist_ok=True)
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
         self.journal = journal
         self.lease = lease or {}
         self.serve_timeout = serve_timeout
+        self.transport = transport
         self.procs: list[NodeProc | None] = [None] * size
         self.generation = 0
         self.exit_codes: list[int] = []
@@ -157,7 +161,8 @@ class ProcCluster:
         address = self.addresses[i]
         proc = NodeProc(address, [a for a in self.addresses if a != address], self.folder,
                         journal=self.journal, lease=self.lease.get(i),
-                        serve_timeout=self.serve_timeout, generation=self.generation)
+                        serve_timeout=self.serve_timeout, generation=self.generation,
+                        transport=self.transport)
         self.procs[i] = proc
         return proc
 

@@ -25,7 +25,8 @@ one does not hold the others up). ``op`` is one of:
 Failures answer ``{"error": "<exception type>", "message": ...}``.
 
 ``--lease S`` lowers ``raft_snapshot_pysyncobj.restore.LEASE_SECONDS`` in this process (the lease an
-abandoned restore started here holds). ``--journal`` and ``--dump`` give the node's files. When
+abandoned restore started here holds). ``--journal`` and ``--dump`` give the node's files;
+``--transport`` is ``SnapshotSupport(transport=...)``. When
 stdin closes the node stops and the process exits 0.
 """
 
@@ -108,7 +109,7 @@ class Node:
             conf["fullDumpFile"] = args.dump
         partners = [p for p in args.partners.split(",") if p]
         self.dump = args.dump
-        self.node = Bank(args.address, partners, default_consumers(), **conf)
+        self.node = Bank(args.address, partners, default_consumers(args.transport), **conf)
         self.server = serve(self.node, token=args.token, timeout=args.serve_timeout)
         self.writer: Writer | None = None
 
@@ -227,6 +228,7 @@ def main() -> int:
     parser.add_argument("--dump")
     parser.add_argument("--lease", type=float)
     parser.add_argument("--serve-timeout", type=float)
+    parser.add_argument("--transport", choices=["auto", "direct", "log"], default="auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
