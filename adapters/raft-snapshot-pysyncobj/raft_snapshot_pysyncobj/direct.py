@@ -6,7 +6,7 @@ applied and acknowledged in commands under ``appendEntriesBatchSizeBytes``: abou
 100 MB state then took longer to restore than PySyncObj's own catch-up of one follower.
 
 Here the log carries only ``begin`` (with the payload's address, a token, and the state's length
-and SHA-256) and ``commit``. The restoring node serves the compressed state from a
+and SHA-256) and ``commit``. The restoring node serves the state from a
 :class:`PayloadServer`; every member that applies ``begin`` starts a :class:`Stage`: it fetches
 the payload, checks it against the length and SHA-256 from the log, decodes it with its own trust
 settings and reports its verdict. The restoring node submits ``commit`` only once every member has
@@ -16,7 +16,7 @@ applied entry.
 Wire protocol (one connection per member)::
 
     member -> server   b"RSP-DIRECT/1 <token> <rid> <member id>\\n"
-    server -> member   8-byte big-endian length, then the payload (a zlib stream of state.bin)
+    server -> member   8-byte big-endian length, then the payload (state.bin as it is)
     member -> server   b"ok\\n", b"error <reason>\\n" (the state is refused)
                        or b"lost <reason>\\n" (the transfer failed)
     member -> server   b"applied\\n" or b"dropped\\n"             (once it applied or aborted)
@@ -37,11 +37,6 @@ from collections.abc import Callable, Collection
 from typing import IO, Any
 
 from .state import PickleSource, YieldingReader
-
-try:
-    from isal import isal_zlib as zlib
-except ImportError:  # pragma: no cover - without the core's 'fast' extra
-    import zlib  # type: ignore[no-redef]
 
 __all__ = ["DirectTransferError", "PayloadServer", "Stage", "StateRefusedError"]
 
@@ -75,7 +70,7 @@ class PayloadServer:
     """
 
     def __init__(self, host: str, payload: bytes, token: str, rid: str,
-                 members: Collection[str]) -> None:
+                 members: Collection[str], port: int = 0) -> None:
         self._payload = payload
         self.token = token
         self.started = time.monotonic()
@@ -84,8 +79,9 @@ class PayloadServer:
         self.connected: set[str] = set()
         self.verdicts: dict[str, str] = {}
         self.applied: set[str] = set()
+        self.ended: set[str] = set()  # members whose connection is over, whatever the outcome
         self._changed = threading.Condition()
-        self._sock = socket.create_server((host, 0))
+        self._sock = socket.create_server((host, port))
         self._sock.settimeout(0.2)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         self._closed = threading.Event()
@@ -135,6 +131,11 @@ class PayloadServer:
         except OSError as exc:
             if member is not None:
                 self._record(self.verdicts, member, f"lost: connection lost ({exc})")
+        finally:
+            if member is not None:
+                with self._changed:
+                    self.ended.add(member)
+                    self._changed.notify_all()
 
     def _record(self, verdicts: dict[str, str], member: str, verdict: str) -> None:
         with self._changed:
@@ -160,12 +161,13 @@ class PayloadServer:
             check(missing)
 
     def linger(self, grace: float) -> None:
-        """Close once every member has applied the commit, or after ``grace`` seconds."""
+        """Close once every member is done with the payload (it applied the commit, or its node
+        stopped), or after ``grace`` seconds."""
 
         def wait_then_close() -> None:
             deadline = time.monotonic() + grace
             with self._changed:
-                while not self.members <= self.applied and time.monotonic() < deadline:
+                while not self.members <= self.ended and time.monotonic() < deadline:
                     self._changed.wait(0.2)
             self.close()
 
@@ -186,8 +188,11 @@ class Stage:
     """
 
     def __init__(self, rid: str, pending: dict[str, Any], member: str,
-                 decode: Callable[[PickleSource, bool], State]) -> None:
+                 decode: Callable[[PickleSource, bool], State], *, restricted: bool,
+                 alive: Callable[[], bool] = lambda: True) -> None:
         self.decode = decode
+        self.alive = alive
+        self.restricted = restricted
         self.rid = rid
         self.pending = pending
         self.member = member
@@ -249,9 +254,9 @@ class Stage:
                            else f"{'lost' if lost else 'error'} {self.error}")
                 conn.sendall(verdict.encode("utf-8", "replace")[:4000] + b"\n")
                 deadline = time.monotonic() + self.pending["lease"] * LINGER_LEASES
-                self._finished.wait(self.pending["lease"] * LINGER_LEASES)
-                while not self._settled() and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                while (not (self._finished.is_set() and self._settled()) and self.alive()
+                       and time.monotonic() < deadline):
+                    self._finished.wait(0.1)
                 conn.sendall(f"{self._outcome or 'dropped'}\n".encode())
         except OSError as exc:
             if self.error is None and self.state is None:
@@ -260,32 +265,73 @@ class Stage:
             self._done.set()
 
     def _fetch_and_decode(self, conn: socket.socket) -> State:
+        """Read the payload and decode it. The restricted unpickler (which refuses anything but
+        plain data and trusted classes, whatever the bytes) decodes while the bytes arrive; an
+        unrestricted one only once they match the SHA-256 from ``begin``."""
+        started = time.monotonic()
         with conn.makefile("rb") as reader:
-            raw = self._fetch(reader)
-        return self.decode(YieldingReader(raw), self.pending["trusted"])
+            header = reader.read(_LENGTH.size)
+            if len(header) != _LENGTH.size:
+                raise DirectTransferError("the restoring node sent no payload")
+            (length,) = _LENGTH.unpack(header)
+            if length != self.pending["size"]:
+                raise DirectTransferError(
+                    f"the payload is {length} bytes, not {self.pending['size']}")
+            payload = _CheckedReader(reader, length)
+            if self.restricted:
+                try:
+                    state = self.decode(payload, self.pending["trusted"])
+                finally:
+                    payload.drain()
+                    payload.check(self.pending["sha256"])  # damaged in transit, not refused
+            else:
+                raw = io.BytesIO()
+                while piece := payload.read(_PIECE):
+                    raw.write(piece)
+                payload.check(self.pending["sha256"])
+                raw.seek(0)
+                state = self.decode(YieldingReader(raw), self.pending["trusted"])
+        log.info("restore %s: fetched, checked and decoded %d bytes in %.2f s", self.rid, length,
+                 time.monotonic() - started)
+        return state
 
-    def _fetch(self, reader: IO[bytes]) -> io.BytesIO:
-        """The payload, inflated and checked against the length and SHA-256 from ``begin``."""
-        header = reader.read(_LENGTH.size)
-        if len(header) != _LENGTH.size:
-            raise DirectTransferError("the restoring node sent no payload")
-        (length,) = _LENGTH.unpack(header)
-        decompressor = zlib.decompressobj()
-        raw = io.BytesIO()
-        digest = hashlib.sha256()
-        left = length
-        while left:
-            piece = reader.read(min(left, _PIECE))
-            if not piece:
-                raise DirectTransferError(f"the payload ended {left} bytes early")
-            left -= len(piece)
-            out = decompressor.decompress(piece)
-            digest.update(out)
-            raw.write(out)
-        tail = decompressor.flush()
-        digest.update(tail)
-        raw.write(tail)
-        if raw.tell() != self.pending["size"] or digest.hexdigest() != self.pending["sha256"]:
+
+class _CheckedReader(io.RawIOBase):
+    """The next ``length`` bytes of ``reader``, hashed as they are read."""
+
+    def __init__(self, reader: IO[bytes], length: int) -> None:
+        super().__init__()
+        self._reader = reader
+        self._left = length
+        self._digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def _take(self, data: bytes) -> bytes:
+        if not data and self._left:
+            raise DirectTransferError(f"the payload ended {self._left} bytes early")
+        self._left -= len(data)
+        self._digest.update(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        return self._take(self._reader.read(size)) if size else b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        return self._take(self._reader.readline(size)) if size else b""
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(_PIECE):
+            pass
+
+    def check(self, sha256: str) -> None:
+        if self._left or self._digest.hexdigest() != sha256:
             raise DirectTransferError("the state does not match its length and SHA-256")
-        raw.seek(0)
-        return raw

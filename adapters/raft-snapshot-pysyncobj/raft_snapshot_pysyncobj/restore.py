@@ -53,6 +53,11 @@ LEASE_SECONDS = 30.0
 WINDOW = 32
 #: How often sending may resume after chunks were lost (to leader changes, say).
 MAX_RESUMES = 10
+#: How often a begin, commit, progress or abort lost to a leader change is sent again.
+RETRIES = 25
+#: PySyncObj's FAIL_REASON values after which a command may simply be sent again: QUEUE_FULL,
+#: MISSING_LEADER, DISCARDED, NOT_LEADER, LEADER_CHANGED.
+_RETRIED = frozenset({1, 2, 3, 4, 5})
 _PIECE = 1 << 20  # bytes compressed at a time: the tick thread gets the GIL in between
 _COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
 
@@ -79,7 +84,7 @@ def restore_state(
     sha256 = hashlib.sha256(raw).hexdigest()
     if use_direct(node, support):
         try:
-            _Restore(node, support, timeout).run_direct(len(raw), sha256, _compress(raw), trusted)
+            _Restore(node, support, timeout).run_direct(raw, sha256, trusted)
             return
         except DirectTransferError as exc:
             log.warning("direct restore transfer failed (%s); sending the state through the log",
@@ -129,21 +134,31 @@ class _Restore:
         return left
 
     def call(self, method: Any, *args: Any) -> Any:
-        """A replicated call, waited for; PySyncObj's failures become BackendError."""
-        try:
-            return method(*args, sync=True, timeout=self.remaining())
-        except SnapshotTimeoutError:
-            raise
-        except SyncObjException as exc:
-            if exc.errorCode == "Timeout":  # no leader, or no quorum, within the time left
-                raise SnapshotTimeoutError(
-                    f"replicating {method.__name__} did not finish in time (no leader or no "
-                    "quorum?); the old state stays") from exc
-            raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
-                               backend=_node.BACKEND) from exc
-        except Exception as exc:
-            raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
-                               backend=_node.BACKEND) from exc
+        """A replicated call, waited for; PySyncObj's failures become BackendError.
+
+        A call lost to a leader change (or a full queue) is sent again, for ``RETRIES`` rounds
+        within the time left: every command of a restore is idempotent.
+        """
+        for attempt in range(RETRIES + 1):
+            try:
+                return method(*args, sync=True, timeout=self.remaining())
+            except SnapshotTimeoutError:
+                raise
+            except SyncObjException as exc:
+                if exc.errorCode == "Timeout":  # no leader, or no quorum, within the time left
+                    raise SnapshotTimeoutError(
+                        f"replicating {method.__name__} did not finish in time (no leader or no "
+                        "quorum?); the old state stays") from exc
+                if exc.errorCode not in _RETRIED or attempt == RETRIES:
+                    raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
+                                       backend=_node.BACKEND) from exc
+                log.info("restore %s: %s lost (PySyncObj error %s); sending it again", self.rid,
+                         method.__name__, exc.errorCode)
+                time.sleep(0.2)
+            except Exception as exc:
+                raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
+                                   backend=_node.BACKEND) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def begin(self, *args: Any) -> None:
         try:
@@ -161,18 +176,22 @@ class _Restore:
             raise BackendError(f"the cluster did not apply the snapshot: {result}",
                                backend=_node.BACKEND)
 
-    def run_direct(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
-        """Serve ``compressed`` to every member, commit once all hold a good copy.
+    def run_direct(self, raw: bytes, sha256: str, trusted: bool) -> None:
+        """Serve ``raw`` to every member, commit once all hold a good copy. Not compressed: on
+        loopback and LAN links compressing and inflating cost more than the bytes they save
+        (measured in bench/PYSYNCOBJ.md).
 
         :raises DirectTransferError: a member could not be reached (aborted; nothing applied).
         """
         me = self.node.selfNode
         members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
-        server = PayloadServer(me.host, compressed, secrets.token_hex(16), self.rid, members)
+        server = PayloadServer(me.host, raw, secrets.token_hex(16), self.rid, members)
         self.server = server
         with server:
-            self.begin(size, sha256, time.time(), LEASE_SECONDS, trusted,
+            started = time.monotonic()
+            self.begin(len(raw), sha256, time.time(), LEASE_SECONDS, trusted,
                        (server.address[0], server.address[1], server.token))
+            begun = time.monotonic()
             try:
                 verdicts = server.wait_verdicts(self.check_members)
                 self.remaining()  # out of time: abort rather than commit late
@@ -191,7 +210,11 @@ class _Restore:
                     raise local.refusal  # this node's own reason, as the log transport gives it
                 raise BackendError(f"{member} refused the snapshot: {reason}",
                                    backend=_node.BACKEND) from StateRefusedError(reason)
+            checked = time.monotonic()
             self.commit()
+        log.info("restore %s: %d bytes to %d members directly; begin %.2f s, every member's copy "
+                 "checked %.2f s later, commit %.2f s", self.rid, len(raw), len(members),
+                 begun - started, checked - begun, time.monotonic() - checked)
         server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
 
     def check_members(self, missing: set[str]) -> None:

@@ -27,6 +27,7 @@ from raft_snapshot_plugin.seal import VerifyKey
 
 from ._node import BACKEND
 from .state import STATE_FORMAT, load_state
+from .support import SnapshotSupport
 
 __all__ = ["seed"]
 
@@ -77,7 +78,7 @@ def seed(
             remove_quietly(path)
     slots: list[dict[str, Any]] = [fields for _, fields in consumers]
     if snapshot_support:
-        slots.append({"_pending": None})
+        slots.append(SnapshotSupport()._serialize())  # its replicated fields, nothing pending
     data: Any = [attributes, *slots] if slots else attributes
     index = max(meta.index, 2)
     addresses = list(members) if members is not None else [s.address for s in meta.servers]

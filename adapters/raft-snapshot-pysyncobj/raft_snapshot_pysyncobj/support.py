@@ -1,4 +1,4 @@
-"""``SnapshotSupport``: the consumer every node carries, which restores a state through the log.
+"""``SnapshotSupport``: the consumer every node carries, which restores a state on every node.
 
 A restore is a sequence of replicated commands, applied by every node in log order: ``begin``,
 the state's bytes, ``commit``. ``commit`` swaps the new state in within that one applied entry: no
@@ -84,9 +84,12 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self.fork = fork
         self.transport = transport
         self._stages: dict[str, Stage] = {}
+        self._stuck: set[str] = set()  # direct restores this node could not apply (logged once)
         super().__init__()
         #: the restore in progress (replicated state, never the application's)
         self._pending: dict[str, Any] | None = None
+        #: the last restore committed: a commit sent again (after a leader change) is answered "ok"
+        self._committed: str | None = None
 
     # --- replicated commands (ver 0; names are part of the log format) ----------------------------
 
@@ -102,7 +105,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
                          "lease": lease, "expires": issued_at + lease, "trusted": trusted,
                          "source": source}
         if source is not None and rid not in self._stages:
-            self._stages[rid] = Stage(rid, self._pending, self.member_id(), self.decode).start()
+            self._stages[rid] = self._stage(self._pending).start()
         return "ok"
 
     @replicated  # type: ignore[untyped-decorator]
@@ -118,6 +121,8 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_commit(self, rid: str) -> str:
+        if rid == self._committed:
+            return "ok"
         pending, self._pending = self._pending, None
         if pending is None or pending["rid"] != rid:
             self._pending = pending
@@ -135,6 +140,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         except Exception as exc:  # refused here means refused on every node alike
             return f"refused: {exc}"
         apply_state(self._syncObj, attributes, consumer_states)
+        self._committed = pending["rid"]
         return "ok"
 
     def _commit_direct(self, pending: dict[str, Any]) -> str:
@@ -144,16 +150,21 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         rid = pending["rid"]
         stage = self._stages.pop(rid, None)
         if stage is None:
-            stage = Stage(rid, pending, self.member_id(), self.decode)
+            stage = self._stage(pending)
         try:
             attributes, consumer_states = stage.result(STAGE_WAIT)
         except DirectTransferError as exc:
             self._pending = pending  # still pending: the entry is retried, never skipped
-            log.critical("cannot apply restore %s on this node (%s); it stops here rather than "
-                         "diverge from the cluster: seed it from the snapshot", rid, exc)
+            level = logging.DEBUG if rid in self._stuck else logging.CRITICAL
+            self._stuck.add(rid)
+            log.log(level, "cannot apply restore %s on this node (%s); it stops here rather than "
+                    "diverge from the cluster, and retries every tick: seed it from the snapshot "
+                    "if the restoring node is gone", rid, exc)
             raise
+        self._stuck.discard(rid)
         node = self._syncObj
         apply_state(node, attributes, consumer_states)
+        self._committed = rid
         # Compact past this entry, and keep the payload served until then: a node catching up
         # from here on receives the restored state in a PySyncObj dump, or finds the payload.
         index = node.raftLastApplied + 1  # PySyncObj counts an entry applied after applying it
@@ -178,6 +189,11 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         return False
 
     # --- local to this node ----------------------------------------------------------------------
+
+    def _stage(self, pending: dict[str, Any]) -> Stage:
+        restricted = not (self.allow_unsafe_pickle or pending["trusted"])
+        return Stage(pending["rid"], pending, self.member_id(), self.decode, restricted=restricted,
+                     alive=lambda: self._syncObj is not None)
 
     def _drop_stage(self, rid: str) -> None:
         stage = self._stages.pop(rid, None)

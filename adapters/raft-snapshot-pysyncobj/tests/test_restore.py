@@ -26,7 +26,7 @@ from raft_snapshot_pysyncobj import SnapshotSupport, _node
 from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.direct import PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
-from raft_snapshot_pysyncobj.support import Transport, find_support
+from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import ArchiveError, BackendError
@@ -369,3 +369,45 @@ def test_node_restarted_after_a_direct_restore_catches_up(
     other_cluster.leader().transfer(30, *transfer_args(30), sync=True, timeout=10)
     states = other_cluster.states()
     assert states[0]["history"] == list(range(31)) and all(s == states[0] for s in states)
+
+
+@pytest.mark.parametrize("transport", ["direct"], indirect=True)
+def test_a_node_without_its_copy_stops_at_the_commit_rather_than_diverge(
+    other_cluster: Cluster, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A commit applied where the payload cannot be fetched (here: on every node) is not skipped:
+    the node stays before it, and applies it once the payload can be had."""
+    import importlib.metadata
+
+    if tuple(int(p) for p in importlib.metadata.version("pysyncobj").split(".")[:3]) < (0, 3, 14):
+        pytest.skip("PySyncObj < 0.3.14 ends the tick thread on an exception while applying")
+    _fill(other_cluster, 3, "target")
+    before = other_cluster.states()
+    leader = other_cluster.leader()
+    attributes, consumers = _node.run_on_tick(leader, lambda: capture_state(leader), 10)
+    attributes.update(accounts={}, note="late")
+    state = io.BytesIO()
+    dump_state(attributes, consumers, state)
+    raw = state.getvalue()
+    host, port = _dead_address()
+    support = _support(other_cluster.leader())
+    rid = "stuck"
+    assert support._rsp_begin(rid, len(raw), hashlib.sha256(raw).hexdigest(), time.time(), 30.0,
+                              False, (host, port, "tok"), sync=True, timeout=10) == "ok"
+    with caplog.at_level(logging.CRITICAL):
+        support._rsp_commit(rid, callback=lambda result, error: None)
+        time.sleep(1.0)
+    stuck = [n.raftLastApplied for n in other_cluster.running]
+    holder = max(other_cluster.running, key=lambda n: n.raftCommitIndex)  # knows it committed
+    assert holder.raftLastApplied < holder.raftCommitIndex  # and stays before the entry
+    assert [user_state(n) for n in other_cluster.running] == before
+    assert "stops here rather than diverge" in caplog.text
+    server = PayloadServer(host, raw, "tok", rid, set(), port=port)  # the payload comes back
+    try:
+        deadline = time.monotonic() + 20
+        while any(user_state(n)["extra"].get("note") != "late" for n in other_cluster.running):
+            assert time.monotonic() < deadline, f"still stuck at {stuck}"
+            time.sleep(0.05)
+    finally:
+        server.close()
+    assert all(user_state(n)["accounts"] == {} for n in other_cluster.running)

@@ -62,7 +62,8 @@ def test_dump_file_layout(cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Pat
     with gzip.open(tmp_path / "with.dump") as f:
         data, last, prev, members = pickle.load(f)
     assert last == (b"\x01", meta.index, 0) and prev == (b"\x01", meta.index - 1, 0)
-    assert len(data) == 4 and data[-1] == {"_pending": None}  # attrs, counter, dict, support
+    # attributes, counter, dict, and SnapshotSupport with nothing pending
+    assert len(data) == 4 and data[-1] == {"_pending": None, "_committed": None}
     assert sorted(m.address for m in members) == sorted(cluster.addresses)
     with gzip.open(tmp_path / "without.dump") as f:
         assert len(pickle.load(f)[0]) == 3
