@@ -196,12 +196,13 @@ class ProcCluster:
         if proc is not None:
             proc.kill()
 
-    def states(self, timeout: float = WAIT) -> list[dict[str, Any]]:
-        """Every running node's state once they have applied the same index."""
+    def states(self, timeout: float = WAIT, at_least: int = 0) -> list[dict[str, Any]]:
+        """Every running node's state once they have applied the same index, ``at_least`` it."""
         deadline = time.monotonic() + timeout
         while True:
             answers = [p.ok("state") for p in self.running]
-            if len({a["applied"] for a in answers}) == 1 or time.monotonic() > deadline:
+            applied = {a["applied"] for a in answers}
+            if (len(applied) == 1 and min(applied) >= at_least) or time.monotonic() > deadline:
                 return answers
             time.sleep(0.05)
 
