@@ -51,7 +51,10 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from raft_snapshot_pysyncobj.support import Transport
 
 WORDS = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
@@ -72,6 +75,7 @@ WORDS = [
 SHAPE_ENV = "RAFT_SNAPSHOT_BENCH_SHAPE"
 LOG_ENV = "RAFT_SNAPSHOT_BENCH_LOG"  # the nodes log the adapter's INFO records to stderr
 TRANSPORT_ENV = "RAFT_SNAPSHOT_BENCH_TRANSPORT"  # SnapshotSupport(transport=...) on every node
+SHARED_ENV = "RAFT_SNAPSHOT_BENCH_SHARED"  # "0": SnapshotSupport(shared_references=False)
 
 
 def _entry(rng: random.Random, i: int) -> tuple[str, Any]:
@@ -111,7 +115,9 @@ def _node_class() -> type:
         def __init__(self, address: str, partners: list[str], conf: dict[str, Any]) -> None:
             super().__init__(address, partners, conf=SyncObjConf(**conf),
                              consumers=[SnapshotSupport(
-                                 transport=os.environ.get(TRANSPORT_ENV, "auto"))])
+                                 transport=cast("Transport",
+                                                os.environ.get(TRANSPORT_ENV, "auto")),
+                                 shared_references=os.environ.get(SHARED_ENV) != "0")])
             self.data: dict[str, Any] = {}
             self.small: dict[int, int] = {}
 
@@ -435,7 +441,7 @@ class Cluster:
             statuses = [w.call("status") for w in self.running()]
             target = max(s["commit"] for s in statuses)
             if all(s["applied"] >= target for s in statuses):
-                return target
+                return int(target)
             time.sleep(0.05)
         raise TimeoutError("nodes did not converge")
 
@@ -636,7 +642,7 @@ def _restore_once(ctx: Any, fresh_dir: str, count: int, archive: str, expected: 
         rl.call("write", seq=1)  # takes new writes
         restored.converged()
         run = {
-            "seconds": max(applied) - info["started"],   # type: ignore[type-var]
+            "seconds": max(applied) - info["started"],
             "seconds_until_call_returned": info["returned"] - info["started"],
             "state_ok": all(d["digest"] == expected for d in digests),
         }
@@ -715,6 +721,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tuning: build the archive locally and time only the restore")
     parser.add_argument("--transport", choices=["auto", "direct", "log"], default="auto",
                         help="how the restore moves the state (SnapshotSupport's transport)")
+    parser.add_argument("--no-shared-references", action="store_true",
+                        help="SnapshotSupport(shared_references=False): takes pickle without "
+                             "the memo")
     parser.add_argument("--log", action="store_true",
                         help="the nodes log the adapter's INFO records (restore timings) to stderr")
     parser.add_argument("--window", type=int,
@@ -722,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ[SHAPE_ENV] = args.shape
     os.environ[TRANSPORT_ENV] = args.transport
+    os.environ[SHARED_ENV] = "0" if args.no_shared_references else "1"
     if args.log:
         os.environ[LOG_ENV] = "1"
     started = time.monotonic()
@@ -730,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_seconds"] = time.monotonic() - started
     result["shape"] = args.shape
     result["config"]["restore_transport"] = args.transport
+    result["config"]["shared_references"] = not args.no_shared_references
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         slim = json.loads(json.dumps(result))

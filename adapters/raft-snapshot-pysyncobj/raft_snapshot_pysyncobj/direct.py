@@ -268,7 +268,7 @@ class Stage:
         """Read the payload and decode it. The restricted unpickler (which refuses anything but
         plain data and trusted classes, whatever the bytes) decodes while the bytes arrive; an
         unrestricted one only once they match the SHA-256 from ``begin``."""
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         with conn.makefile("rb") as reader:
             header = reader.read(_LENGTH.size)
             if len(header) != _LENGTH.size:
@@ -291,8 +291,9 @@ class Stage:
                 payload.check(self.pending["sha256"])
                 raw.seek(0)
                 state = self.decode(YieldingReader(raw), self.pending["trusted"])
-        log.info("restore %s: fetched, checked and decoded %d bytes in %.2f s", self.rid, length,
-                 time.monotonic() - started)
+        log.info("restore %s: fetched, checked and decoded %d bytes in %.2f s (%.2f s of this "
+                 "thread's CPU)", self.rid, length, time.monotonic() - started,
+                 time.thread_time() - cpu)
         return state
 
 

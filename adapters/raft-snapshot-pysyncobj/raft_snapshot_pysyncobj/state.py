@@ -18,9 +18,12 @@ plus a few value types of the standard library) and the classes an application r
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import pickle
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Protocol
 
 from raft_snapshot_plugin import ArchiveError
@@ -115,11 +118,27 @@ def _qualname(cls: type) -> tuple[str, str]:
 
 
 def dump_state(
-    attributes: Mapping[str, Any], consumers: Iterable[tuple[str, Mapping[str, Any]]], sink: IO[bytes]
+    attributes: Mapping[str, Any], consumers: Iterable[tuple[str, Mapping[str, Any]]],
+    sink: IO[bytes], *, shared_references: bool = True,
 ) -> None:
-    """Pickle a state into ``sink`` (on the tick thread, or in a forked child)."""
+    """Pickle a state into ``sink`` (on the tick thread, or in a forked child).
+
+    ``shared_references=False`` pickles without the memo (the pickler's ``fast`` mode): for
+    1.7 M small tuples, 0.19 s instead of 1.98 s in-process, as the memo entries are most of the
+    work. But an object reached twice is written twice (and loads as two objects), and a cycle
+    raises :class:`ValueError`. The bytes are an ordinary pickle either way.
+    """
     document = {"format": 1, "attributes": dict(attributes), "consumers": list(consumers)}
-    pickle.dump(document, sink, protocol=PICKLE_PROTOCOL)
+    pickler = pickle.Pickler(sink, protocol=PICKLE_PROTOCOL)
+    pickler.fast = not shared_references
+    try:
+        pickler.dump(document)
+    except ValueError as exc:
+        if shared_references or "cyclic" not in str(exc):
+            raise
+        raise ValueError(
+            "the state holds a cycle, which SnapshotSupport(shared_references=False) cannot "
+            f"take; leave shared_references at True ({exc})") from exc
 
 
 class YieldingReader(io.RawIOBase):
@@ -146,6 +165,37 @@ class YieldingReader(io.RawIOBase):
         return self._buffer.readinto(buffer)
 
 
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while loading, back as it was once every load has ended.
+
+    Unpickling millions of small containers otherwise triggers a collection every few hundred
+    allocations, each scanning the young objects just made, and full collections as the heap
+    grows: 40% of the load's time for a state of 1.6 M small tuples (1.73 s with, 1.05 s
+    without). Nothing is lost: garbage made meanwhile is collected after. Loads may overlap (one
+    per restore stage and thread), so the last to end turns the collector back on, and only if it
+    was on when the first began.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def load_state(
     source: PickleSource,
     *,
@@ -158,11 +208,12 @@ def load_state(
     :raises ArchiveError: the bytes are not a state of this format.
     """
     try:
-        if allow_unsafe_pickle:
-            document = pickle.load(source)
-        else:
-            trusted = {_qualname(cls): cls for cls in trusted_classes}
-            document = _RestrictedUnpickler(source, trusted).load()
+        with _paused_gc():
+            if allow_unsafe_pickle:
+                document = pickle.load(source)
+            else:
+                trusted = {_qualname(cls): cls for cls in trusted_classes}
+                document = _RestrictedUnpickler(source, trusted).load()
     except ArchiveError:
         raise
     except Exception as exc:

@@ -61,6 +61,12 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     :param allow_unsafe_pickle: load any pickle. Only for archives whose origin you trust.
     :param fork: take large states in a forked child so the node keeps serving (``None``: where
         the platform can fork); ``False`` pickles on the tick thread.
+    :param shared_references: whether one object of the state may be reached from two places
+        (or from itself) and must stay one object after a restore, as pickle's memo keeps it.
+        ``False`` pickles takes without the memo, which is most of the cost for states of
+        millions of small objects (a take of 1.7 M small tuples, 100 MB: 3.2 s down to 1.5 s,
+        ``bench/PYSYNCOBJ.md``); but a shared object comes back as separate copies, and a state
+        holding a cycle cannot be taken (the take fails; nothing is written).
     :param transport: how a restore started on this node moves the state's bytes: ``"auto"``
         (direct when every member is connected and the node has no ``password``, else the log),
         ``"direct"`` or ``"log"``. The direct transfer is unencrypted (PySyncObj's ``password``
@@ -73,6 +79,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         trusted_classes: Iterable[type] = (),
         allow_unsafe_pickle: bool = False,
         fork: bool | None = None,
+        shared_references: bool = True,
         transport: Transport = "auto",
     ) -> None:
         if transport not in ("auto", "direct", "log"):
@@ -82,6 +89,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self.trusted_classes = tuple(trusted_classes)
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.fork = fork
+        self.shared_references = shared_references
         self.transport = transport
         self._stages: dict[str, Stage] = {}
         self._stuck: set[str] = set()  # direct restores this node could not apply (logged once)

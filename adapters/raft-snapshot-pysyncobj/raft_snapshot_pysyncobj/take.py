@@ -32,13 +32,14 @@ def take_state(node: SyncObj, sink: IO[bytes], timeout: float | None) -> Snapsho
     """Write the state at the node's last applied entry into ``sink``; return its metadata."""
     support = find_support(node)
     use_fork = _can_fork(sink) if support is None or support.fork is None else support.fork
+    shared = support is None or support.shared_references
     if use_fork and not _can_fork(sink):
         raise BackendError("SnapshotSupport(fork=True) needs os.fork and a sink with a file "
                            "descriptor", backend=_node.BACKEND)
     deadline = None if timeout is None else time.monotonic() + timeout
     if use_fork:
         sink.flush()
-        index, term, child = _node.run_on_tick(node, lambda: _fork_dump(node, sink), timeout)
+        index, term, child = _node.run_on_tick(node, lambda: _fork_dump(node, sink, shared), timeout)
         try:
             _reap(child, deadline)
         finally:
@@ -46,7 +47,7 @@ def take_state(node: SyncObj, sink: IO[bytes], timeout: float | None) -> Snapsho
     else:
         def read() -> tuple[int, int]:
             index = node.raftLastApplied
-            dump_state(*capture_state(node), sink)
+            dump_state(*capture_state(node), sink, shared_references=shared)
             return index, _node.log_term(node, index)
 
         index, term = _node.run_on_tick(node, read, timeout)
@@ -70,7 +71,7 @@ class _Child:
         self.errors = errors  # read end of a pipe the child writes its error to
 
 
-def _fork_dump(node: SyncObj, sink: IO[bytes]) -> tuple[int, int, _Child]:
+def _fork_dump(node: SyncObj, sink: IO[bytes], shared: bool) -> tuple[int, int, _Child]:
     """On the tick thread: note index and term, fork; the child pickles and exits."""
     index = node.raftLastApplied
     term = _node.log_term(node, index)
@@ -85,7 +86,7 @@ def _fork_dump(node: SyncObj, sink: IO[bytes]) -> tuple[int, int, _Child]:
         try:
             os.close(read_end)
             with os.fdopen(os.dup(sink.fileno()), "wb", buffering=1 << 20) as out:
-                dump_state(attributes, consumers, out)
+                dump_state(attributes, consumers, out, shared_references=shared)
             code = 0
         except BaseException as exc:
             with contextlib.suppress(BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import gc
 import io
 import os
 import pickle
@@ -154,3 +155,31 @@ def test_describe_counts_and_sizes() -> None:
     rows = describe_state(io.BytesIO(_state({"k": "v" * 100}, items=[1, 2, 3])))
     assert rows["value"][0] == 1 and rows["value"][1] > 100
     assert rows["Consumer[0].items"][0] == 3
+
+
+class _SeesCollector:
+    """Records, while being loaded, whether the cyclic garbage collector was running."""
+
+    def __init__(self) -> None:
+        self.collecting: bool | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.collecting = gc.isenabled()
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
+@pytest.mark.parametrize("unsafe", [False, True], ids=["restricted", "unrestricted"])
+def test_the_collector_pauses_while_loading(enabled: bool, unsafe: bool) -> None:
+    raw = _state([_SeesCollector(), {"rows": [(i, str(i)) for i in range(100)]}])
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        attributes, _ = load_state(io.BytesIO(raw), trusted_classes=[_SeesCollector],
+                                   allow_unsafe_pickle=unsafe)
+        assert attributes["value"][0].collecting is False
+        assert gc.isenabled() is enabled  # as it was before, not simply switched back on
+        with pytest.raises(ArchiveError):  # and after a failed load too
+            load_state(io.BytesIO(raw[:-5]), trusted_classes=[_SeesCollector])
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

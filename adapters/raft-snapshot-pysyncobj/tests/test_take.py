@@ -132,3 +132,32 @@ def test_is_leader_and_take_timeout(cluster: Cluster, snapshot_tmpdir: Path) -> 
     finally:
         release.set()
     assert list(snapshot_tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["memo", "no-memo"])
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "tick-thread"])
+def test_shared_references(fork: bool, shared: bool, snapshot_tmpdir: Path) -> None:
+    support = lambda: [SnapshotSupport(fork=fork, shared_references=shared)]  # noqa: E731
+    with running_cluster(3, consumers=support) as cluster:
+        leader = cluster.leader()
+        one_list = [1, 2]
+        leader.put("pair", [one_list, one_list], sync=True, timeout=10)
+        leader.put("rows", {f"k{i}": (i, f"v{i}") for i in range(2000)}, sync=True, timeout=10)
+        with rsp.take(leader) as snap:
+            attributes = _state_of(snap)
+        assert attributes["rows"] == {f"k{i}": (i, f"v{i}") for i in range(2000)}
+        assert attributes["pair"] == [[1, 2], [1, 2]]
+        # the memo keeps one list reached twice as one list; without it, two copies
+        assert (attributes["pair"][0] is attributes["pair"][1]) is shared
+
+        cycle: list[object] = []
+        cycle.append(cycle)
+        leader.put("cycle", cycle, sync=True, timeout=10)
+        if shared:
+            with rsp.take(leader) as snap:
+                loop = _state_of(snap)["cycle"]
+                assert isinstance(loop, list) and loop[0] is loop
+        else:
+            with pytest.raises(rsp.errors.BackendError, match="shared_references"):
+                rsp.take(leader)
+    assert list(snapshot_tmpdir.iterdir()) == []
