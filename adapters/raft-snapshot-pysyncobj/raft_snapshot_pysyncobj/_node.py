@@ -83,6 +83,10 @@ def batch_size(node: SyncObj) -> int:
     return int(node.conf.appendEntriesBatchSizeBytes)
 
 
+def ignore_result(result: Any, error: Any) -> None:
+    """The callback of a replicated command nobody waits for (a lost one is sent again)."""
+
+
 def run_on_tick(node: SyncObj, fn: Callable[[], T], timeout: float | None) -> T:
     """Run ``fn`` once on the node's tick thread, between applied entries; return its result.
 

@@ -124,6 +124,7 @@ class _Restore:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.rid = uuid.uuid4().hex
         self.server: PayloadServer | None = None
+        self.renewed = time.monotonic()
 
     def remaining(self) -> float | None:
         if self.deadline is None:
@@ -159,6 +160,14 @@ class _Restore:
                 raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
                                    backend=_node.BACKEND) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def keep_lease(self) -> None:
+        """Renew the restore's lease a third of the way through it (without waiting): a live
+        restore waiting on its members is never taken for an abandoned one."""
+        now = time.monotonic()
+        if now - self.renewed > LEASE_SECONDS / 3:
+            self.renewed = now
+            self.support._rsp_renew(self.rid, time.time(), callback=_node.ignore_result)
 
     def begin(self, *args: Any) -> None:
         try:
@@ -218,8 +227,10 @@ class _Restore:
         server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
 
     def check_members(self, missing: set[str]) -> None:
-        """While waiting for verdicts: give up when out of time or a member is disconnected."""
+        """While waiting for verdicts: renew the lease; give up when out of time or a member is
+        disconnected."""
         self.remaining()
+        self.keep_lease()
         gone = sorted(str(n.id) for n in self.node.otherNodes
                       if str(n.id) in missing and not self.node.isNodeConnected(n))
         if gone:

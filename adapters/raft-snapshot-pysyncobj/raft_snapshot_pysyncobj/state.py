@@ -124,7 +124,7 @@ def dump_state(
     """Pickle a state into ``sink`` (on the tick thread, or in a forked child).
 
     ``shared_references=False`` pickles without the memo (the pickler's ``fast`` mode): for
-    1.7 M small tuples, 0.19 s instead of 1.98 s in-process, as the memo entries are most of the
+    1.6 M small tuples, 0.19 s instead of 1.98 s in-process, as the memo entries are most of the
     work. But an object reached twice is written twice (and loads as two objects), and a cycle
     raises :class:`ValueError`. The bytes are an ordinary pickle either way.
     """

@@ -17,7 +17,10 @@ node ever shows a half-restored state, and nothing pending is ever part of the a
   settings and swaps it in.
 
 An abandoned restore (its process died) holds a lease measured in the commands' own timestamps,
-so every node decides alike: a ``begin`` after the lease has run out replaces it.
+so every node decides alike. The restoring process renews it while it waits (each chunk renews
+it too); once it has run out, the leader replicates ``expire`` and every node drops the restore
+and what it held (chunks, a decoded copy). A ``begin`` after the lease has run out replaces it
+as well, should ``expire`` not have come yet.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import base64
 import hashlib
 import io
 import logging
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any, Literal, cast
 
@@ -51,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a node applying ``commit`` waits for its copy of a direct restore.
 STAGE_WAIT = 120.0
+#: The longest a node's lease watcher sleeps between looks.
+WATCH_PERIOD = 1.0
 
 
 class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
@@ -114,7 +121,29 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
                          "source": source}
         if source is not None and rid not in self._stages:
             self._stages[rid] = self._stage(self._pending).start()
+        self._watch_lease(rid)
         return "ok"
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_renew(self, rid: str, issued_at: float) -> bool:
+        """The restoring process is alive: its lease runs from ``issued_at`` again."""
+        pending = self._pending
+        if pending is None or pending["rid"] != rid:
+            return False
+        pending["expires"] = max(pending["expires"], issued_at + pending["lease"])
+        return True
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _rsp_expire(self, rid: str, now: float) -> bool:
+        """Drop restore ``rid`` if its lease had run out at ``now`` (the leader's clock, carried
+        in the entry, so every node decides alike)."""
+        pending = self._pending
+        if pending is None or pending["rid"] != rid or now < pending["expires"]:
+            return False
+        log.warning("restore %s abandoned: its lease ran out; dropped", rid)
+        self._pending = None
+        self._drop_stage(rid)
+        return True
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_chunk(self, rid: str, seq: int, text: str, issued_at: float) -> bool:
@@ -197,6 +226,26 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         return False
 
     # --- local to this node ----------------------------------------------------------------------
+
+    def _watch_lease(self, rid: str) -> None:
+        """While restore ``rid`` is pending here, look at its lease; once it has run out, if this
+        node leads, replicate ``expire`` (again a lease later if it is still there: lost to a
+        leader change, or the log is held up before it)."""
+
+        def watch() -> None:
+            sent = float("-inf")
+            while True:
+                node, pending = self._syncObj, self._pending
+                if node is None or pending is None or pending["rid"] != rid:
+                    return  # committed, aborted, replaced, expired, or the node stopped
+                now = time.time()
+                if (now >= pending["expires"] and now - sent >= pending["lease"]
+                        and _node.is_leader(node)):
+                    self._rsp_expire(rid, now, callback=_node.ignore_result)
+                    sent = now
+                time.sleep(min(max(pending["expires"] - now, 0.05), WATCH_PERIOD))
+
+        threading.Thread(target=watch, name=f"rsp-lease-{rid[:8]}", daemon=True).start()
 
     def _stage(self, pending: dict[str, Any]) -> Stage:
         restricted = not (self.allow_unsafe_pickle or pending["trusted"])

@@ -189,10 +189,56 @@ def test_abandoned_restore_is_invisible_blocks_then_expires(
     with pytest.raises(BackendError, match="another restore"):
         rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=30)
     assert other_cluster.states() == before
-    time.sleep(2.2)  # the lease runs out: the next restore replaces the abandoned one
+    # the lease runs out: the leader expires the restore, every node drops what it held
+    _wait_for(lambda: not any(_support(n).restore_in_progress or _support(n)._stages
+                              for n in other_cluster.running), timeout=10)
+    assert other_cluster.states() == before
     rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
     assert other_cluster.states() == [expected] * 3
     assert not any(_support(n).restore_in_progress for n in other_cluster.running)
+
+
+def test_expired_restore_is_replaced_before_it_is_expired(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+    transport: Transport, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A begin after the lease ran out wins even when the leader has not expired it yet."""
+    _fill(cluster, 6, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    monkeypatch.setattr(SnapshotSupport, "_watch_lease", lambda self, rid: None)  # no expire
+    _begin_and_abandon(other_cluster, lease=1.0, transport=transport)
+    time.sleep(1.2)
+    assert all(_support(n).restore_in_progress for n in other_cluster.running)
+    rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
+    assert other_cluster.states() == [expected] * 3
+
+
+def test_a_live_restore_renews_its_lease(cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Members slower than the lease: the restoring process renews it, nobody expires it."""
+    _fill(cluster, 6, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    monkeypatch.setattr(restore_module, "LEASE_SECONDS", 1.0)
+    with running_cluster(3, consumers=lambda: default_consumers("direct")) as target:
+        slow = _support(target.follower())
+        decode = slow.decode
+
+        def slow_decode(*args: Any) -> Any:
+            time.sleep(3.5)  # more than three leases
+            return decode(*args)
+
+        monkeypatch.setattr(slow, "decode", slow_decode)
+        rsp.restore(target.leader(), tmp_path / "s.snap", timeout=60)
+        assert target.states() == [expected] * 3
+
+
+def _wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, tmp_path: Path,
