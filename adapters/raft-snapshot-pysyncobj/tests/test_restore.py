@@ -222,16 +222,23 @@ def test_a_live_restore_renews_its_lease(cluster: Cluster, tmp_path: Path, snaps
     _save(cluster, tmp_path / "s.snap")
     monkeypatch.setattr(restore_module, "LEASE_SECONDS", 1.0)
     with running_cluster(3, consumers=lambda: default_consumers("direct")) as target:
-        slow = _support(target.follower())
-        decode = slow.decode
-
-        def slow_decode(*args: Any) -> Any:
-            time.sleep(3.5)  # more than three leases
-            return decode(*args)
-
-        monkeypatch.setattr(slow, "decode", slow_decode)
+        _slow_member(monkeypatch, target.follower(), 3.5)  # more than three leases
         rsp.restore(target.leader(), tmp_path / "s.snap", timeout=60)
         assert target.states() == [expected] * 3
+
+
+def _slow_member(monkeypatch: pytest.MonkeyPatch, node: Bank, seconds: float) -> None:
+    """``node`` takes ``seconds`` longer to decode a restored state. Patched on the class: an
+    attribute of the consumer itself would be part of its state, which PySyncObj pickles."""
+    slow = _support(node)
+    decode = SnapshotSupport.decode
+
+    def slow_decode(self: SnapshotSupport, *args: Any) -> Any:
+        if self is slow:
+            time.sleep(seconds)
+        return decode(self, *args)
+
+    monkeypatch.setattr(SnapshotSupport, "decode", slow_decode)
 
 
 def _wait_for(condition: Any, timeout: float) -> None:
@@ -251,14 +258,7 @@ def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, 
     if transport == "log":
         monkeypatch.setattr(restore_module, "WINDOW", 1)  # slow enough to run out of time
     else:  # one member takes 2 s to decode its copy: the others hold theirs, nobody applies
-        slow = _support(other_cluster.follower())
-        decode = slow.decode
-
-        def slow_decode(*args: Any) -> Any:
-            time.sleep(2)
-            return decode(*args)
-
-        monkeypatch.setattr(slow, "decode", slow_decode)
+        _slow_member(monkeypatch, other_cluster.follower(), 2.0)
     with pytest.raises(SnapshotTimeoutError):
         rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=1.0)
     time.sleep(2.5)  # the slow member has finished decoding: it still applies nothing
