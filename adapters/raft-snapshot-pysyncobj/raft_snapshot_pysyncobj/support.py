@@ -100,6 +100,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self.transport = transport
         self._stages: dict[str, Stage] = {}
         self._stuck: set[str] = set()  # direct restores this node could not apply (logged once)
+        self._watched: set[str] = set()  # restores whose lease this node's watcher looks at
         super().__init__()
         #: the restore in progress (replicated state, never the application's)
         self._pending: dict[str, Any] | None = None
@@ -227,12 +228,29 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
 
     # --- local to this node ----------------------------------------------------------------------
 
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        """Load this consumer's part of a PySyncObj dump (the node's own at start, or one its
+        leader sent): a restore pending in it is watched here, as one whose ``begin`` this node
+        applied is. Otherwise a cluster restarted from its dumps would expire nothing."""
+        super()._deserialize(data)
+        if self._pending is not None:
+            self._watch_lease(self._pending["rid"])
+
     def _watch_lease(self, rid: str) -> None:
         """While restore ``rid`` is pending here, look at its lease; once it has run out, if this
         node leads, replicate ``expire`` (again a lease later if it is still there: lost to a
-        leader change, or the log is held up before it)."""
+        leader change, or the log is held up before it). One watcher per restore and node."""
+        if rid in self._watched:
+            return
+        self._watched.add(rid)
 
         def watch() -> None:
+            try:
+                look()
+            finally:
+                self._watched.discard(rid)
+
+        def look() -> None:
             sent = float("-inf")
             while True:
                 node, pending = self._syncObj, self._pending

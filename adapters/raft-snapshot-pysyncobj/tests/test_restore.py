@@ -214,6 +214,32 @@ def test_expired_restore_is_replaced_before_it_is_expired(
     assert other_cluster.states() == [expected] * 3
 
 
+def test_abandoned_restore_received_in_dumps_still_expires(
+    other_cluster: Cluster, transport: Transport, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every node restarted, one at a time, after the log was compacted past ``begin``: none
+    applied it, each had the restore from a PySyncObj dump. The leader still expires it."""
+    _fill(other_cluster, 4, "target")
+    before = other_cluster.states()
+    monkeypatch.setattr(SnapshotSupport, "_watch_lease", lambda self, rid: None)
+    _begin_and_abandon(other_cluster, lease=1.0, transport=transport)
+    other_cluster.converged()  # every node applied begin without a watcher
+    monkeypatch.undo()  # only the nodes that load it from a dump may watch it
+    begun = other_cluster.leader().raftLastApplied
+    for i in range(len(other_cluster.nodes)):
+        other_cluster.converged()
+        for node in other_cluster.running:
+            node.forceLogCompaction()  # keeps the last entry applied and the one before
+        _wait_for(lambda: all(_node.log_start(n) >= begun - 1 for n in other_cluster.running),
+                  timeout=10)
+        other_cluster.stop_node(i)
+        other_cluster.start(i)
+        other_cluster.converged()
+    _wait_for(lambda: not any(_support(n).restore_in_progress for n in other_cluster.running),
+              timeout=10)
+    assert other_cluster.states() == before
+
+
 def test_a_live_restore_renews_its_lease(cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Members slower than the lease: the restoring process renews it, nobody expires it."""
