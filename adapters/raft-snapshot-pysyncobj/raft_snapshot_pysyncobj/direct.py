@@ -25,6 +25,7 @@ Wire protocol (one connection per member)::
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import io
@@ -33,7 +34,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import IO, Any
 
 from .state import PickleSource, YieldingReader
@@ -70,7 +71,7 @@ class PayloadServer:
     """
 
     def __init__(self, host: str, payload: bytes, token: str, rid: str,
-                 members: Collection[str], port: int = 0) -> None:
+                 members: Collection[str], ports: Iterable[int] = (0,)) -> None:
         self._payload = payload
         self.token = token
         self.started = time.monotonic()
@@ -81,7 +82,7 @@ class PayloadServer:
         self.applied: set[str] = set()
         self.ended: set[str] = set()  # members whose connection is over, whatever the outcome
         self._changed = threading.Condition()
-        self._sock = socket.create_server((host, port))
+        self._sock = _listen(host, ports)
         self._sock.settimeout(0.2)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         self._closed = threading.Event()
@@ -177,6 +178,34 @@ class PayloadServer:
         self._closed.set()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def _listen(host: str, ports: Iterable[int]) -> socket.socket:
+    """A listening socket on the first port of ``ports`` that is free on ``host`` (0: any).
+
+    :raises DirectTransferError: every one is taken (the restore then goes through the log).
+    """
+    tried = []
+    for port in ports:
+        try:
+            return socket.create_server((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise DirectTransferError(f"cannot listen on {host}:{port}: {exc}") from exc
+            tried.append(port)
+    raise DirectTransferError(f"no free port to serve the state from on {host}: tried "
+                              f"{_ranges(tried)}")
+
+
+def _ranges(ports: list[int]) -> str:
+    """``[7000, 7001, 7002, 7005]`` -> ``"7000-7002, 7005"``."""
+    spans: list[list[int]] = []
+    for port in ports:
+        if spans and port == spans[-1][1] + 1:
+            spans[-1][1] = port
+        else:
+            spans.append([port, port])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "no port"
 
 
 class Stage:

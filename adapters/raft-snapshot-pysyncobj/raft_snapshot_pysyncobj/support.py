@@ -78,6 +78,11 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         (direct when every member is connected and the node has no ``password``, else the log),
         ``"direct"`` or ``"log"``. The direct transfer is unencrypted (PySyncObj's ``password``
         encrypts only its own connections); its integrity comes from the SHA-256 in the log.
+    :param direct_ports: the TCP ports a direct restore started on this node may serve the state
+        from (the first free one), e.g. ``range(7400, 7404)`` where a firewall allows only
+        those; ``None`` (the default) for any ephemeral port. When all are taken, the restore
+        goes through the log. A served state stays served until every member has applied the
+        commit, so allow a few ports for restores in quick succession.
     """
 
     def __init__(
@@ -88,9 +93,15 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         fork: bool | None = None,
         shared_references: bool = True,
         transport: Transport = "auto",
+        direct_ports: Iterable[int] | None = None,
     ) -> None:
         if transport not in ("auto", "direct", "log"):
             raise ValueError(f"transport must be 'auto', 'direct' or 'log', not {transport!r}")
+        ports = None if direct_ports is None else tuple(direct_ports)
+        if ports is not None and (not ports or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
+            raise ValueError(f"direct_ports must be TCP ports (1 to 65535), at least one, not "
+                             f"{direct_ports!r}")
         # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it;
         # so are this node's copies of direct restores, which are not replicated state.
         self.trusted_classes = tuple(trusted_classes)
@@ -98,6 +109,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self.fork = fork
         self.shared_references = shared_references
         self.transport = transport
+        self.direct_ports = ports
         self._stages: dict[str, Stage] = {}
         self._stuck: set[str] = set()  # direct restores this node could not apply (logged once)
         self._watched: set[str] = set()  # restores whose lease this node's watcher looks at

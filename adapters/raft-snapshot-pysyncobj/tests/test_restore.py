@@ -7,6 +7,7 @@ Tests that restore into ``other_cluster`` run twice: with the bytes sent directl
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -21,9 +22,10 @@ from typing import Any
 
 import pytest
 from cluster import Bank, Cluster, default_consumers, running_cluster, transfer_args, user_state
-from pysyncobj.batteries import ReplCounter
+from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport, _node
 from raft_snapshot_pysyncobj import restore as restore_module
+from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.direct import PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
@@ -374,6 +376,53 @@ def test_untrusted_class_restores_only_from_a_sealed_archive(
     assert all(s["extra"]["wallet"] == Money(1234) for s in states)
 
 
+def _record_servers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ports the direct restores started from now on serve from."""
+    ports: list[int] = []
+
+    class Recording(PayloadServer):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            ports.append(self.address[1])
+
+    monkeypatch.setattr(restore_module, "PayloadServer", Recording)
+    return ports
+
+
+@pytest.mark.parametrize("busy", [0, 1, 2], ids=["all-free", "first-taken", "all-taken"])
+def test_direct_ports_where_the_state_is_served(
+    cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, busy: int,
+) -> None:
+    """SnapshotSupport(direct_ports=...): the first free one serves; none free, the log does."""
+    _fill(cluster, 6, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    allowed = free_ports(2)
+    served = _record_servers(monkeypatch)
+    with contextlib.ExitStack() as held:
+        for port in allowed[:busy]:
+            held.enter_context(socket.create_server(("127.0.0.1", port)))
+        target = held.enter_context(running_cluster(3, consumers=lambda: [
+            ReplCounter(), ReplDict(), SnapshotSupport(transport="direct", direct_ports=allowed),
+        ]))
+        with caplog.at_level(logging.WARNING, logger=restore_module.__name__):
+            rsp.restore(target.leader(), tmp_path / "s.snap", timeout=60)
+        assert target.states() == [expected] * 3
+    if busy < len(allowed):
+        assert served == [allowed[busy]]
+        assert "through the log" not in caplog.text
+    else:
+        assert served == []
+        assert "no free port" in caplog.text and "through the log" in caplog.text
+
+
+@pytest.mark.parametrize("ports", [[], [0], [65536], [True], ["7400"]])
+def test_direct_ports_must_be_ports(ports: list[Any]) -> None:
+    with pytest.raises(ValueError, match="direct_ports must be TCP ports"):
+        SnapshotSupport(direct_ports=ports)
+
+
 @pytest.mark.parametrize("transport", ["direct", "log"], indirect=True)
 def test_direct_transfer_keeps_the_bytes_out_of_the_log(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
@@ -474,7 +523,7 @@ def test_a_node_without_its_copy_stops_at_the_commit_rather_than_diverge(
     assert holder.raftLastApplied < holder.raftCommitIndex  # and stays before the entry
     assert [user_state(n) for n in other_cluster.running] == before
     assert "stops here rather than diverge" in caplog.text
-    server = PayloadServer(host, raw, "tok", rid, set(), port=port)  # the payload comes back
+    server = PayloadServer(host, raw, "tok", rid, set(), [port])  # the payload comes back
     try:
         deadline = time.monotonic() + 20
         while any(user_state(n)["extra"].get("note") != "late" for n in other_cluster.running):
