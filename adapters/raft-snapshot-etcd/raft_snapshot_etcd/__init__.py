@@ -9,8 +9,8 @@ new cluster's data dirs from a verified archive and :func:`start_members` starts
 
 from __future__ import annotations
 
-from ._client import EtcdRpcError
 from .cluster import EtcdCluster, EtcdMember, MemberLaunch, NewCluster, RestorePlan, free_port
+from .errors import EtcdRpcError
 from .plugin import LiveRestoreRefusedError
 from .restore import BACKEND, STATE_FORMAT_PREFIX, EtcdProcesses, restore_data_dirs, start_members
 from .tools import SnapshotStatus, snapshot_status

@@ -17,11 +17,10 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 
 from raft_snapshot_plugin.errors import SnapshotTimeoutError
 
-__all__ = ["HASH_SIZE", "Connection", "check_trailing_hash", "prefix_end"]
+from ._stream import HASH_SIZE
+from .errors import EtcdRpcError
 
-#: The streamed snapshot ends with the SHA-256 of everything before it.
-HASH_SIZE = 32
-_CHUNK = 1 << 20
+__all__ = ["Connection", "prefix_end"]
 
 
 class Connection:
@@ -148,39 +147,11 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
-def check_trailing_hash(file: IO[bytes]) -> int:
-    """Check that ``file`` (read from its position to the end) ends with the SHA-256 of the rest.
-
-    :return: the length of the database before the hash.
-    :raises ValueError: the bytes are not a snapshot streamed by etcd's maintenance API.
-    """
-    digest = hashlib.sha256()
-    tail = b""
-    size = 0
-    while chunk := file.read(_CHUNK):
-        tail += chunk
-        if len(tail) > HASH_SIZE:
-            digest.update(tail[:-HASH_SIZE])
-            size += len(tail) - HASH_SIZE
-            tail = tail[-HASH_SIZE:]
-    if len(tail) != HASH_SIZE or digest.digest() != tail:
-        raise ValueError("state.bin is not an etcd snapshot: it does not end with its own SHA-256")
-    return size
-
-
 def _read(path: str | None) -> bytes | None:
     if path is None:
         return None
     with open(path, "rb") as file:
         return file.read()
-
-
-class EtcdRpcError(ConnectionError):
-    """An etcd gRPC call failed; ``code`` is the gRPC status code's name."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _translate(exc: grpc.RpcError, call: str, timeout: float | None) -> Exception:

@@ -17,9 +17,10 @@ import socket
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._client import Connection
+if TYPE_CHECKING:  # gRPC is imported on the first connection, not with the plugin
+    from ._client import Connection
 
 __all__ = ["EtcdCluster", "EtcdMember", "MemberLaunch", "NewCluster", "RestorePlan", "free_port"]
 
@@ -64,6 +65,8 @@ class EtcdCluster:
 
     def connect(self, endpoint: str | None = None) -> Connection:
         """A connection to ``endpoint`` (default: the first); close it, or use it in ``with``."""
+        from ._client import Connection
+
         return Connection(
             endpoint or self.endpoints[0], cacert=self.cacert, cert=self.cert, key=self.key,
             user=self.user, password=self.password, timeout=self.timeout,

@@ -26,7 +26,7 @@ from raft_snapshot_plugin import ArchiveError, SnapshotMeta
 from raft_snapshot_plugin._files import remove_quietly, temp_file
 from raft_snapshot_plugin.archive import CHUNK, ArchiveSource, read_archive
 
-from ._client import check_trailing_hash
+from ._stream import check_trailing_hash
 from .cluster import EtcdCluster, EtcdMember, NewCluster, RestorePlan
 from .tools import run_tool
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 
 import pytest
 from raft_snapshot_etcd import EtcdCluster
-from raft_snapshot_etcd._client import Connection, check_trailing_hash, prefix_end
+from raft_snapshot_etcd._client import Connection, prefix_end
+from raft_snapshot_etcd._stream import check_trailing_hash
 
 
 @pytest.mark.parametrize(("prefix", "end"), [
@@ -31,3 +34,13 @@ def test_endpoints() -> None:
         EtcdCluster([])
     with pytest.raises(ValueError, match="http"):
         Connection("ftp://host:1")
+
+
+def test_loading_the_plugin_does_not_import_grpc() -> None:
+    """Every process that builds a plugin manager loads this adapter, whatever its backend (a
+    PySyncObj node's first restore paid 0.4 s for gRPC): gRPC waits for the first connection."""
+    code = ("import sys, raft_snapshot_etcd, raft_snapshot_etcd.plugin; "
+            "print(sorted(m for m in ('grpc', 'aetcd') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60).stdout.strip()
+    assert loaded == "[]"
