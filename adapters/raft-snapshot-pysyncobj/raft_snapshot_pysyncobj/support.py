@@ -71,7 +71,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     :param shared_references: whether one object of the state may be reached from two places
         (or from itself) and must stay one object after a restore, as pickle's memo keeps it.
         ``False`` pickles takes without the memo, which is most of the cost for states of
-        millions of small objects (a take of 1.7 M small tuples, 100 MB: 3.2 s down to 1.5 s,
+        millions of small objects (a take of 1.7 M small tuples, 100 MB: 3.4 s down to 1.0 s,
         ``bench/PYSYNCOBJ.md``); but a shared object comes back as separate copies, and a state
         holding a cycle cannot be taken (the take fails; nothing is written).
     :param transport: how a restore started on this node moves the state's bytes: ``"auto"``
