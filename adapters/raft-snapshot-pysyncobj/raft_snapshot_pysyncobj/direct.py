@@ -64,15 +64,14 @@ class StateRefusedError(Exception):
 
 
 class PayloadServer:
-    """Serves ``payload`` to the members named in ``members`` and collects their verdicts, from
-    the first free port of ``ports`` (``None``: any ephemeral port).
+    """Serves ``payload`` to the members named in ``members`` and collects their verdicts.
 
     Use as a context manager while the restore runs; after a commit, :meth:`linger` keeps serving
     (in a daemon thread) until every member has applied the commit, or ``grace`` seconds.
     """
 
     def __init__(self, host: str, payload: bytes, token: str, rid: str,
-                 members: Collection[str], ports: Iterable[int] | None = None) -> None:
+                 members: Collection[str], ports: Iterable[int] = (0,)) -> None:
         self._payload = payload
         self.token = token
         self.started = time.monotonic()
@@ -83,7 +82,7 @@ class PayloadServer:
         self.applied: set[str] = set()
         self.ended: set[str] = set()  # members whose connection is over, whatever the outcome
         self._changed = threading.Condition()
-        self._sock = _listen(host, (0,) if ports is None else ports)
+        self._sock = _listen(host, ports)
         self._sock.settimeout(0.2)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         self._closed = threading.Event()

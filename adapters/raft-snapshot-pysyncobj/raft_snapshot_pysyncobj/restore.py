@@ -195,7 +195,7 @@ class _Restore:
         me = self.node.selfNode
         members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
         server = PayloadServer(me.host, raw, secrets.token_hex(16), self.rid, members,
-                               self.support.direct_ports)
+                               self.support.direct_ports or (0,))
         self.server = server
         with server:
             started = time.monotonic()
