@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+
+
+#: The Consul-made archives this repository carries (see their README).
+VECTORS = Path(__file__).resolve().parent / "data" / "consul"
 
 
 def vectors_path() -> Path:
-    """Where the Consul vectors live: ``RAFT_SNAPSHOT_VECTORS``, else ``<repo>/../shared/vectors/consul``."""
+    """Where the Consul vectors live: ``tests/data/consul``, or ``RAFT_SNAPSHOT_VECTORS`` to try
+    another set (a newer Consul's, say) without editing the tree."""
     configured = os.environ.get("RAFT_SNAPSHOT_VECTORS")
-    return Path(configured) if configured else REPO.parent / "shared" / "vectors" / "consul"
+    return Path(configured) if configured else VECTORS
 
 
 def vector_names(prefix: str) -> list[str]:
@@ -30,8 +34,8 @@ def vectors_dir() -> Path:
     folder = vectors_path()
     if not folder.is_dir() or not any(folder.glob("*.snap")):
         pytest.fail(
-            f"the Consul test vectors are missing: no *.snap in {folder}. Set RAFT_SNAPSHOT_VECTORS "
-            "to the folder holding them (shared/vectors/consul).",
+            f"the Consul test vectors are missing: no *.snap in {folder}"
+            + (" (RAFT_SNAPSHOT_VECTORS points there)" if folder != VECTORS else ""),
             pytrace=False,
         )
     return folder
