@@ -16,11 +16,16 @@ from .errors import (
     BackendError,
     BackendNotFoundError,
     IntegrityError,
+    NotLeaderError,
+    PluginConflictError,
     RaftSnapshotError,
+    SnapshotTimeoutError,
+    StateRejectedError,
 )
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
-from .snapshot import Inspection, Snapshot, inspect, restore, take, verify
+from .operations import Inspection, inspect, restore, take
+from .snapshot import Snapshot, verify
 
 try:
     __version__ = version("raft-snapshot-plugin")
@@ -33,10 +38,14 @@ __all__ = [
     "BackendNotFoundError",
     "Inspection",
     "IntegrityError",
+    "NotLeaderError",
+    "PluginConflictError",
     "RaftSnapshotError",
     "Server",
     "Snapshot",
     "SnapshotMeta",
+    "SnapshotTimeoutError",
+    "StateRejectedError",
     "Suffrage",
     "archive",
     "hookimpl",

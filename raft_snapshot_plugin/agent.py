@@ -54,7 +54,7 @@ from .errors import ArchiveError, RaftSnapshotError, RemoteError, StorageError
 from .http import DEFAULT_TIMEOUT, Client
 from .manager import PluginManager, get_plugin_manager
 from .seal import SealKey, VerifyKey, load_seal_key, load_verify_key
-from .snapshot import take
+from .operations import take
 
 __all__ = [
     "Agent",

@@ -26,10 +26,11 @@ from . import __version__
 from ._files import remove_quietly, temp_file
 from .errors import RaftSnapshotError
 from .http import DEFAULT_TIMEOUT, Client, Progress
-from .manager import get_plugin_manager
+from .manager import DISABLE_ENV, get_plugin_manager
 from .meta import SnapshotMeta
-from .snapshot import Inspection
-from .snapshot import inspect as inspect_archive
+from .operations import Inspection
+from .operations import inspect as inspect_archive
+from .snapshot import open_verified
 from .snapshot import verify as verify_archive
 
 __all__ = ["cli", "main", "run"]
@@ -209,20 +210,13 @@ def seal_command(file: str, seal_key_file: str, out: str | None,
                  verify_key_file: str | None) -> None:
     """Seal an archive (a Consul snapshot, say): verify it, add SHA256SUMS.sealed, atomically."""
     from ._files import atomic_output
-    from .archive import read_archive, write_archive
+    from .archive import write_archive
 
     key = _load_key("seal", seal_key_file)
     check = _load_key("verify", verify_key_file)
-    with temp_file(prefix="raft-snapshot-seal-") as (state, state_path):
-        try:
-            meta = read_archive(file, state, verify_key=check)
-            state.flush()
-            state.seek(0)
-            with atomic_output(out or file) as target:
-                write_archive(target, meta, state, seal=key)
-        finally:
-            state.close()
-            remove_quietly(state_path)
+    with open_verified(file, verify_key=check, prefix="raft-snapshot-seal-") as verified, \
+            atomic_output(out or file) as target:
+        meta = write_archive(target, verified.meta, verified.file, seal=key)
     click.echo(f"Sealed snapshot {meta.id} with key {key.key_id}: {out or file}")
 
 
@@ -257,28 +251,45 @@ def keygen(kind: str, private: str, public: str | None) -> None:
 @cli.command()
 @click.option("--format", "fmt", type=_FORMAT, default="text", show_default=True)
 def backends(fmt: str) -> None:
-    """List the installed adapters and their versions."""
+    """List the installed adapters: version, the hooks each implements, whether it is usable."""
     infos = get_plugin_manager().backends()
     if fmt == "json":
-        click.echo(json.dumps([{"name": b.name, "distribution": b.distribution,
-                                "version": b.version, "disabled": b.disabled} for b in infos]))
+        click.echo(json.dumps([b.to_dict() for b in infos]))
         return
     if not infos:
         click.echo("no adapters installed (pip install raft-snapshot-<backend>)")
     for b in infos:
-        state = " (disabled)" if b.disabled else ""
-        click.echo(f"{b.name}  {b.distribution or '-'} {b.version or ''}".rstrip() + state)
+        click.echo(f"{b.name}  {b.distribution or '-'} {b.version or ''}".rstrip())
+        if b.disabled:
+            click.echo(f"  disabled ({DISABLE_ENV})")
+            continue
+        hooks = ", ".join(h.removeprefix("raft_snapshot_") for h in b.hooks) or "none"
+        click.echo(f"  hooks: {hooks}")
+        if b.missing:
+            missing = ", ".join(h.removeprefix("raft_snapshot_") for h in b.missing)
+            click.echo(f"  NOT USABLE: missing required {missing}")
+
+
+#: Adapters offer a demo under this entry-point group: ``name = "module:function"``, where the
+#: function takes a ``print``-like callable and returns whether the demo succeeded.
+DEMO_GROUP = "raft_snapshot.demo"
 
 
 @cli.command()
-def demo() -> int:
-    """Run a 3-node PySyncObj cluster here: snapshot, verify, inspect, restore, report."""
-    try:
-        from raft_snapshot_pysyncobj.demo import run_demo  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
+@click.option("--backend", default="pysyncobj", show_default=True,
+              help="Whose demo to run (an adapter offering one).")
+def demo(backend: str) -> int:
+    """Run an adapter's demo: for PySyncObj a 3-node cluster here: snapshot, verify, inspect,
+    restore, report."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
+    if backend not in found:
+        offered = ", ".join(sorted(found)) or "none installed"
         raise click.ClickException(
-            "the demo needs the PySyncObj adapter: pip install ./adapters/raft-snapshot-pysyncobj"
-        ) from exc
+            f"no demo for backend {backend!r} (offered: {offered}); the PySyncObj demo needs its "
+            "adapter: pip install ./adapters/raft-snapshot-pysyncobj")
+    run_demo: Callable[[Callable[[str], None]], bool] = found[backend].load()
     return 0 if run_demo(click.echo) else 1
 
 

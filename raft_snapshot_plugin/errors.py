@@ -9,6 +9,8 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── BackendError                          an adapter failed or misbehaved       .backend
     │   ├── BackendNotFoundError              no installed adapter claims the node
     │   └── PluginConflictError               two plugins claim one backend name
+    ├── StateRejectedError                    an adapter refused the state's bytes  .backend
+    ├── NotLeaderError                        a leader-only take on a follower      .leader
     ├── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
     └── StorageError                          the agent's storage (fsspec) failed          .url
@@ -25,10 +27,12 @@ __all__ = [
     "BackendNotFoundError",
     "IncompatibleArchiveError",
     "IntegrityError",
+    "NotLeaderError",
     "PluginConflictError",
     "RaftSnapshotError",
     "RemoteError",
     "SnapshotTimeoutError",
+    "StateRejectedError",
     "StorageError",
 ]
 
@@ -79,6 +83,32 @@ class BackendNotFoundError(BackendError):
 
 class PluginConflictError(BackendError):
     """Two plugins were registered under the same backend name."""
+
+
+class StateRejectedError(RaftSnapshotError):
+    """An adapter refused a verified archive's state: the bytes are not this backend's (a Consul
+    archive sent to a PySyncObj node), or not safe to load. Nothing was applied and nothing is wrong
+    with the node; the endpoint answers 400.
+
+    Adapters raise it from ``raft_snapshot_restore`` or ``raft_snapshot_describe``; the core fills
+    in ``backend`` when the adapter left it out.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class NotLeaderError(RaftSnapshotError):
+    """A take that must read the leader's state ran on a node that is not the leader, or lost the
+    leadership while it ran.
+
+    :param leader: the leader's Raft address when the adapter knows it, else ``None``.
+    """
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
 
 
 class SnapshotTimeoutError(RaftSnapshotError, TimeoutError):

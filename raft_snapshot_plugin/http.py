@@ -64,7 +64,8 @@ from .errors import (
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
-from .snapshot import restore, take, verify
+from .operations import restore, take
+from .snapshot import verify
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",

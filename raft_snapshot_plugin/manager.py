@@ -9,18 +9,26 @@ error, never a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import IO, Any, cast
 
 import pluggy
 
 from . import hookspecs
-from .errors import BackendError, BackendNotFoundError, PluginConflictError, SnapshotTimeoutError
-from .hookspecs import NAME
+from .errors import (
+    ArchiveError,
+    BackendError,
+    BackendNotFoundError,
+    PluginConflictError,
+    SnapshotTimeoutError,
+    StateRejectedError,
+)
+from .hookspecs import NAME, REQUIRED
 from .meta import SnapshotMeta
 
 __all__ = ["DISABLE_ENV", "BackendInfo", "PluginManager", "get_plugin_manager"]
@@ -33,12 +41,29 @@ DISABLE_ENV = "RAFT_SNAPSHOT_DISABLE_PLUGINS"
 
 @dataclasses.dataclass(frozen=True)
 class BackendInfo:
-    """One adapter as ``raft-snapshot backends`` lists it."""
+    """One adapter as ``raft-snapshot backends`` lists it.
+
+    :param hooks: the hooks it implements (empty when disabled: it was not loaded).
+    :param missing: the required hooks it leaves out; an adapter missing one is not usable.
+    """
 
     name: str
     distribution: str | None
     version: str | None
     disabled: bool = False
+    hooks: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """Loaded and implementing every required hook."""
+        return not self.disabled and not self.missing
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``raft-snapshot backends --format json``."""
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "disabled": self.disabled, "usable": self.usable, "hooks": list(self.hooks),
+                "missing": list(self.missing)}
 
 
 class PluginManager(pluggy.PluginManager):
@@ -96,31 +121,77 @@ class PluginManager(pluggy.PluginManager):
         return count
 
     def backends(self) -> list[BackendInfo]:
-        """Every adapter known to this manager, disabled ones included, by name."""
-        return [self._infos[name] for name in sorted(self._infos)]
+        """Every adapter known to this manager, disabled ones included, by name, with the hooks
+        each implements and the required ones it lacks."""
+        return [
+            info if info.disabled else dataclasses.replace(
+                info, hooks=self.hooks_of(name), missing=self.missing_hooks(name))
+            for name, info in sorted(self._infos.items())
+        ]
 
     def backend_version(self, backend: str) -> str:
         """The distribution version of ``backend``'s adapter, or ``""`` if unknown."""
         info = self._infos.get(backend)
         return (info.version or "") if info else ""
 
+    # --- dispatch by backend name --------------------------------------------------------------
+
+    def hooks_of(self, backend: str) -> tuple[str, ...]:
+        """The hooks the plugin registered as ``backend`` implements, by name."""
+        plugin = self.get_plugin(backend)
+        if plugin is None:
+            return ()
+        return tuple(sorted(
+            name for name, caller in vars(self.hook).items()
+            if name.startswith("raft_snapshot_") and isinstance(caller, pluggy.HookCaller)
+            and any(impl.plugin is plugin for impl in caller.get_hookimpls())
+        ))
+
+    def missing_hooks(self, backend: str) -> tuple[str, ...]:
+        """The required hooks (:data:`~.hookspecs.REQUIRED`) ``backend``'s plugin leaves out."""
+        have = set(self.hooks_of(backend))
+        return tuple(name for name in REQUIRED if name not in have)
+
+    def _caller(self, backend: str, hook_name: str) -> pluggy.HookCaller | None:
+        """``hook_name`` restricted to the plugin registered as ``backend`` (pluggy's tracing and
+        ``firstresult`` kept); ``None`` when that plugin does not implement it.
+
+        :raises BackendNotFoundError: no plugin is registered under ``backend``.
+        """
+        plugin = self.get_plugin(backend)
+        if plugin is None:
+            raise BackendNotFoundError(
+                f"no installed adapter for backend {backend!r} "
+                f"(installed: {', '.join(self._active_names()) or 'none'})",
+                backend=backend,
+            )
+        others = [p for name, p in self.list_name_plugin() if p is not None and p is not plugin]
+        caller = self.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller if caller.get_hookimpls() else None
+
+    def _required(self, backend: str, hook_name: str) -> pluggy.HookCaller:
+        caller = self._caller(backend, hook_name)
+        if caller is None:
+            raise BackendError(
+                f"adapter {backend!r} does not implement {hook_name}, which every adapter must "
+                f"(required: {', '.join(REQUIRED)})",
+                backend=backend,
+            )
+        return caller
+
     # --- typed hook calls -----------------------------------------------------------------------
 
     def backend_for(self, node: object) -> str:
-        """The backend name of the adapter that claims ``node``.
+        """The backend name of the one adapter that claims ``node``.
 
         :raises BackendNotFoundError: no adapter claims it.
-        :raises BackendError: an adapter failed or answered something other than a name.
+        :raises PluginConflictError: two adapters claim it.
+        :raises BackendError: an adapter failed, answered something other than its own name.
         """
-        # Call each implementation in pluggy's order so a failure names the adapter that failed.
+        claims: list[tuple[str, str]] = []  # (plugin name, claimed backend)
         for impl in reversed(self.hook.raft_snapshot_backend.get_hookimpls()):
-            try:
+            with _hook_edge(impl.plugin_name, "raft_snapshot_backend"):
                 result = impl.function(**{arg: node for arg in impl.argnames})
-            except Exception as exc:
-                raise BackendError(
-                    f"adapter {impl.plugin_name!r} failed in raft_snapshot_backend: {exc!r}",
-                    backend=impl.plugin_name,
-                ) from exc
             if result is None:
                 continue
             if not isinstance(result, str) or not result:
@@ -129,18 +200,32 @@ class PluginManager(pluggy.PluginManager):
                     "raft_snapshot_backend, not a backend name",
                     backend=impl.plugin_name,
                 )
-            return result
-        raise BackendNotFoundError(
-            f"no installed adapter claims {type(node).__module__}.{type(node).__qualname__} "
-            f"(installed: {', '.join(self._active_names()) or 'none'})"
-        )
+            claims.append((impl.plugin_name, result))
+        if not claims:
+            raise BackendNotFoundError(
+                f"no installed adapter claims {type(node).__module__}.{type(node).__qualname__} "
+                f"(installed: {', '.join(self._active_names()) or 'none'})"
+            )
+        if len(claims) > 1:
+            who = " and ".join(f"{plugin!r} (as {claimed!r})" for plugin, claimed in claims)
+            raise PluginConflictError(f"two adapters claim one node: {who}",
+                                      backend=claims[0][1])
+        plugin_name, claimed = claims[0]
+        if claimed != plugin_name:
+            raise BackendError(
+                f"adapter {plugin_name!r} claimed a node as backend {claimed!r}: an adapter claims "
+                "nodes under the name it is registered as (its entry-point name)",
+                backend=plugin_name,
+            )
+        return claimed
 
     def take(
         self, backend: str, node: object, sink: IO[bytes], timeout: float | None
     ) -> SnapshotMeta:
         """Call ``raft_snapshot_take``; the metadata the adapter returned."""
-        result = self._call("raft_snapshot_take",
-                            backend=backend, node=node, sink=sink, timeout=timeout)
+        caller = self._required(backend, "raft_snapshot_take")
+        with _hook_edge(backend, "raft_snapshot_take"):
+            result = caller(backend=backend, node=node, sink=sink, timeout=timeout)
         return cast(SnapshotMeta, _expect(result, SnapshotMeta, backend, "raft_snapshot_take"))
 
     def restore(
@@ -148,53 +233,48 @@ class PluginManager(pluggy.PluginManager):
         timeout: float | None, *, trusted: bool = False,
     ) -> None:
         """Call ``raft_snapshot_restore``; raise unless the adapter applied the state."""
-        result = self._call("raft_snapshot_restore", backend=backend, node=node,
-                            meta=meta, source=source, timeout=timeout, trusted=trusted)
+        caller = self._required(backend, "raft_snapshot_restore")
+        with _hook_edge(backend, "raft_snapshot_restore"):
+            result = caller(backend=backend, node=node, meta=meta, source=source,
+                            timeout=timeout, trusted=trusted)
         if _expect(result, bool, backend, "raft_snapshot_restore") is not True:
             raise BackendError(f"adapter {backend!r} did not apply the snapshot", backend=backend)
 
     def state_format(self, backend: str) -> str | None:
         """Call ``raft_snapshot_state_format``: the format the adapter writes, or ``None``.
 
-        An adapter may leave this hook out: then nothing is known and nothing is refused.
+        Optional: without the hook nothing is known and nothing is refused.
         """
-        try:
-            result = self.hook.raft_snapshot_state_format(backend=backend)
-        except Exception as exc:
-            raise BackendError(f"adapter {backend!r} failed in raft_snapshot_state_format: "
-                               f"{exc!r}", backend=backend) from exc
-        if result is not None and not isinstance(result, str):
-            raise BackendError(f"adapter {backend!r} returned {type(result).__name__} from "
-                               "raft_snapshot_state_format, not str", backend=backend)
-        return result
+        result = self._optional(backend, "raft_snapshot_state_format", backend=backend)
+        return None if result is None else cast(
+            str, _expect(result, str, backend, "raft_snapshot_state_format"))
 
-    def is_leader(self, backend: str, node: object) -> bool:
-        """Call ``raft_snapshot_is_leader``."""
-        result = self._call("raft_snapshot_is_leader", backend=backend, node=node)
-        return cast(bool, _expect(result, bool, backend, "raft_snapshot_is_leader"))
+    def is_leader(self, backend: str, node: object) -> bool | None:
+        """Call ``raft_snapshot_is_leader``: whether ``node`` leads its cluster.
+
+        Optional: without the hook the answer is ``None``, "unknown".
+        """
+        result = self._optional(backend, "raft_snapshot_is_leader", backend=backend, node=node)
+        return None if result is None else cast(
+            bool, _expect(result, bool, backend, "raft_snapshot_is_leader"))
 
     def leader(self, backend: str, node: object) -> str | None:
         """Call ``raft_snapshot_leader``: the leader's Raft address, or ``None`` when unknown.
 
-        An adapter may leave this hook out: then the answer is ``None``, never an error.
-
-        :raises BackendError: the adapter failed or answered something other than a string.
+        Optional: without the hook the answer is ``None``, never an error.
         """
-        hook = self.hook.raft_snapshot_leader
-        try:
-            result = hook(backend=backend, node=node)
-        except Exception as exc:
-            raise BackendError(f"adapter {backend!r} failed in raft_snapshot_leader: {exc!r}",
-                               backend=backend) from exc
-        if result is None:
-            return None
-        return cast(str, _expect(result, str, backend, "raft_snapshot_leader"))
+        result = self._optional(backend, "raft_snapshot_leader", backend=backend, node=node)
+        return None if result is None else cast(
+            str, _expect(result, str, backend, "raft_snapshot_leader"))
 
     def describe(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes]
-    ) -> Mapping[str, tuple[int, int]]:
-        """Call ``raft_snapshot_describe``; check the shape of the breakdown."""
-        result = self._call("raft_snapshot_describe", backend=backend, meta=meta, source=source)
+    ) -> Mapping[str, tuple[int, int]] | None:
+        """Call ``raft_snapshot_describe``: the breakdown, or ``None`` without the hook."""
+        result = self._optional(backend, "raft_snapshot_describe",
+                                backend=backend, meta=meta, source=source)
+        if result is None:
+            return None
         rows = cast(Mapping[str, tuple[int, int]],
                     _expect(result, Mapping, backend, "raft_snapshot_describe"))
         for key, value in rows.items():
@@ -206,30 +286,47 @@ class PluginManager(pluggy.PluginManager):
                 )
         return rows
 
-    def _call(self, hook_name: str, /, **kwargs: Any) -> Any:
-        backend = kwargs["backend"]
-        hook = getattr(self.hook, hook_name)
-        try:
-            result = hook(**kwargs)
-        except SnapshotTimeoutError:
-            raise  # already the documented, typed outcome of a timeout
-        except BackendError as exc:
-            if exc.backend is None:
-                exc.backend = backend
-            raise
-        except Exception as exc:
-            raise BackendError(f"adapter {backend!r} failed in {hook_name}: {exc!r}",
-                               backend=backend) from exc
-        if result is None:
-            raise BackendNotFoundError(
-                f"no installed adapter implements {hook_name} for backend {backend!r} "
-                f"(installed: {', '.join(self._active_names()) or 'none'})",
-                backend=backend,
-            )
-        return result
+    def _optional(self, backend: str, hook_name: str, /, **kwargs: Any) -> Any:
+        caller = self._caller(backend, hook_name)
+        if caller is None:
+            return None
+        with _hook_edge(backend, hook_name):
+            return caller(**kwargs)
 
     def _active_names(self) -> list[str]:
         return sorted(name for name, plugin in self.list_name_plugin() if plugin is not None)
+
+
+@contextlib.contextmanager
+def _hook_edge(backend: str, hook_name: str) -> Iterator[None]:
+    """The one mapping of what a hook raises to what the core raises.
+
+    ``TimeoutError`` -> :class:`SnapshotTimeoutError`; a refusal of the state's bytes
+    (:class:`StateRejectedError`, or an :class:`ArchiveError` from decoding them) stays a refusal;
+    a :class:`BackendError` keeps its type; anything else -> :class:`BackendError`. Every one names
+    the backend, with the original chained.
+    """
+    try:
+        yield
+    except SnapshotTimeoutError:
+        raise
+    except TimeoutError as exc:
+        raise SnapshotTimeoutError(
+            f"adapter {backend!r} timed out in {hook_name}: {exc}") from exc
+    except StateRejectedError as exc:
+        if exc.backend is None:
+            exc.backend = backend
+        raise
+    except ArchiveError as exc:
+        raise StateRejectedError(f"adapter {backend!r} refused the state: {exc}",
+                                 backend=backend) from exc
+    except BackendError as exc:
+        if exc.backend is None:
+            exc.backend = backend
+        raise
+    except Exception as exc:
+        raise BackendError(f"adapter {backend!r} failed in {hook_name}: {exc!r}",
+                           backend=backend) from exc
 
 
 def get_plugin_manager(*, load_entrypoints: bool = True) -> PluginManager:

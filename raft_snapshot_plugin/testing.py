@@ -59,7 +59,8 @@ from .errors import ArchiveError, BackendError, BackendNotFoundError, Incompatib
 from .hookspecs import hookimpl
 from .manager import PluginManager, get_plugin_manager
 from .meta import Server, SnapshotMeta
-from .snapshot import Snapshot, inspect, restore, take, verify
+from .operations import inspect, restore, take
+from .snapshot import Snapshot, verify
 
 __all__ = [
     "MEMORY_BACKEND",

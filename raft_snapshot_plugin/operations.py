@@ -1,0 +1,273 @@
+"""Take, restore and inspect through an adapter: the operations a user calls on a node.
+
+Each builds on the lifecycle (:mod:`.snapshot`) and dispatches to the node's adapter through the
+plugin manager. One restore at a time per node in a process; a take during a restore waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from ._files import remove_quietly, temp_file
+from .archive import ArchiveSource
+from .errors import BackendError, IncompatibleArchiveError, NotLeaderError, SnapshotTimeoutError
+from .manager import PluginManager, get_plugin_manager
+from .meta import SnapshotMeta
+from .seal import SealKey, VerifyKey
+from .snapshot import Snapshot, open_verified
+
+__all__ = ["Inspection", "Stat", "inspect", "restore", "take"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+    """One row of an inspection: a kind of data, how many there are and their size in bytes."""
+
+    name: str
+    count: int
+    sum: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    """What ``inspect`` found: the metadata and the adapter's breakdown of the state."""
+
+    meta: SnapshotMeta
+    stats: tuple[Stat, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        """The sum of the breakdown's sizes (state.bin's size when there is no breakdown)."""
+        return sum(s.sum for s in self.stats) if self.stats else self.meta.size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Consul's ``snapshot inspect -format=json`` shape."""
+        return {
+            "Meta": self.meta.to_dict(),
+            "Stats": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.stats],
+            "TotalSize": self.total_size,
+        }
+
+
+def take(
+    node: object,
+    *,
+    backend: str | None = None,
+    timeout: float | None = None,
+    level: int | None = None,
+    seal_key: SealKey | None = None,
+    leader_only: bool = False,
+    manager: PluginManager | None = None,
+) -> Snapshot:
+    """Take a consistent snapshot of ``node`` through its adapter, into a private temp file.
+
+    :param node: a node object an installed adapter claims (a ``pysyncobj.SyncObj``, ...).
+    :param backend: the backend name, if not the one whose adapter claims ``node``.
+    :param timeout: seconds the take may last (passed to the adapter); ``None`` for no limit.
+    :param level: the compression level (see ``write_archive``).
+    :param seal_key: seal the archive with this key (see :mod:`.seal`).
+    :param leader_only: refuse unless ``node`` leads its cluster, checked before the take and
+        again after it (leadership can move while it runs). An adapter without
+        ``raft_snapshot_is_leader`` cannot tell: the take then proceeds, with ``stale=None``.
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :return: the :class:`Snapshot`; ``stale`` is true when ``node`` was not the leader, ``None``
+        when the adapter cannot tell.
+    :raises BackendNotFoundError: no adapter claims ``node``.
+    :raises NotLeaderError: ``leader_only`` and ``node`` is not (or stopped being) the leader;
+        ``.leader`` names the leader when the adapter knows it.
+    :raises SnapshotTimeoutError: the take ran out of time.
+    :raises BackendError: the adapter failed (its error chained).
+    """
+    pm = manager if manager is not None else get_plugin_manager()
+    name = backend or pm.backend_for(node)
+    with _node_lock(node).shared(timeout), temp_file(prefix="raft-snapshot-state-") as (
+        state, state_path
+    ):
+        try:
+            leader = pm.is_leader(name, node)
+            if leader is False and leader_only:
+                raise _not_leader(pm, name, node, "this node is not the leader")
+            meta = pm.take(name, node, state, timeout)
+            state.flush()
+            if leader is not None:  # the state may be the new leader's only if it still leads
+                leader = leader and pm.is_leader(name, node) is not False
+                if not leader and leader_only:
+                    raise _not_leader(pm, name, node, "this node lost the leadership during the take")
+            meta = dataclasses.replace(
+                meta,
+                backend=name,
+                backend_version=meta.backend_version or pm.backend_version(name),
+            )
+            state.seek(0)
+            stale = None if leader is None else not leader
+            return Snapshot.create(meta, state, level=level, stale=stale, seal_key=seal_key)
+        finally:
+            state.close()
+            remove_quietly(state_path)
+
+
+def _not_leader(pm: PluginManager, backend: str, node: object, why: str) -> NotLeaderError:
+    try:
+        leader = pm.leader(backend, node)
+    except BackendError:
+        leader = None  # naming the leader is a courtesy; its failure must not hide the refusal
+    where = f"the leader is {leader}" if leader else "no leader is known"
+    return NotLeaderError(f"{why} ({where})", leader=leader)
+
+
+def restore(
+    node: object,
+    source: ArchiveSource,
+    *,
+    backend: str | None = None,
+    timeout: float | None = None,
+    verify_key: VerifyKey | None = None,
+    allow_incompatible: bool = False,
+    manager: PluginManager | None = None,
+) -> SnapshotMeta:
+    """Restore an archive into ``node``'s cluster; return the archive's metadata.
+
+    The whole archive is read and checked into a private temp file first: the adapter sees a byte
+    only once everything has verified, so a bad archive never reaches the cluster. The cluster
+    keeps its own membership.
+
+    :param node: a node object an installed adapter claims.
+    :param source: the archive: a path or a binary stream.
+    :param backend: the backend name, if not the one whose adapter claims ``node``.
+    :param timeout: seconds the restore may last (passed to the adapter).
+    :param verify_key: require a seal made with this key; the adapter is then told the archive
+        is trusted (a pickle-based state may then hold any class).
+    :param allow_incompatible: restore an archive of another backend or of a newer state format
+        than the adapter writes, for an operator who knows better.
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :raises ArchiveError: the archive is bad or its seal does not hold.
+    :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
+    :raises StateRejectedError: the adapter refused the state's bytes; nothing was applied.
+    :raises SnapshotTimeoutError: the restore ran out of time; the old state stays.
+    :raises BackendError: the adapter failed (its error chained); the old state stays.
+    """
+    pm = manager if manager is not None else get_plugin_manager()
+    name = backend or pm.backend_for(node)
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-restore-") as verified:
+        if not allow_incompatible:
+            _check_compatible(verified.meta, name, pm.state_format(name))
+        with _node_lock(node).exclusive(timeout):
+            pm.restore(name, node, verified.meta, verified.file, timeout,
+                       trusted=verified.trusted)
+        return verified.meta
+
+
+def _check_compatible(meta: SnapshotMeta, backend: str, current: str | None) -> None:
+    """Refuse another backend's archive, or a state format newer than the adapter's own."""
+    if meta.backend and meta.backend != backend:
+        raise IncompatibleArchiveError(
+            "meta.json", f"taken by backend {meta.backend!r}; this node's backend is {backend!r}")
+    if not (meta.state_format and current):
+        return
+    family, _, version = meta.state_format.rpartition("/")
+    own_family, _, own_version = current.rpartition("/")
+    if family != own_family:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is not the adapter's {current!r}")
+    theirs, ours = _version(version), _version(own_version)
+    if theirs is not None and ours is not None and theirs > ours:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is newer than the adapter's "
+                         f"{current!r}: upgrade the adapter (or allow_incompatible=True)")
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    """``"2"`` -> (2,), ``"3.4"`` -> (3, 4); ``None`` when it is not dotted numbers."""
+    parts = text.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def inspect(
+    source: ArchiveSource,
+    *,
+    backend: str | None = None,
+    verify_key: VerifyKey | None = None,
+    manager: PluginManager | None = None,
+) -> Inspection:
+    """Verify an archive and break its state down through the adapter named by its Backend key.
+
+    :param source: the archive: a path or a binary stream.
+    :param backend: the adapter to describe the state with, instead of the archive's Backend.
+    :param verify_key: require a seal made with this key.
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :return: the metadata and, when an adapter for the backend is installed and describes
+        states, its breakdown.
+    :raises ArchiveError: the archive is bad.
+    :raises BackendNotFoundError: ``backend`` was given and no adapter for it is installed.
+    """
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-inspect-") as verified:
+        meta = verified.meta
+        name = backend or meta.backend
+        if not name:
+            return Inspection(meta)
+        pm = manager if manager is not None else get_plugin_manager()
+        if backend is None and name not in {b.name for b in pm.backends() if not b.disabled}:
+            return Inspection(meta)  # the adapter that took it is not installed here
+        rows = pm.describe(name, meta, verified.file)
+        if rows is None:
+            return Inspection(meta)
+        return Inspection(meta, tuple(Stat(k, v[0], v[1]) for k, v in rows.items()))
+
+
+# --- one restore at a time per node; takes wait for it --------------------------------------------
+
+class _NodeLock:
+    """Shared for takes, exclusive for restores, within this process."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextlib.contextmanager
+    def shared(self, timeout: float | None) -> Iterator[None]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._writer, timeout):
+                raise SnapshotTimeoutError("a restore into this node is in progress")
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None) -> Iterator[None]:
+        with self._cond:
+            if self._writer:
+                raise BackendError("another restore into this node is in progress")
+            self._writer = True
+            if not self._cond.wait_for(lambda: self._readers == 0, timeout):
+                self._writer = False
+                self._cond.notify_all()
+                raise SnapshotTimeoutError("a take from this node did not finish in time")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_locks: weakref.WeakKeyDictionary[object, _NodeLock] = weakref.WeakKeyDictionary()
+_locks_by_id: dict[int, _NodeLock] = {}  # nodes that cannot be weakly referenced or hashed
+_locks_guard = threading.Lock()
+
+
+def _node_lock(node: object) -> _NodeLock:
+    with _locks_guard:
+        try:
+            return _locks.setdefault(node, _NodeLock())
+        except TypeError:
+            return _locks_by_id.setdefault(id(node), _NodeLock())

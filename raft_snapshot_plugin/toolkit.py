@@ -1,0 +1,53 @@
+"""The adapter author's toolkit: everything an adapter needs from the core, under public names.
+
+An adapter imports from here (and from ``raft_snapshot_plugin``), never from a private module; the
+lint environment's import contracts hold the in-tree adapters to that, and a stranger's adapter
+written against these names keeps working when the core's insides move.
+
+- :func:`open_verified`: read and check a whole archive into a private temp file and get its
+  state (Consul's ``Read``), for an offline restore or a tool of the adapter's own. The core's
+  restore and inspect use it too; hooks get their ``source`` from it.
+- :func:`temp_file`, :func:`atomic_output`, :func:`remove_quietly`, :func:`temp_dir`: private temp
+  files (0600, in ``RAFT_SNAPSHOT_TMPDIR``, removed on error) and atomic writes of final files.
+- :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
+- the errors a hook raises: :class:`StateRejectedError` (these bytes are not mine, or not safe to
+  load), :class:`SnapshotTimeoutError` (or the built-in ``TimeoutError``), :class:`BackendError`.
+"""
+
+from __future__ import annotations
+
+from ._files import atomic_output, remove_quietly, temp_dir, temp_file
+from .archive import CHUNK as CHUNK_SIZE
+from .archive import ArchiveSource
+from .errors import (
+    ArchiveError,
+    BackendError,
+    IntegrityError,
+    SnapshotTimeoutError,
+    StateRejectedError,
+)
+from .hookspecs import hookimpl
+from .meta import Server, SnapshotMeta, Suffrage
+from .seal import VerifyKey
+from .snapshot import VerifiedState, open_verified
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ArchiveError",
+    "ArchiveSource",
+    "BackendError",
+    "IntegrityError",
+    "Server",
+    "SnapshotMeta",
+    "SnapshotTimeoutError",
+    "StateRejectedError",
+    "Suffrage",
+    "VerifiedState",
+    "VerifyKey",
+    "atomic_output",
+    "hookimpl",
+    "open_verified",
+    "remove_quietly",
+    "temp_dir",
+    "temp_file",
+]
