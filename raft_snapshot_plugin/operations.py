@@ -15,7 +15,7 @@ from typing import Any
 
 from ._files import remove_quietly, temp_file
 from .archive import ArchiveSource
-from .errors import BackendError, IncompatibleArchiveError, NotLeaderError, SnapshotTimeoutError
+from .errors import BackendError, NotLeaderError, SnapshotTimeoutError
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
@@ -153,38 +153,14 @@ def restore(
     """
     pm = manager if manager is not None else get_plugin_manager()
     name = backend or pm.backend_for(node)
-    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-restore-") as verified:
-        if not allow_incompatible:
-            _check_compatible(verified.meta, name, pm.state_format(name))
+    check = not allow_incompatible
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-restore-",
+                       backend=name if check else None,
+                       state_format=pm.state_format(name) if check else None) as verified:
         with _node_lock(node).exclusive(timeout):
             pm.restore(name, node, verified.meta, verified.file, timeout,
                        trusted=verified.trusted)
         return verified.meta
-
-
-def _check_compatible(meta: SnapshotMeta, backend: str, current: str | None) -> None:
-    """Refuse another backend's archive, or a state format newer than the adapter's own."""
-    if meta.backend and meta.backend != backend:
-        raise IncompatibleArchiveError(
-            "meta.json", f"taken by backend {meta.backend!r}; this node's backend is {backend!r}")
-    if not (meta.state_format and current):
-        return
-    family, _, version = meta.state_format.rpartition("/")
-    own_family, _, own_version = current.rpartition("/")
-    if family != own_family:
-        raise IncompatibleArchiveError(
-            "meta.json", f"state format {meta.state_format!r} is not the adapter's {current!r}")
-    theirs, ours = _version(version), _version(own_version)
-    if theirs is not None and ours is not None and theirs > ours:
-        raise IncompatibleArchiveError(
-            "meta.json", f"state format {meta.state_format!r} is newer than the adapter's "
-                         f"{current!r}: upgrade the adapter (or allow_incompatible=True)")
-
-
-def _version(text: str) -> tuple[int, ...] | None:
-    """``"2"`` -> (2,), ``"3.4"`` -> (3, 4); ``None`` when it is not dotted numbers."""
-    parts = text.split(".")
-    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
 
 
 def inspect(

@@ -25,10 +25,11 @@ from .archive import (
     read_archive_contents,
     write_archive,
 )
+from .errors import IncompatibleArchiveError
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
 
-__all__ = ["Snapshot", "VerifiedState", "open_verified", "verify"]
+__all__ = ["Snapshot", "VerifiedState", "check_compatible", "open_verified", "verify"]
 
 
 class Snapshot(io.RawIOBase):
@@ -172,6 +173,8 @@ def open_verified(
     *,
     verify_key: VerifyKey | None = None,
     prefix: str = "raft-snapshot-state-",
+    backend: str | None = None,
+    state_format: str | None = None,
 ) -> Iterator[VerifiedState]:
     """Read and check a whole archive into a private temp file; yield its state, then remove it.
 
@@ -182,15 +185,55 @@ def open_verified(
     :param verify_key: require a seal made with this key (see :mod:`.seal`).
     :param prefix: the temp file's name prefix (``raft-snapshot-<what>-``), for the operator
         looking at the temp folder.
+    :param backend: refuse an archive another backend took (one without a Backend key passes:
+        Consul's own, or an archive made by hand).
+    :param state_format: the format this reader understands, ``"<family>/<version>"``: refuse an
+        archive of another family or of a newer version (see :func:`check_compatible`).
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
+    :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
     with temp_file(prefix=prefix) as (file, path):
         try:
             contents = read_archive_contents(source, file, verify_key=verify_key)
+            if backend is not None:
+                check_compatible(contents.meta, backend, state_format)
             file.flush()
             file.seek(0)
             yield VerifiedState(contents.meta, file, path, contents.state_sha256, contents.trusted)
         finally:
             file.close()
             remove_quietly(path)
+
+
+def check_compatible(meta: SnapshotMeta, backend: str, current: str | None) -> None:
+    """Refuse another backend's archive, or a state format newer than the adapter's own.
+
+    :param meta: the archive's metadata.
+    :param backend: the backend that would read it.
+    :param current: the format that backend writes now, ``"<family>/<version>"``, or ``None`` to
+        check only the backend.
+    :raises IncompatibleArchiveError: ``meta`` names another backend, another format family, or a
+        higher version of this one.
+    """
+    if meta.backend and meta.backend != backend:
+        raise IncompatibleArchiveError(
+            "meta.json", f"taken by backend {meta.backend!r}; this node's backend is {backend!r}")
+    if not (meta.state_format and current):
+        return
+    family, _, version = meta.state_format.rpartition("/")
+    own_family, _, own_version = current.rpartition("/")
+    if family != own_family:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is not the adapter's {current!r}")
+    theirs, ours = _version(version), _version(own_version)
+    if theirs is not None and ours is not None and theirs > ours:
+        raise IncompatibleArchiveError(
+            "meta.json", f"state format {meta.state_format!r} is newer than the adapter's "
+                         f"{current!r}: upgrade the adapter (or allow_incompatible=True)")
+
+
+def _version(text: str) -> tuple[int, ...] | None:
+    """``"2"`` -> (2,), ``"3.4"`` -> (3, 4); ``None`` when it is not dotted numbers."""
+    parts = text.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None

@@ -33,9 +33,9 @@ nothing. After a successful restore the kit calls the ``snapshot_start_restored`
 reads the restored state. The fixture's default does nothing, and adapters that restore live
 never need it.
 
-The reference backend, :class:`MemoryCluster`, is a small replicated-log state machine: index, term,
-members, leadership, followers that can stop and catch up, and no networking. It is registered only
-by this kit (backend name ``memory``); it is a model of a Raft backend, not a substitute for one.
+The reference backend (:mod:`raft_snapshot_plugin.memory`, importable without pytest) is registered
+by ``snapshot_manager`` beside the installed adapters, so every run also proves that an adapter
+claims only its own nodes and answers only its own backend's calls.
 """
 
 from __future__ import annotations
@@ -43,215 +43,48 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import stat
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
 from .archive import read_archive
-from .errors import ArchiveError, BackendError, BackendNotFoundError, IncompatibleArchiveError
-from .hookspecs import hookimpl
+from .errors import (
+    ArchiveError,
+    BackendNotFoundError,
+    IncompatibleArchiveError,
+    NotLeaderError,
+    StateRejectedError,
+)
+from .hookspecs import REQUIRED
 from .manager import PluginManager, get_plugin_manager
-from .meta import Server, SnapshotMeta
+from .memory import (
+    MEMORY_BACKEND,
+    MemoryCluster,
+    MemoryNode,
+    MemoryPlugin,
+    decode_memory_state,
+    encode_memory_state,
+)
 from .operations import inspect, restore, take
 from .snapshot import Snapshot, verify
 
 __all__ = [
-    "MEMORY_BACKEND",
+    "MEMORY_BACKEND",  # the reference backend's names, kept here for the kit's users
     "ConformanceTests",
     "MemoryCluster",
     "MemoryNode",
     "MemoryPlugin",
+    "decode_memory_state",
+    "encode_memory_state",
     "snapshot_manager",
     "snapshot_start_restored",
     "snapshot_tmpdir",
 ]
-
-MEMORY_BACKEND = "memory"
-MEMORY_STATE_FORMAT = "memory-json/1"
-
-
-# ==================================================================================================
-# The reference backend
-# ==================================================================================================
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    index: int
-    term: int
-    command: tuple[Any, ...]
-
-
-class MemoryCluster:
-    """A Raft cluster in one process: one log, a leader, nodes that apply it in order.
-
-    The state machine is a key/value store (``str -> str``). Writes go through the leader, get the
-    next index in the current term and are applied at once by every running node; a stopped node
-    applies what it missed when it starts again. ``elect`` changes the leader and the term.
-    """
-
-    def __init__(self, size: int = 3, *, name: str = "mem") -> None:
-        self.lock = threading.RLock()
-        self.term = 1
-        self.log: list[_Entry] = []
-        self.nodes = [MemoryNode(self, f"{name}-node{i}", f"memory://{name}/{i}") for i in range(size)]
-        self.leader: MemoryNode | None = self.nodes[0]
-        self._append(("noop",))
-
-    def _append(self, command: tuple[Any, ...]) -> int:
-        with self.lock:
-            if self.leader is None or not self.leader.running:
-                raise RuntimeError("the cluster has no leader")
-            entry = _Entry(len(self.log) + 1, self.term, command)
-            self.log.append(entry)
-            for node in self.nodes:
-                if node.running:
-                    node.catch_up()
-            return entry.index
-
-    def elect(self, node: MemoryNode) -> None:
-        """Make ``node`` the leader in a new term."""
-        with self.lock:
-            self.term += 1
-            self.leader = node
-            self._append(("noop",))
-
-    def entry(self, index: int) -> _Entry:
-        return self.log[index - 1]
-
-    @property
-    def servers(self) -> tuple[Server, ...]:
-        return tuple(Server(id=n.id, address=n.address) for n in self.nodes)
-
-
-class MemoryNode:
-    """One node of a :class:`MemoryCluster`: the object adapters' hooks receive."""
-
-    def __init__(self, cluster: MemoryCluster, node_id: str, address: str) -> None:
-        self.cluster = cluster
-        self.id = node_id
-        self.address = address
-        self.running = True
-        self.applied = 0
-        self.data: dict[str, str] = {}
-
-    def set(self, key: str, value: str) -> int:
-        """Replicate ``key = value``; return the entry's index."""
-        return self.cluster._append(("set", key, value))
-
-    def delete(self, key: str) -> int:
-        return self.cluster._append(("delete", key))
-
-    def replace(self, data: Mapping[str, str]) -> int:
-        """Replace the whole state, atomically on every node, through the log."""
-        return self.cluster._append(("replace", dict(data)))
-
-    @property
-    def is_leader(self) -> bool:
-        return self.cluster.leader is self
-
-    def stop(self) -> None:
-        self.running = False
-
-    def start(self) -> None:
-        with self.cluster.lock:
-            self.running = True
-            self.catch_up()
-
-    def catch_up(self) -> None:
-        with self.cluster.lock:
-            for entry in self.cluster.log[self.applied:]:
-                kind = entry.command[0]
-                if kind == "set":
-                    self.data[entry.command[1]] = entry.command[2]
-                elif kind == "delete":
-                    self.data.pop(entry.command[1], None)
-                elif kind == "replace":
-                    self.data = dict(entry.command[1])
-                self.applied = entry.index
-
-    def snapshot(self) -> tuple[int, int, bytes]:
-        """(index, term, state bytes) at this node's last applied entry, read atomically."""
-        with self.cluster.lock:
-            term = self.cluster.entry(self.applied).term if self.applied else 0
-            return self.applied, term, encode_memory_state(self.data)
-
-
-def encode_memory_state(data: Mapping[str, str]) -> bytes:
-    """The reference state format: compact JSON, keys sorted (the shape of Consul's test vectors)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def decode_memory_state(raw: bytes) -> dict[str, str]:
-    """Parse a reference state; raise ``ValueError`` if it is not one."""
-    data = json.loads(raw)
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise ValueError("a memory state is a JSON object of strings")
-    return data
-
-
-class MemoryPlugin:
-    """The reference backend's hook implementations (registered as ``memory`` by the kit)."""
-
-    name = MEMORY_BACKEND
-
-    @hookimpl
-    def raft_snapshot_backend(self, node: object) -> str | None:
-        return self.name if isinstance(node, MemoryNode) else None
-
-    @hookimpl
-    def raft_snapshot_take(
-        self, backend: str, node: MemoryNode, sink: IO[bytes]
-    ) -> SnapshotMeta | None:
-        if backend != self.name:
-            return None
-        index, term, raw = node.snapshot()
-        sink.write(raw)
-        return SnapshotMeta(index=index, term=term, servers=node.cluster.servers,
-                            configuration_index=1, state_format=MEMORY_STATE_FORMAT)
-
-    @hookimpl
-    def raft_snapshot_restore(
-        self, backend: str, node: MemoryNode, meta: SnapshotMeta, source: IO[bytes]
-    ) -> bool | None:
-        if backend != self.name:
-            return None
-        if meta.state_format not in ("", MEMORY_STATE_FORMAT):
-            raise ValueError(f"unknown state format {meta.state_format!r}")
-        node.replace(decode_memory_state(source.read()))
-        return True
-
-    @hookimpl
-    def raft_snapshot_is_leader(self, backend: str, node: MemoryNode) -> bool | None:
-        return node.is_leader if backend == self.name else None
-
-    @hookimpl
-    def raft_snapshot_leader(self, backend: str, node: MemoryNode) -> str | None:
-        if backend != self.name:
-            return None
-        leader = node.cluster.leader
-        return leader.address if leader is not None else None
-
-    @hookimpl
-    def raft_snapshot_state_format(self, backend: str) -> str | None:
-        return MEMORY_STATE_FORMAT if backend == self.name else None
-
-    @hookimpl
-    def raft_snapshot_describe(
-        self, backend: str, source: IO[bytes]
-    ) -> Mapping[str, tuple[int, int]] | None:
-        if backend != self.name:
-            return None
-        data = decode_memory_state(source.read())
-        return {"keys": (len(data), sum(len(k) + len(v) for k, v in data.items()))}
 
 
 # ==================================================================================================
@@ -306,15 +139,41 @@ class ConformanceTests:
 
     # --- discovery and leadership -----------------------------------------------------------------
 
+    def test_required_hooks_implemented(self, snapshot_manager: PluginManager) -> None:
+        info = {b.name: b for b in snapshot_manager.backends()}[self.backend]
+        assert info.usable, f"missing required hooks: {info.missing}"
+        assert set(REQUIRED) <= set(info.hooks)
+
     def test_backend_claims_node(self, snapshot_manager: PluginManager, snapshot_node: Any) -> None:
+        """Exactly one adapter claims the node (a second claim would raise), under its name."""
         assert snapshot_manager.backend_for(snapshot_node) == self.backend
 
     def test_backend_claims_nothing_else(self, snapshot_manager: PluginManager) -> None:
         with pytest.raises(BackendNotFoundError):
             snapshot_manager.backend_for(object())
+        # The reference backend's node is not this adapter's either: only memory claims it.
+        assert snapshot_manager.backend_for(MemoryCluster(1).nodes[0]) == MEMORY_BACKEND
 
-    def test_is_leader_answers(self, snapshot_manager: PluginManager, snapshot_node: Any) -> None:
-        assert isinstance(snapshot_manager.is_leader(self.backend, snapshot_node), bool)
+    def test_leadership_decides_leader_only_takes(
+        self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_tmpdir: Path
+    ) -> None:
+        """``is_leader`` is what a leader-only take goes by: it succeeds exactly on the leader,
+        and elsewhere names the leader if the adapter knows it (``raft_snapshot_leader``)."""
+        leads = snapshot_manager.is_leader(self.backend, snapshot_node)
+        if leads is None:
+            assert "raft_snapshot_is_leader" not in snapshot_manager.hooks_of(self.backend)
+            with take(snapshot_node, leader_only=True, manager=snapshot_manager) as snap:
+                assert snap.stale is None
+            return
+        if leads:
+            with take(snapshot_node, leader_only=True, manager=snapshot_manager) as snap:
+                assert snap.stale is False
+            return
+        with pytest.raises(NotLeaderError) as info:
+            take(snapshot_node, leader_only=True, manager=snapshot_manager).close()
+        assert info.value.leader == snapshot_manager.leader(self.backend, snapshot_node)
+        with take(snapshot_node, manager=snapshot_manager) as snap:
+            assert snap.stale is True
 
     # --- take -------------------------------------------------------------------------------------
 
@@ -329,7 +188,11 @@ class ConformanceTests:
             assert meta.index >= 1
             assert meta.servers and all(s.address for s in meta.servers)
             assert re.fullmatch(rf"{meta.term}-{meta.index}-\d+", meta.id)
-            assert snap.stale is not snapshot_manager.is_leader(self.backend, snapshot_node)
+            leads = snapshot_manager.is_leader(self.backend, snapshot_node)
+            assert snap.stale is (None if leads is None else not leads)
+            leader = snapshot_manager.leader(self.backend, snapshot_node)
+            if leader is not None:  # the leader it names is a member of the configuration
+                assert leader in {s.address for s in meta.servers}
 
     def test_take_is_repeatable(
         self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_tmpdir: Path
@@ -339,12 +202,16 @@ class ConformanceTests:
         second = _state_digest(snapshot_node, snapshot_manager)
         assert first == second
 
-    def test_take_stays_out_of_memory_and_temp(
+    def test_take_lives_in_one_private_temp_file(
         self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_tmpdir: Path
     ) -> None:
+        """The archive is the one 0600 file in the temp folder (the state's own temp file is gone),
+        what the snapshot reads is that file byte for byte, and closing removes it."""
         snap = take(snapshot_node, manager=snapshot_manager)
-        assert Path(snap.path).parent == snapshot_tmpdir
+        assert [p.name for p in snapshot_tmpdir.iterdir()] == [Path(snap.path).name]
         assert stat.S_IMODE(os.stat(snap.path).st_mode) == 0o600
+        assert snap.read() == Path(snap.path).read_bytes()
+        assert snap.size == os.path.getsize(snap.path)
         snap.close()
         snap.close()
         assert list(snapshot_tmpdir.iterdir()) == []
@@ -371,9 +238,17 @@ class ConformanceTests:
             snap.save(tmp_path / "s.snap")
         found = inspect(tmp_path / "s.snap", manager=snapshot_manager)
         assert found.meta.backend == self.backend
+        if "raft_snapshot_describe" not in snapshot_manager.hooks_of(self.backend):
+            assert found.stats == ()  # optional: no breakdown, and no error
+            return
         assert found.stats, "raft_snapshot_describe gave no breakdown"
-        for row in found.stats:
-            assert isinstance(row.name, str) and row.count >= 0 and row.sum >= 0
+        names = [row.name for row in found.stats]
+        assert len(set(names)) == len(names) and all(names)
+        assert all(row.count >= 0 and row.sum >= 0 for row in found.stats)
+        # snapshot_node holds a known, non-empty state: the breakdown must count some of it
+        assert any(row.count > 0 for row in found.stats), found.stats
+        # describing is a pure function of the archive
+        assert inspect(tmp_path / "s.snap", manager=snapshot_manager) == found
 
     # --- restore ----------------------------------------------------------------------------------
 
@@ -418,7 +293,8 @@ class ConformanceTests:
         self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_fresh_node: Any,
         snapshot_read_state: Callable[[Any], Any], snapshot_tmpdir: Path, tmp_path: Path,
     ) -> None:
-        """An archive that verifies but whose state.bin the adapter cannot decode."""
+        """An archive that verifies but whose state.bin the adapter cannot decode is refused
+        (``StateRejectedError``: a refusal, not a failure of the node) and changes nothing."""
         self._restore_or_skip()
         with take(snapshot_node, manager=snapshot_manager) as snap:
             meta = snap.meta
@@ -427,10 +303,9 @@ class ConformanceTests:
         bogus = dataclasses.replace(meta, id="", peers=b"")
         with Snapshot.create(bogus, garbage) as snap:
             snap.save(tmp_path / "garbage.snap")
-        with pytest.raises(BackendError) as info:
+        with pytest.raises(StateRejectedError) as info:
             restore(snapshot_fresh_node, tmp_path / "garbage.snap", manager=snapshot_manager)
         assert info.value.backend == self.backend
-        assert info.value.__cause__ is not None, "the adapter's own error must be chained"
         assert snapshot_read_state(snapshot_fresh_node) == before
 
     def test_other_backend_refused(

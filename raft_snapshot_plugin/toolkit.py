@@ -6,7 +6,9 @@ written against these names keeps working when the core's insides move.
 
 - :func:`open_verified`: read and check a whole archive into a private temp file and get its
   state (Consul's ``Read``), for an offline restore or a tool of the adapter's own. The core's
-  restore and inspect use it too; hooks get their ``source`` from it.
+  restore and inspect use it too; hooks get their ``source`` from it. Given the backend and its
+  state format it refuses another backend's archive, or a newer format, as the core's restore does
+  (:func:`check_compatible` on its own).
 - :func:`temp_file`, :func:`atomic_output`, :func:`remove_quietly`, :func:`temp_dir`: private temp
   files (0600, in ``RAFT_SNAPSHOT_TMPDIR``, removed on error) and atomic writes of final files.
 - :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
@@ -22,6 +24,7 @@ from .archive import ArchiveSource
 from .errors import (
     ArchiveError,
     BackendError,
+    IncompatibleArchiveError,
     IntegrityError,
     SnapshotTimeoutError,
     StateRejectedError,
@@ -29,13 +32,14 @@ from .errors import (
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
 from .seal import VerifyKey
-from .snapshot import VerifiedState, open_verified
+from .snapshot import VerifiedState, check_compatible, open_verified
 
 __all__ = [
     "CHUNK_SIZE",
     "ArchiveError",
     "ArchiveSource",
     "BackendError",
+    "IncompatibleArchiveError",
     "IntegrityError",
     "Server",
     "SnapshotMeta",
@@ -45,6 +49,7 @@ __all__ = [
     "VerifiedState",
     "VerifyKey",
     "atomic_output",
+    "check_compatible",
     "hookimpl",
     "open_verified",
     "remove_quietly",

@@ -32,28 +32,24 @@ def raft_snapshot_backend(node):
     return "{name}" if isinstance(node, TinyNode) else None
 
 @hookimpl
-def raft_snapshot_take(backend, node, sink):
-    if backend != "{name}":
-        return None
+def raft_snapshot_take(node, sink):
     sink.write(node.data)
     return SnapshotMeta(index=node.index, term=2, servers=(Server("t1", "tiny://1"),),
                         state_format="tiny/1")
 
 @hookimpl
-def raft_snapshot_restore(backend, node, meta, source):
-    if backend != "{name}":
-        return None
+def raft_snapshot_restore(node, meta, source):
     node.data = source.read()
     node.index = meta.index
     return True
 
 @hookimpl
-def raft_snapshot_is_leader(backend, node):
-    return node.leader if backend == "{name}" else None
+def raft_snapshot_is_leader(node):
+    return node.leader
 
 @hookimpl
-def raft_snapshot_describe(backend, source):
-    return {{"bytes": (1, len(source.read()))}} if backend == "{name}" else None
+def raft_snapshot_describe(source):
+    return {{"bytes": (1, len(source.read()))}}
 '''
 
 
@@ -144,7 +140,9 @@ def test_backends_cli_lists_external_adapter(adapter_sites: dict[str, Path]) -> 
     assert ["tiny", "raft-snapshot-tiny", "1.2.3"] in lines
     listed = json.loads(_cli(["backends", "--format", "json"], adapter_sites["tiny"]).stdout)
     assert {"name": "tiny", "distribution": "raft-snapshot-tiny", "version": "1.2.3",
-            "disabled": False} in listed
+            "disabled": False, "usable": True, "missing": [],
+            "hooks": ["raft_snapshot_backend", "raft_snapshot_describe", "raft_snapshot_is_leader",
+                      "raft_snapshot_restore", "raft_snapshot_take"]} in listed
 
 
 def test_disable_env_switches_adapter_off(
@@ -156,8 +154,8 @@ def test_disable_env_switches_adapter_off(
     with pytest.raises(rsp.BackendNotFoundError, match="TinyNode"):
         rsp.take(tiny.TinyNode(b"x"), manager=pm)
     result = _cli(["backends"], adapter_sites["tiny"], RAFT_SNAPSHOT_DISABLE_PLUGINS="tiny")
-    assert any(line.startswith("tiny ") and line.endswith("(disabled)")
-               for line in result.stdout.splitlines())
+    lines = result.stdout.splitlines()
+    assert lines[lines.index("tiny  raft-snapshot-tiny 1.2.3") + 1].strip().startswith("disabled")
 
 
 def test_two_distributions_claiming_one_name_is_an_error(
@@ -217,18 +215,18 @@ class _Faulty(MemoryPlugin):
     def raft_snapshot_backend(self, node: object) -> str | None:
         return self._misbehave("backend", super().raft_snapshot_backend(node))  # type: ignore[no-any-return]
 
-    def raft_snapshot_take(self, backend: str, node: MemoryNode, sink: IO[bytes]) -> Any:
-        return self._misbehave("take", super().raft_snapshot_take(backend, node, sink))
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> Any:
+        return self._misbehave("take", super().raft_snapshot_take(node, sink))
 
     def raft_snapshot_restore(
-        self, backend: str, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
+        self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
     ) -> Any:
         if self.hook == "restore":
             return self._misbehave("restore", None)
-        return super().raft_snapshot_restore(backend, node, meta, source)
+        return super().raft_snapshot_restore(node, meta, source)
 
-    def raft_snapshot_describe(self, backend: str, source: IO[bytes]) -> Any:
-        return self._misbehave("describe", super().raft_snapshot_describe(backend, source))
+    def raft_snapshot_describe(self, source: IO[bytes]) -> Any:
+        return self._misbehave("describe", super().raft_snapshot_describe(source))
 
 
 for _name in ("raft_snapshot_backend", "raft_snapshot_take", "raft_snapshot_restore",
@@ -263,3 +261,174 @@ def test_adapter_failures_name_the_adapter(
     if behaviour == "raise":
         assert isinstance(info.value.__cause__, KeyError)
     assert node.data == {"k": "v"}
+
+
+# --- name-keyed dispatch --------------------------------------------------------------------------
+
+class _Greedy:
+    """A plugin that claims nothing but answers every take and restore, for any backend: the
+    adapter that forgot ``if backend != "mine": return None``."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @rsp.hookimpl
+    def raft_snapshot_backend(self, node: object) -> None:
+        return None
+
+    @rsp.hookimpl(tryfirst=True)
+    def raft_snapshot_take(self, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        self.calls.append("take")
+        sink.write(b"greedy bytes")
+        return rsp.SnapshotMeta(index=999, term=9, servers=())
+
+    @rsp.hookimpl(tryfirst=True)
+    def raft_snapshot_restore(self) -> bool:
+        self.calls.append("restore")
+        return True
+
+    @rsp.hookimpl(tryfirst=True)
+    def raft_snapshot_is_leader(self) -> bool:
+        self.calls.append("is_leader")
+        return False
+
+
+def test_greedy_plugin_cannot_answer_another_backends_calls(
+    tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    greedy = _Greedy()
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(greedy, name="greedy")
+    pm.register(MemoryPlugin(), name="memory")  # registered last: pluggy would call it first
+    cluster = MemoryCluster(2)
+    source, target = cluster.nodes
+    source.set("k", "v")
+    with rsp.take(source, manager=pm) as snap:
+        assert snap.meta.backend == "memory" and snap.stale is False
+        assert snap.meta.index == source.applied and snap.meta.size == len(b'{"k":"v"}')
+        snap.save(tmp_path / "s.snap")
+    other = MemoryCluster(1).nodes[0]
+    rsp.restore(other, tmp_path / "s.snap", manager=pm)
+    assert other.data == {"k": "v"}
+    assert greedy.calls == []
+
+
+def test_two_claims_for_one_node_name_both() -> None:
+    class Rival(MemoryPlugin):
+        name = "rival"
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(MemoryPlugin(), name="memory")
+    pm.register(Rival(), name="rival")
+    with pytest.raises(PluginConflictError, match=r"'rival'.*'memory'|'memory'.*'rival'"):
+        pm.backend_for(MemoryCluster(1).nodes[0])
+
+
+def test_claim_must_be_the_registered_name() -> None:
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(MemoryPlugin(), name="mem2")  # answers "memory" from raft_snapshot_backend
+    with pytest.raises(rsp.BackendError, match=r"'mem2' claimed a node as backend 'memory'"):
+        pm.backend_for(MemoryCluster(1).nodes[0])
+
+
+class _Minimal:
+    """Only the three required hooks."""
+
+    name = "minimal"
+
+    @rsp.hookimpl
+    def raft_snapshot_backend(self, node: object) -> str | None:
+        return self.name if isinstance(node, MemoryNode) else None
+
+    @rsp.hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        return MemoryPlugin().raft_snapshot_take(node, sink)
+
+    @rsp.hookimpl
+    def raft_snapshot_restore(
+        self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
+    ) -> bool:
+        return MemoryPlugin().raft_snapshot_restore(node, meta, source)
+
+
+def test_optional_hooks_absent_have_documented_answers(
+    tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(_Minimal(), name="minimal")
+    node = MemoryCluster(1).nodes[0]
+    node.set("k", "v")
+    assert pm.is_leader("minimal", node) is None
+    assert pm.leader("minimal", node) is None
+    assert pm.state_format("minimal") is None
+    with rsp.take(node, manager=pm, leader_only=True) as snap:
+        assert snap.stale is None  # unknown, not "false"
+        snap.save(tmp_path / "s.snap")
+    assert rsp.inspect(tmp_path / "s.snap", manager=pm).stats == ()
+    (info,) = pm.backends()
+    assert info.usable and info.missing == ()
+    assert info.hooks == ("raft_snapshot_backend", "raft_snapshot_restore", "raft_snapshot_take")
+
+
+def test_missing_required_hook_is_reported_and_refused_by_name(snapshot_tmpdir: Path) -> None:
+    class NoRestore(_Minimal):
+        raft_snapshot_restore = None  # type: ignore[assignment]
+
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(NoRestore(), name="minimal")
+    (info,) = pm.backends()
+    assert not info.usable and info.missing == ("raft_snapshot_restore",)
+    node = MemoryCluster(1).nodes[0]
+    with rsp.take(node, manager=pm) as snap, pytest.raises(
+        rsp.BackendError, match=r"'minimal' does not implement raft_snapshot_restore"
+    ):
+        rsp.restore(node, snap, manager=pm)
+
+
+def test_not_leader_take_names_the_leader(snapshot_tmpdir: Path) -> None:
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(MemoryPlugin(), name="memory")
+    cluster = MemoryCluster(2)
+    with pytest.raises(rsp.NotLeaderError) as info:
+        rsp.take(cluster.nodes[1], manager=pm, leader_only=True)
+    assert info.value.leader == cluster.nodes[0].address
+    with rsp.take(cluster.nodes[1], manager=pm) as snap:
+        assert snap.stale is True
+
+
+class _Raising(MemoryPlugin):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    @rsp.hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        raise self.error
+
+    @rsp.hookimpl
+    def raft_snapshot_restore(
+        self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
+    ) -> bool:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (TimeoutError("the cluster is slow"), rsp.SnapshotTimeoutError),
+    (rsp.StateRejectedError("not my bytes"), rsp.StateRejectedError),
+    (ValueError("bug"), rsp.BackendError),
+])
+def test_one_error_mapping_at_the_hook_edge(
+    error: Exception, expected: type[Exception], tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    good = get_plugin_manager(load_entrypoints=False)
+    good.register(MemoryPlugin(), name="memory")
+    node = MemoryCluster(1).nodes[0]
+    with rsp.take(node, manager=good) as snap:
+        snap.save(tmp_path / "s.snap")
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(_Raising(error), name="memory")
+    for call in (lambda: rsp.take(node, manager=pm),
+                 lambda: rsp.restore(node, tmp_path / "s.snap", manager=pm)):
+        with pytest.raises(expected) as info:
+            call()
+        assert "memory" in str(info.value) or getattr(info.value, "backend", None) == "memory"
+        assert info.value is error or info.value.__cause__ is error

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from raft_snapshot_plugin import StateRejectedError
 from raft_snapshot_plugin.testing import (
     ConformanceTests,
     MemoryCluster,
@@ -67,7 +68,7 @@ def test_memory_state_format_round_trips() -> None:
     raw = encode_memory_state(data)
     assert raw == b'{"a":"<&>","b":"2"}'
     assert decode_memory_state(raw) == data
-    with pytest.raises(ValueError):
+    with pytest.raises(StateRejectedError):
         decode_memory_state(b"[1, 2]")
 
 
@@ -80,7 +81,7 @@ import pytest
 from raft_snapshot_plugin.testing import MemoryCluster, MemoryPlugin, decode_memory_state
 from raft_snapshot_plugin import SnapshotMeta
 from raft_snapshot_plugin.hookspecs import hookimpl
-from raft_snapshot_plugin._files import temp_dir
+from raft_snapshot_plugin.toolkit import temp_dir
 
 {plugin}
 
@@ -120,7 +121,7 @@ _TORN = """
 class Broken(MemoryPlugin):
     '''Writes the state of every other key: a state no node ever had.'''
     @hookimpl
-    def raft_snapshot_take(self, backend, node, sink):
+    def raft_snapshot_take(self, node, sink):
         index, term, raw = node.snapshot()
         data = decode_memory_state(raw)
         import json
@@ -134,7 +135,7 @@ _APPLIES_DAMAGED = """
 class Broken(MemoryPlugin):
     '''Applies what it can decode before it finds the state bad: half applied.'''
     @hookimpl
-    def raft_snapshot_restore(self, backend, node, meta, source):
+    def raft_snapshot_restore(self, node, meta, source):
         raw = source.read()
         node.set("partially", "applied")
         node.replace(decode_memory_state(raw))
@@ -145,7 +146,7 @@ _LEAKS_TEMP = """
 class Broken(MemoryPlugin):
     '''Spools the state through a temp file it never removes.'''
     @hookimpl
-    def raft_snapshot_take(self, backend, node, sink):
+    def raft_snapshot_take(self, node, sink):
         index, term, raw = node.snapshot()
         fd, path = tempfile.mkstemp(dir=temp_dir())
         os.write(fd, raw)
@@ -156,13 +157,33 @@ class Broken(MemoryPlugin):
 """
 
 
+_COUNTS_NOTHING = """
+class Broken(MemoryPlugin):
+    '''Describes every state as empty.'''
+    @hookimpl
+    def raft_snapshot_describe(self, source):
+        source.read()
+        return {"keys": (0, 0)}
+"""
+
+_NAMES_A_STRANGER = """
+class Broken(MemoryPlugin):
+    '''Names a leader that is not in the cluster's configuration.'''
+    @hookimpl
+    def raft_snapshot_leader(self, node):
+        return "10.9.9.9:1"
+"""
+
+
 @pytest.mark.parametrize(
     ("plugin", "must_fail"),
     [
         pytest.param(_TORN, {"test_round_trip"}, id="torn-state"),
         pytest.param(_APPLIES_DAMAGED, {"test_undecodable_state_never_applied"},
                      id="applies-damaged-archive"),
-        pytest.param(_LEAKS_TEMP, {"test_take_stays_out_of_memory_and_temp",
+        pytest.param(_COUNTS_NOTHING, {"test_inspect_describes_state"}, id="describe-counts-nothing"),
+        pytest.param(_NAMES_A_STRANGER, {"test_take_metadata"}, id="leader-not-a-member"),
+        pytest.param(_LEAKS_TEMP, {"test_take_lives_in_one_private_temp_file",
                                    "test_restore_leaves_no_temp_files"}, id="leaks-temp-file"),
     ],
 )
@@ -192,7 +213,7 @@ _OFFLINE = """
 class Broken(MemoryPlugin):
     '''Restores offline: the state is staged beside the target and shows only once started.'''
     @hookimpl
-    def raft_snapshot_restore(self, backend, node, meta, source):
+    def raft_snapshot_restore(self, node, meta, source):
         node.cluster.staged = decode_memory_state(source.read())
         return True
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from typing import IO
 
+from raft_snapshot_plugin.toolkit import StateRejectedError
+
 __all__ = ["HASH_SIZE", "check_trailing_hash"]
 
 #: The streamed snapshot ends with the SHA-256 of everything before it.
@@ -17,7 +19,7 @@ def check_trailing_hash(file: IO[bytes]) -> int:
     """Check that ``file`` (read from its position to the end) ends with the SHA-256 of the rest.
 
     :return: the length of the database before the hash.
-    :raises ValueError: the bytes are not a snapshot streamed by etcd's maintenance API.
+    :raises StateRejectedError: the bytes are not a snapshot streamed by etcd's maintenance API.
     """
     digest = hashlib.sha256()
     tail = b""
@@ -29,5 +31,6 @@ def check_trailing_hash(file: IO[bytes]) -> int:
             size += len(tail) - HASH_SIZE
             tail = tail[-HASH_SIZE:]
     if len(tail) != HASH_SIZE or digest.digest() != tail:
-        raise ValueError("state.bin is not an etcd snapshot: it does not end with its own SHA-256")
+        raise StateRejectedError(
+            "state.bin is not an etcd snapshot: it does not end with its own SHA-256", backend="etcd")
     return size

@@ -1,13 +1,22 @@
-"""The hook implementations, registered as backend ``etcd`` by the entry point."""
+"""The hook implementations, registered as backend ``etcd`` by the entry point.
+
+The core calls these only for nodes this module claimed, so none checks its ``backend``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import IO, Any
 
-from raft_snapshot_plugin import Server, SnapshotMeta, Suffrage, hookimpl
-from raft_snapshot_plugin._files import remove_quietly, temp_file
-from raft_snapshot_plugin.archive import CHUNK
+from raft_snapshot_plugin.toolkit import (
+    CHUNK_SIZE,
+    Server,
+    SnapshotMeta,
+    Suffrage,
+    hookimpl,
+    remove_quietly,
+    temp_file,
+)
 
 from .cluster import EtcdCluster, NewCluster
 from .restore import BACKEND, STATE_FORMAT_PREFIX, restore_state
@@ -27,10 +36,8 @@ def raft_snapshot_backend(node: object) -> str | None:
 
 @hookimpl
 def raft_snapshot_take(
-    backend: str, node: EtcdCluster | NewCluster, sink: IO[bytes], timeout: float | None
-) -> SnapshotMeta | None:
-    if backend != BACKEND:
-        return None
+    node: EtcdCluster | NewCluster, sink: IO[bytes], timeout: float | None
+) -> SnapshotMeta:
     cluster = _running(node, "take a snapshot of")
     with cluster.connect() as conn:
         # The status comes first: the snapshot holds every entry applied by then (and perhaps a
@@ -48,11 +55,8 @@ def raft_snapshot_take(
 
 @hookimpl
 def raft_snapshot_restore(
-    backend: str, node: EtcdCluster | NewCluster, meta: SnapshotMeta, source: IO[bytes],
-    timeout: float | None,
-) -> bool | None:
-    if backend != BACKEND:
-        return None
+    node: EtcdCluster | NewCluster, meta: SnapshotMeta, source: IO[bytes], timeout: float | None,
+) -> bool:
     if isinstance(node, EtcdCluster):
         raise LiveRestoreRefusedError(
             f"etcd cannot restore a running cluster in place ({node!r}): build a new cluster "
@@ -66,18 +70,14 @@ def raft_snapshot_restore(
 
 
 @hookimpl
-def raft_snapshot_is_leader(backend: str, node: EtcdCluster | NewCluster) -> bool | None:
-    if backend != BACKEND:
-        return None
+def raft_snapshot_is_leader(node: EtcdCluster | NewCluster) -> bool:
     with _running(node, "ask the leader of").connect() as conn:
         status = conn.status()
     return bool(status.leader) and status.leader == status.header.member_id
 
 
 @hookimpl
-def raft_snapshot_leader(backend: str, node: EtcdCluster | NewCluster) -> str | None:
-    if backend != BACKEND:
-        return None
+def raft_snapshot_leader(node: EtcdCluster | NewCluster) -> str | None:
     with _running(node, "ask the leader of").connect() as conn:
         leader = conn.status().leader
         for member in conn.members():
@@ -87,12 +87,10 @@ def raft_snapshot_leader(backend: str, node: EtcdCluster | NewCluster) -> str | 
 
 
 @hookimpl
-def raft_snapshot_describe(backend: str, source: IO[bytes]) -> Mapping[str, tuple[int, int]] | None:
-    if backend != BACKEND:
-        return None
+def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
     with temp_file(prefix="raft-snapshot-etcd-describe-") as (file, path):
         try:
-            while chunk := source.read(CHUNK):
+            while chunk := source.read(CHUNK_SIZE):
                 file.write(chunk)
             file.close()
             status = snapshot_status(path)

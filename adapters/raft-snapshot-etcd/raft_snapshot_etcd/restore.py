@@ -22,9 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from raft_snapshot_plugin import ArchiveError, SnapshotMeta
-from raft_snapshot_plugin._files import remove_quietly, temp_file
-from raft_snapshot_plugin.archive import CHUNK, ArchiveSource, read_archive
+from raft_snapshot_plugin.toolkit import (
+    CHUNK_SIZE,
+    ArchiveSource,
+    SnapshotMeta,
+    StateRejectedError,
+    open_verified,
+)
 
 from ._stream import check_trailing_hash
 from .cluster import EtcdCluster, EtcdMember, NewCluster, RestorePlan
@@ -60,25 +64,15 @@ def restore_data_dirs(
     :param extra_args: more etcd flags for every member's command line.
     :param tool: ``etcdutl`` or ``etcdctl`` (default: whichever is installed, etcdutl first).
     :param timeout: seconds each member's restore may last.
-    :raises ArchiveError: the archive is bad or another backend's.
-    :raises ValueError: state.bin is not an etcd snapshot.
+    :raises ArchiveError: the archive is bad.
+    :raises IncompatibleArchiveError: another backend's archive.
+    :raises StateRejectedError: state.bin is not an etcd snapshot.
     :raises FileExistsError: a member's data dir exists already.
     :raises RuntimeError: the etcd tool failed (nothing is left under ``data_root``).
     """
     new = NewCluster(tuple(members), Path(data_root), cluster_token, etcd, tuple(extra_args))
-    with temp_file(prefix="raft-snapshot-etcd-") as (state, path):
-        try:
-            meta = read_archive(source, state)
-            if meta.backend and meta.backend != BACKEND:
-                raise ArchiveError(
-                    "meta.json", f"taken by backend {meta.backend!r}, not {BACKEND!r}"
-                )
-            state.flush()
-            state.seek(0)
-            return restore_state(new, meta, state, tool=tool, timeout=timeout)
-        finally:
-            state.close()
-            remove_quietly(path)
+    with open_verified(source, prefix="raft-snapshot-etcd-", backend=BACKEND) as verified:
+        return restore_state(new, verified.meta, verified.file, tool=tool, timeout=timeout)
 
 
 def restore_state(
@@ -87,7 +81,8 @@ def restore_state(
 ) -> RestorePlan:
     """Build ``new``'s data dirs from a verified state.bin (``source`` at its first byte)."""
     if meta.state_format and not meta.state_format.startswith(STATE_FORMAT_PREFIX):
-        raise ValueError(f"state format {meta.state_format!r} is not an etcd snapshot")
+        raise StateRejectedError(f"state format {meta.state_format!r} is not an etcd snapshot",
+                                 backend=BACKEND)
     taken = new.existing_data_dirs()
     if taken:
         raise FileExistsError(
@@ -100,7 +95,7 @@ def restore_state(
     try:
         db = staging / "snapshot.db"
         with open(db, "wb") as out:
-            shutil.copyfileobj(source, out, CHUNK)
+            shutil.copyfileobj(source, out, CHUNK_SIZE)
         with open(db, "rb") as check:
             check_trailing_hash(check)  # a clear error before etcdctl sees garbage
         for member in new.members:

@@ -1,4 +1,7 @@
-"""The hook implementations, registered as backend ``pysyncobj`` by the entry point."""
+"""The hook implementations, registered as backend ``pysyncobj`` by the entry point.
+
+The core calls these only for nodes this module claimed, so none checks its ``backend``.
+"""
 
 from __future__ import annotations
 
@@ -23,40 +26,33 @@ def raft_snapshot_backend(node: object) -> str | None:
 
 
 @hookimpl
-def raft_snapshot_take(
-    backend: str, node: SyncObj, sink: IO[bytes], timeout: float | None
-) -> SnapshotMeta | None:
-    if backend != BACKEND:
-        return None
+def raft_snapshot_take(node: SyncObj, sink: IO[bytes], timeout: float | None) -> SnapshotMeta:
     return take_state(node, sink, timeout)
 
 
 @hookimpl
 def raft_snapshot_restore(
-    backend: str, node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None,
-    trusted: bool,
-) -> bool | None:
-    if backend != BACKEND:
-        return None
+    node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None, trusted: bool,
+) -> bool:
     restore_state(node, meta, source, timeout, trusted=trusted)
     return True
 
 
 @hookimpl
-def raft_snapshot_state_format(backend: str) -> str | None:
-    return STATE_FORMAT if backend == BACKEND else None
+def raft_snapshot_state_format() -> str:
+    return STATE_FORMAT
 
 
 @hookimpl
-def raft_snapshot_is_leader(backend: str, node: SyncObj) -> bool | None:
-    return _node.is_leader(node) if backend == BACKEND else None
+def raft_snapshot_is_leader(node: SyncObj) -> bool:
+    return _node.is_leader(node)
 
 
 @hookimpl
-def raft_snapshot_describe(backend: str, source: IO[bytes]) -> Mapping[str, tuple[int, int]] | None:
-    return describe_state(source) if backend == BACKEND else None
+def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
+    return describe_state(source)
 
 
 @hookimpl
-def raft_snapshot_leader(backend: str, node: SyncObj) -> str | None:
-    return _node.leader_address(node) if backend == BACKEND else None
+def raft_snapshot_leader(node: SyncObj) -> str | None:
+    return _node.leader_address(node)

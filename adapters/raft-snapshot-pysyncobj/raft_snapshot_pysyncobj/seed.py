@@ -20,10 +20,7 @@ from typing import Any
 
 from pysyncobj.node import TCPNode
 
-from raft_snapshot_plugin import ArchiveError, SnapshotMeta
-from raft_snapshot_plugin._files import atomic_output, remove_quietly, temp_file
-from raft_snapshot_plugin.archive import ArchiveSource, read_archive_contents
-from raft_snapshot_plugin.seal import VerifyKey
+from raft_snapshot_plugin.toolkit import ArchiveSource, SnapshotMeta, VerifyKey, atomic_output, open_verified
 
 from ._node import BACKEND
 from .state import STATE_FORMAT, load_state
@@ -59,23 +56,15 @@ def seed(
     :param verify_key: require the archive to be sealed with this key; a sealed archive's
         pickle then loads without restriction.
     :return: the archive's metadata. The node starts at index ``max(meta.index, 2)``.
-    :raises ArchiveError: a bad archive, another backend's, or a state that would run code.
+    :raises ArchiveError: a bad archive, or a state that would run code.
+    :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     """
-    with temp_file(prefix="raft-snapshot-seed-") as (state, path):
-        try:
-            contents = read_archive_contents(source, state, verify_key=verify_key)
-            meta = contents.meta
-            if meta.backend and meta.backend != BACKEND:
-                raise ArchiveError("meta.json", f"taken by backend {meta.backend!r}, not {BACKEND!r}")
-            if meta.state_format not in ("", STATE_FORMAT):
-                raise ArchiveError("meta.json", f"unknown state format {meta.state_format!r}")
-            state.seek(0)
-            attributes, consumers = load_state(
-                state, trusted_classes=trusted_classes,
-                allow_unsafe_pickle=allow_unsafe_pickle or contents.trusted)
-        finally:
-            state.close()
-            remove_quietly(path)
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-seed-",
+                       backend=BACKEND, state_format=STATE_FORMAT) as verified:
+        meta = verified.meta
+        attributes, consumers = load_state(
+            verified.file, trusted_classes=trusted_classes,
+            allow_unsafe_pickle=allow_unsafe_pickle or verified.trusted)
     slots: list[dict[str, Any]] = [fields for _, fields in consumers]
     if snapshot_support:
         slots.append(SnapshotSupport()._serialize())  # its replicated fields, nothing pending

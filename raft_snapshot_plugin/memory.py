@@ -1,0 +1,211 @@
+"""The reference backend: a replicated log in one process that shows the adapter contract end to end.
+
+:class:`MemoryCluster` is a small Raft model: index, term, members, leadership, followers that can
+stop and catch up, no networking. :class:`MemoryPlugin` implements every hook for it, the way an
+adapter for a real backend would; it is not an entry point, so nothing installs it by accident:
+register it yourself (the conformance kit's ``snapshot_manager`` does)::
+
+    from raft_snapshot_plugin.manager import get_plugin_manager
+    from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+
+    pm = get_plugin_manager()
+    pm.register(MemoryPlugin(), name=MEMORY_BACKEND)
+    cluster = MemoryCluster(3)
+    cluster.nodes[0].set("k", "v")
+    with rsp.take(cluster.nodes[0], manager=pm) as snap: ...
+
+It imports without pytest; it is a model of a Raft backend, not a substitute for one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from collections.abc import Mapping
+from typing import IO, Any
+
+from .errors import StateRejectedError
+from .hookspecs import hookimpl
+from .meta import Server, SnapshotMeta
+
+__all__ = [
+    "MEMORY_BACKEND",
+    "MEMORY_STATE_FORMAT",
+    "MemoryCluster",
+    "MemoryNode",
+    "MemoryPlugin",
+    "decode_memory_state",
+    "encode_memory_state",
+]
+
+MEMORY_BACKEND = "memory"
+MEMORY_STATE_FORMAT = "memory-json/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    index: int
+    term: int
+    command: tuple[Any, ...]
+
+
+class MemoryCluster:
+    """A Raft cluster in one process: one log, a leader, nodes that apply it in order.
+
+    The state machine is a key/value store (``str -> str``). Writes go through the leader, get the
+    next index in the current term and are applied at once by every running node; a stopped node
+    applies what it missed when it starts again. ``elect`` changes the leader and the term.
+    """
+
+    def __init__(self, size: int = 3, *, name: str = "mem") -> None:
+        self.lock = threading.RLock()
+        self.term = 1
+        self.log: list[_Entry] = []
+        self.nodes = [MemoryNode(self, f"{name}-node{i}", f"memory://{name}/{i}") for i in range(size)]
+        self.leader: MemoryNode | None = self.nodes[0]
+        self._append(("noop",))
+
+    def _append(self, command: tuple[Any, ...]) -> int:
+        with self.lock:
+            if self.leader is None or not self.leader.running:
+                raise RuntimeError("the cluster has no leader")
+            entry = _Entry(len(self.log) + 1, self.term, command)
+            self.log.append(entry)
+            for node in self.nodes:
+                if node.running:
+                    node.catch_up()
+            return entry.index
+
+    def elect(self, node: MemoryNode) -> None:
+        """Make ``node`` the leader in a new term."""
+        with self.lock:
+            self.term += 1
+            self.leader = node
+            self._append(("noop",))
+
+    def entry(self, index: int) -> _Entry:
+        return self.log[index - 1]
+
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        return tuple(Server(id=n.id, address=n.address) for n in self.nodes)
+
+
+class MemoryNode:
+    """One node of a :class:`MemoryCluster`: the object adapters' hooks receive."""
+
+    def __init__(self, cluster: MemoryCluster, node_id: str, address: str) -> None:
+        self.cluster = cluster
+        self.id = node_id
+        self.address = address
+        self.running = True
+        self.applied = 0
+        self.data: dict[str, str] = {}
+
+    def set(self, key: str, value: str) -> int:
+        """Replicate ``key = value``; return the entry's index."""
+        return self.cluster._append(("set", key, value))
+
+    def delete(self, key: str) -> int:
+        return self.cluster._append(("delete", key))
+
+    def replace(self, data: Mapping[str, str]) -> int:
+        """Replace the whole state, atomically on every node, through the log."""
+        return self.cluster._append(("replace", dict(data)))
+
+    @property
+    def is_leader(self) -> bool:
+        return self.cluster.leader is self
+
+    def stop(self) -> None:
+        self.running = False
+
+    def start(self) -> None:
+        with self.cluster.lock:
+            self.running = True
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        with self.cluster.lock:
+            for entry in self.cluster.log[self.applied:]:
+                kind = entry.command[0]
+                if kind == "set":
+                    self.data[entry.command[1]] = entry.command[2]
+                elif kind == "delete":
+                    self.data.pop(entry.command[1], None)
+                elif kind == "replace":
+                    self.data = dict(entry.command[1])
+                self.applied = entry.index
+
+    def snapshot(self) -> tuple[int, int, bytes]:
+        """(index, term, state bytes) at this node's last applied entry, read atomically."""
+        with self.cluster.lock:
+            term = self.cluster.entry(self.applied).term if self.applied else 0
+            return self.applied, term, encode_memory_state(self.data)
+
+
+def encode_memory_state(data: Mapping[str, str]) -> bytes:
+    """The reference state format: compact JSON, keys sorted (the shape of Consul's test vectors)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_memory_state(raw: bytes) -> dict[str, str]:
+    """Parse a reference state.
+
+    :raises StateRejectedError: the bytes are not a memory state (another backend's, or garbage).
+    """
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        raise StateRejectedError(f"not a memory state: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise StateRejectedError("not a memory state: want a JSON object of strings")
+    return data
+
+
+class MemoryPlugin:
+    """The reference backend's hook implementations, registered as ``memory``.
+
+    Hooks run only for the backend they are registered under, so none checks its ``backend``.
+    """
+
+    name = MEMORY_BACKEND
+
+    @hookimpl
+    def raft_snapshot_backend(self, node: object) -> str | None:
+        return self.name if isinstance(node, MemoryNode) else None
+
+    @hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> SnapshotMeta:
+        index, term, raw = node.snapshot()
+        sink.write(raw)
+        return SnapshotMeta(index=index, term=term, servers=node.cluster.servers,
+                            configuration_index=1, state_format=MEMORY_STATE_FORMAT)
+
+    @hookimpl
+    def raft_snapshot_restore(self, node: MemoryNode, meta: SnapshotMeta, source: IO[bytes]) -> bool:
+        if meta.state_format not in ("", MEMORY_STATE_FORMAT):
+            raise StateRejectedError(f"unknown state format {meta.state_format!r}")
+        node.replace(decode_memory_state(source.read()))
+        return True
+
+    @hookimpl
+    def raft_snapshot_is_leader(self, node: MemoryNode) -> bool:
+        return node.is_leader
+
+    @hookimpl
+    def raft_snapshot_leader(self, node: MemoryNode) -> str | None:
+        leader = node.cluster.leader
+        return leader.address if leader is not None else None
+
+    @hookimpl
+    def raft_snapshot_state_format(self) -> str:
+        return MEMORY_STATE_FORMAT
+
+    @hookimpl
+    def raft_snapshot_describe(self, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
+        data = decode_memory_state(source.read())
+        return {"keys": (len(data), sum(len(k) + len(v) for k, v in data.items()))}
