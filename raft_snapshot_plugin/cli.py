@@ -293,6 +293,21 @@ def demo(backend: str) -> int:
     return 0 if run_demo(click.echo) else 1
 
 
+@cli.command("new-adapter")
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def new_adapter_command(name: str, dest: str | None) -> None:
+    """Write a new adapter distribution for backend NAME (into DEST, default raft-snapshot-NAME):
+    the three required hooks, a stand-in node, and tests wired to the conformance kit."""
+    from .scaffold import new_adapter
+
+    try:
+        where = new_adapter(name, dest)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    click.echo(f"Wrote {where}: pip install -e '{where}[test]' && pytest {where}")
+
+
 _CONFIG = click.option("--config", "config_path", required=True, metavar="FILE",
                        type=click.Path(exists=True, dir_okay=False),
                        help="The agent's TOML configuration.")
