@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 #: The Consul-made archives this repository carries (see their README).
 VECTORS = Path(__file__).resolve().parent / "data" / "consul"
 

@@ -301,7 +301,7 @@ def test_greedy_plugin_cannot_answer_another_backends_calls(
     pm.register(greedy, name="greedy")
     pm.register(MemoryPlugin(), name="memory")  # registered last: pluggy would call it first
     cluster = MemoryCluster(2)
-    source, target = cluster.nodes
+    source = cluster.nodes[0]
     source.set("k", "v")
     with rsp.take(source, manager=pm) as snap:
         assert snap.meta.backend == "memory" and snap.stale is False

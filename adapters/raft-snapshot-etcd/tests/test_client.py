@@ -12,6 +12,8 @@ from raft_snapshot_etcd import EtcdCluster
 from raft_snapshot_etcd._client import Connection, prefix_end
 from raft_snapshot_etcd._stream import check_trailing_hash
 
+from raft_snapshot_plugin import StateRejectedError
+
 
 @pytest.mark.parametrize(("prefix", "end"), [
     (b"a", b"b"), (b"k/", b"k0"), (b"a\xff", b"b"), (b"\xff\xff", b"\0"), (b"", b"\0"),
@@ -24,7 +26,7 @@ def test_trailing_hash() -> None:
     body = bytes(range(256)) * 5000
     assert check_trailing_hash(io.BytesIO(body + hashlib.sha256(body).digest())) == len(body)
     for bad in (body, body + bytes(32), b"", hashlib.sha256(body).digest()[:31]):
-        with pytest.raises(ValueError, match="not an etcd snapshot"):
+        with pytest.raises(StateRejectedError, match="not an etcd snapshot"):
             check_trailing_hash(io.BytesIO(bad))
 
 

@@ -31,7 +31,7 @@ from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
 
 import raft_snapshot_plugin as rsp
-from raft_snapshot_plugin import ArchiveError, BackendError
+from raft_snapshot_plugin import ArchiveError, BackendError, StateRejectedError
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import IncompatibleArchiveError, SnapshotTimeoutError
 
@@ -366,7 +366,7 @@ def test_untrusted_class_restores_only_from_a_sealed_archive(
                                  seal_key=seal) as snap:
             snap.save(tmp_path / f"{name}.snap")
     before = other_cluster.states()
-    with pytest.raises(BackendError, match="Money"):
+    with pytest.raises(StateRejectedError, match="Money"):
         rsp.restore(other_cluster.leader(), tmp_path / "unsealed.snap")
     with pytest.raises(ArchiveError, match="not sealed"):
         rsp.restore(other_cluster.leader(), tmp_path / "unsealed.snap", verify_key=key)
