@@ -25,30 +25,23 @@ import dataclasses
 import hashlib
 import io
 import os
-import queue
 import re
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any, Protocol, Union, cast
+from typing import IO, Any, Protocol, Union
 
 from ._files import remove_quietly, temp_file
+from ._gzip import CHUNK as CHUNK  # re-exported: the chunk size the other modules stream in
+from ._gzip import FAST_GZIP, GzipReader, GzipWriter, Readable
+from ._gzip import Writable as _Writable
+from ._tar import BLOCK as BLOCK  # re-exported
+from ._tar import ZERO_BLOCK, padding, tar_header, tar_members
+from ._worker import QUEUE_DEPTH, Worker
 from .errors import ArchiveError, IntegrityError
 from .meta import MAX_META_BYTES, SnapshotMeta, Suffrage, encode_peers
 from .seal import SealKey, VerifyKey
-
-try:  # ISA-L: the same deflate format, several times faster
-    from isal import isal_zlib as _zlib
-
-    FAST_GZIP = True
-except ImportError:  # pragma: no cover - exercised in the tox env without the extra
-    import zlib as _zlib  # type: ignore[no-redef]
-
-    FAST_GZIP = False
-
-_DEFLATE_ERRORS = cast("tuple[type[Exception], ...]", (_zlib.error,))
 
 __all__ = [
     "FAST_GZIP",
@@ -69,31 +62,17 @@ MEMBER_SUMS = "SHA256SUMS"
 MEMBER_SEAL = "SHA256SUMS.sealed"
 _KNOWN = (MEMBER_META, MEMBER_STATE, MEMBER_SUMS, MEMBER_SEAL)
 _MAX_SMALL_MEMBER = {MEMBER_META: MAX_META_BYTES, MEMBER_SUMS: 64 << 10, MEMBER_SEAL: 64 << 10}
-_MAX_PAX_BYTES = 1 << 20
 
-CHUNK = 1 << 20
-BLOCK = 512
+# CHUNK (1 MiB, the unit every stream is read and handed on in) comes from ._gzip, BLOCK (512) from
+# ._tar; both stay importable from here.
 #: state.bin from this size up is hashed (and, when reading, handed to the sink) on a worker thread
 #: while this thread compresses or decompresses: hashlib and ISA-L both release the GIL.
 _THREAD_MIN = 4 * CHUNK
-#: chunks queued for the worker: bounds memory to about (depth + 2) chunks
-_QUEUE_DEPTH = 4
-_ZERO_BLOCK = bytes(BLOCK)
 
 #: The source of state.bin: bytes, a path, or a binary file object read from its current position.
 StateSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
 #: An archive to read: a path, or a binary file object read from its current position.
 ArchiveSource = Union[str, "os.PathLike[str]", "Readable"]
-
-
-class _Writable(Protocol):
-    def write(self, data: Any, /) -> Any: ...
-
-
-class Readable(Protocol):
-    """Any binary stream: ``read(n)`` returns up to n bytes, ``b""`` at the end."""
-
-    def read(self, size: int = ..., /) -> bytes: ...
 
 
 # ==================================================================================================
@@ -134,33 +113,33 @@ def write_archive(
         )
         meta_bytes = meta.to_json()
         mtime = millis // 1000
-        gz = _GzipWriter(out, level)
+        gz = GzipWriter(out, level)
         meta_sum = hashlib.sha256(meta_bytes).hexdigest()
-        gz.write(_tar_header(MEMBER_META, len(meta_bytes), mtime))
-        gz.write(meta_bytes)
-        gz.write(_padding(len(meta_bytes)))
-        gz.write(_tar_header(MEMBER_STATE, size, mtime))
+        _write_member(gz, MEMBER_META, meta_bytes, mtime)
+        gz.write(tar_header(MEMBER_STATE, size, mtime))
         state_sum = _copy_hashed(stream, size, gz)
-        gz.write(_padding(size))
+        gz.write(padding(size))
         sums = f"{meta_sum}  {MEMBER_META}\n{state_sum}  {MEMBER_STATE}\n".encode("ascii")
-        gz.write(_tar_header(MEMBER_SUMS, len(sums), mtime))
-        gz.write(sums)
-        gz.write(_padding(len(sums)))
+        _write_member(gz, MEMBER_SUMS, sums, mtime)
         if seal is not None:
-            sealed = seal.seal(sums)
-            gz.write(_tar_header(MEMBER_SEAL, len(sealed), mtime))
-            gz.write(sealed)
-            gz.write(_padding(len(sealed)))
-        gz.write(_ZERO_BLOCK * 2)
+            _write_member(gz, MEMBER_SEAL, seal.seal(sums), mtime)
+        gz.write(ZERO_BLOCK * 2)
         gz.close()
     return meta
 
 
-def _copy_hashed(source: IO[bytes] | memoryview, size: int, gz: _GzipWriter) -> str:
+def _write_member(gz: GzipWriter, name: str, data: bytes, mtime: int) -> None:
+    """One small member: its tar header, ``data`` and the padding to a whole block."""
+    gz.write(tar_header(name, len(data), mtime))
+    gz.write(data)
+    gz.write(padding(len(data)))
+
+
+def _copy_hashed(source: IO[bytes] | memoryview, size: int, gz: GzipWriter) -> str:
     """Compress ``size`` bytes of ``source`` into ``gz``, hashing them on the way; return the hex."""
     digest = hashlib.sha256()
     if isinstance(source, memoryview):
-        with _Worker(digest.update, threaded=size >= _THREAD_MIN) as worker:
+        with Worker(digest.update, threaded=size >= _THREAD_MIN) as worker:
             for start in range(0, size, CHUNK):
                 worker.put(source[start:start + CHUNK])
                 gz.write(source[start:start + CHUNK])
@@ -168,11 +147,11 @@ def _copy_hashed(source: IO[bytes] | memoryview, size: int, gz: _GzipWriter) -> 
     # A ring of buffers: one is read into and compressed here while the worker hashes the ones
     # before it. A buffer is read into again only once the worker has released it.
     threaded = size >= _THREAD_MIN
-    count = _QUEUE_DEPTH + 2 if threaded else 1
+    count = QUEUE_DEPTH + 2 if threaded else 1
     buffers = [memoryview(bytearray(min(CHUNK, max(size, 1)))) for _ in range(count)]
     free = threading.Semaphore(count)
     remaining = size
-    with _Worker(digest.update, threaded=threaded, done=free.release) as worker:
+    with Worker(digest.update, threaded=threaded, done=free.release) as worker:
         turn = 0
         while remaining:
             free.acquire()
@@ -187,79 +166,6 @@ def _copy_hashed(source: IO[bytes] | memoryview, size: int, gz: _GzipWriter) -> 
     return digest.hexdigest()
 
 
-class _Worker:
-    """Feed chunks, in order, to ``consume`` on a worker thread (or inline when not ``threaded``).
-
-    ``done`` is called after each chunk, consumed or skipped after a failure. Leaving the ``with``
-    block waits for every chunk put; an exception raised by ``consume`` is raised again in the
-    caller's thread, at the next ``put`` or on leaving the block (where it takes precedence over
-    an exception the block raised after it: it happened first).
-    """
-
-    def __init__(
-        self,
-        consume: Callable[[Any], object],
-        *,
-        threaded: bool,
-        done: Callable[[], object] | None = None,
-    ) -> None:
-        self._consume = consume
-        self._done = done
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[Any] = queue.Queue(_QUEUE_DEPTH)
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="raft-snapshot-worker", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            chunk = self._queue.get()
-            if chunk is _STOP:
-                return
-            try:
-                if self._error is None:  # after a failure keep draining: the producer never blocks
-                    self._consume(chunk)
-            except BaseException as exc:  # raised again in the caller's thread
-                self._error = exc
-            finally:
-                if self._done is not None:
-                    self._done()
-
-    def put(self, chunk: Any) -> None:
-        """Hand over ``chunk``; it must stay unchanged until ``done`` is called for it."""
-        if self._thread is None:
-            try:
-                self._consume(chunk)
-            finally:
-                if self._done is not None:
-                    self._done()
-            return
-        if self._error is not None:
-            self._raise()
-        self._queue.put(chunk)
-
-    def _raise(self) -> None:
-        error, self._error = self._error, None
-        assert error is not None
-        try:
-            raise error
-        finally:
-            del error
-
-    def __enter__(self) -> _Worker:
-        return self
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        if self._thread is not None:
-            self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            self._raise()
-
-
-_STOP = object()
 
 
 @contextlib.contextmanager
@@ -298,63 +204,6 @@ def _seekable(stream: IO[bytes]) -> bool:
 def _millis_from_id(snapshot_id: str) -> int | None:
     match = re.fullmatch(r"\d+-\d+-(\d+)", snapshot_id)
     return int(match.group(1)) if match else None
-
-
-class _GzipWriter:
-    """One gzip member written by hand: header as Go writes it, raw deflate, CRC-32 and length."""
-
-    def __init__(self, out: _Writable, level: int | None) -> None:
-        zlib_level = 1 if level is None else level
-        if not 0 <= zlib_level <= 9:
-            raise ValueError(f"compression level must be 0 to 9, not {level}")
-        xfl = 4 if zlib_level == 1 else 2 if zlib_level == 9 else 0  # as Go's writer sets it
-        if FAST_GZIP:
-            zlib_level = min(3, (zlib_level + 2) // 3)
-        self._out = out
-        self._deflate = _zlib.compressobj(zlib_level, _zlib.DEFLATED, -15)
-        self._crc = 0
-        self._length = 0
-        out.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes([xfl, 255]))
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._crc = _zlib.crc32(data, self._crc)
-        self._length += len(data)
-        compressed = self._deflate.compress(data)
-        if compressed:
-            self._out.write(compressed)
-
-    def close(self) -> None:
-        self._out.write(self._deflate.flush())
-        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._length & 0xFFFFFFFF))
-
-
-def _tar_header(name: str, size: int, mtime: int) -> bytes:
-    header = bytearray(BLOCK)
-
-    def put(offset: int, width: int, value: bytes) -> None:
-        header[offset:offset + len(value)] = value[:width]
-
-    put(0, 100, name.encode("utf-8"))
-    put(100, 8, b"0000600\x00")
-    put(108, 8, b"0000000\x00")
-    put(116, 8, b"0000000\x00")
-    if size < 8**11:
-        put(124, 12, b"%011o\x00" % size)
-    else:  # GNU base-256, which Go's reader accepts, for a state of 8 GiB or more
-        put(124, 12, b"\x80" + size.to_bytes(11, "big"))
-    put(136, 12, b"%011o\x00" % mtime if 0 <= mtime < 8**11 else b"00000000000\x00")
-    put(148, 8, b"        ")
-    header[156] = ord("0")
-    put(257, 6, b"ustar\x00")
-    put(263, 2, b"00")
-    put(329, 8, b"0000000\x00")
-    put(337, 8, b"0000000\x00")
-    put(148, 8, b"%06o\x00 " % sum(header))
-    return bytes(header)
-
-
-def _padding(size: int) -> bytes:
-    return bytes(-size % BLOCK)
 
 
 # ==================================================================================================
@@ -405,11 +254,11 @@ def read_archive_contents(
 
 
 def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) -> ArchiveContents:
-    gz = _GzipReader(source)
+    gz = GzipReader(source)
     small: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     state_length: int | None = None
-    for name, size in _tar_members(gz):
+    for name, size in tar_members(gz, _KNOWN):
         if name in digests or name in small:
             raise ArchiveError(name, "duplicate member")
         if name == MEMBER_STATE:
@@ -448,7 +297,7 @@ def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) ->
     )
 
 
-def _stream_member(gz: _GzipReader, size: int, sink: _Sink | None) -> str:
+def _stream_member(gz: GzipReader, size: int, sink: _Sink | None) -> str:
     digest = hashlib.sha256()
     if sink is None:
         consume: Callable[[bytes], object] = digest.update
@@ -458,7 +307,7 @@ def _stream_member(gz: _GzipReader, size: int, sink: _Sink | None) -> str:
             sink.write(chunk)
 
     remaining = size
-    with _Worker(consume, threaded=size >= _THREAD_MIN) as worker:
+    with Worker(consume, threaded=size >= _THREAD_MIN) as worker:
         while remaining:
             chunk = gz.read(min(remaining, CHUNK))
             if not chunk:
@@ -489,224 +338,3 @@ def _check_sums(text: bytes, digests: dict[str, str]) -> None:
     for name in digests:
         if name not in seen:
             raise ArchiveError(MEMBER_SUMS, f"no checksum for {name}")
-
-
-# --- tar ------------------------------------------------------------------------------------------
-
-def _tar_members(gz: _GzipReader) -> Iterator[tuple[str, int]]:
-    """Yield (name, size) of each member; the caller reads its data and padding."""
-    pax: dict[str, str] = {}
-    long_name: str | None = None
-    while True:
-        block = gz.read_exact(BLOCK, "tar", allow_eof=True)
-        if not block:
-            return  # no end blocks inside an intact gzip: Go accepts this
-        if block == _ZERO_BLOCK:
-            second = gz.read_exact(BLOCK, "tar", allow_eof=True)
-            if not second or second == _ZERO_BLOCK:
-                return
-            raise ArchiveError("tar", "a zero block followed by data")
-        _check_header_checksum(block)
-        typeflag = block[156:157]
-        name = _cstring(block[0:100])
-        ustar = block[257:263] == b"ustar\x00"
-        if ustar and block[345]:
-            name = _cstring(block[345:500]) + "/" + name
-        size = _tar_number(block[124:136], name)
-        if typeflag in (b"x", b"L", b"K"):  # header extensions, not members
-            if size > _MAX_PAX_BYTES:
-                raise ArchiveError("tar", f"a {size}-byte extended header")
-            data = gz.read_exact(size, "tar")
-            gz.read_exact(-size % BLOCK, "tar")
-            if typeflag == b"x":
-                pax.update(_parse_pax(data))
-            elif typeflag == b"L":
-                long_name = _cstring(data)
-            continue
-        if long_name is not None:
-            name, long_name = long_name, None
-        if "path" in pax:
-            name = pax["path"]
-        if "size" in pax:
-            try:
-                size = int(pax["size"])
-            except ValueError as exc:
-                raise ArchiveError(name, "extended header has an invalid size") from exc
-            if size < 0:
-                raise ArchiveError(name, "extended header has a negative size")
-        pax = {}
-        if typeflag not in (b"0", b"\x00") or (typeflag == b"\x00" and name.endswith("/")):
-            kind = {b"1": "a hard link", b"2": "a symbolic link", b"5": "a directory"}.get(
-                typeflag, f"type {typeflag.decode('latin-1')!r}"
-            )
-            raise ArchiveError(name, f"not a regular file ({kind})")
-        if name not in _KNOWN:
-            raise ArchiveError(name, "unexpected member in a snapshot archive")
-        yield name, size
-
-
-def _cstring(raw: bytes) -> str:
-    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace")
-
-
-def _check_header_checksum(block: bytes) -> None:
-    try:
-        stored = int(block[148:156].strip(b" \x00") or b"-1", 8)
-    except ValueError:
-        stored = -1
-    blanked = block[:148] + b" " * 8 + block[156:]
-    unsigned = sum(blanked)
-    signed = sum(struct.unpack("512b", blanked))
-    if stored not in (unsigned, signed):
-        raise ArchiveError("tar", "header checksum mismatch (not a tar, or damaged)")
-
-
-def _tar_number(field: bytes, name: str) -> int:
-    if field[0] & 0x80:  # GNU base-256
-        if field[0] & 0x40:
-            raise ArchiveError(name, "negative size in tar header")
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    text = field.strip(b" \x00")
-    try:
-        return int(text, 8) if text else 0
-    except ValueError as exc:
-        raise ArchiveError(name, f"invalid size {text!r} in tar header") from exc
-
-
-def _parse_pax(data: bytes) -> dict[str, str]:
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space])
-        except ValueError as exc:
-            raise ArchiveError("tar", "malformed extended header") from exc
-        record = data[space + 1:pos + length]
-        if length <= 0 or space < 0 or not record.endswith(b"\n") or b"=" not in record:
-            raise ArchiveError("tar", "malformed extended header")
-        key, _, value = record[:-1].partition(b"=")
-        records[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-        pos += length
-    return records
-
-
-# --- gzip -----------------------------------------------------------------------------------------
-
-class _GzipReader:
-    """A strict multi-member gzip decoder with Go's rules, decoding on demand in bounded chunks."""
-
-    def __init__(self, raw: Readable) -> None:
-        self._raw = raw
-        self._input = b""
-        self._raw_eof = False
-        self._inflate: Any = None
-        self._crc = 0
-        self._length = 0
-        self._finished = False
-        #: the archive member being read, named by truncation errors
-        self.where = "gzip"
-        if not self._fill(1):
-            raise ArchiveError("gzip", "empty file, not a gzip stream")
-        self._start_member(first=True)
-
-    def _fill(self, n: int) -> bool:
-        """Make at least ``n`` input bytes available; False if the source ended first."""
-        while len(self._input) < n and not self._raw_eof:
-            chunk = self._raw.read(CHUNK)
-            if not chunk:
-                self._raw_eof = True
-            else:
-                self._input += chunk
-        return len(self._input) >= n
-
-    def _take(self, n: int, what: str) -> bytes:
-        if not self._fill(n):
-            raise IntegrityError("gzip", f"truncated inside the {what}")
-        data, self._input = self._input[:n], self._input[n:]
-        return data
-
-    def _start_member(self, *, first: bool) -> None:
-        self._fill(3)
-        if self._input[:3] != b"\x1f\x8b\x08":
-            if first:
-                raise ArchiveError("gzip", "not a gzip stream (invalid header)")
-            raise ArchiveError("gzip", "bytes after the last gzip member")
-        header = self._take(10, "gzip header")
-        flags = header[3]
-        if flags & 0x04:  # FEXTRA
-            extra_length = struct.unpack("<H", self._take(2, "gzip header"))[0]
-            header += struct.pack("<H", extra_length) + self._take(extra_length, "gzip header")
-        for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
-            if flags & flag:
-                while True:
-                    byte = self._take(1, "gzip header")
-                    header += byte
-                    if byte == b"\x00":
-                        break
-        if flags & 0x02:  # FHCRC
-            stored = struct.unpack("<H", self._take(2, "gzip header"))[0]
-            if stored != _zlib.crc32(header) & 0xFFFF:
-                raise IntegrityError("gzip", "header checksum mismatch")
-        self._inflate = _zlib.decompressobj(-15)
-        self._crc = 0
-        self._length = 0
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` decompressed bytes; ``b""`` only at the clean end of the last member."""
-        while not self._finished:
-            if self._inflate.eof:
-                self._end_member()
-                continue
-            source_ended = not self._input and not self._fill(1)
-            # at the source's end, drain what the decompressor still holds before calling it short
-            out = self._inflate_some(b"" if source_ended else self._input, n)
-            if out:
-                return out
-            if source_ended and not self._inflate.eof:
-                raise IntegrityError(self.where, "truncated: the compressed stream ends early")
-        return b""
-
-    def _inflate_some(self, data: bytes, n: int) -> bytes:
-        try:
-            out: bytes = self._inflate.decompress(data, n)
-        except _DEFLATE_ERRORS as exc:
-            raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
-        if self._inflate.eof:
-            self._input = self._inflate.unused_data  # what follows this member
-        elif data:
-            self._input = self._inflate.unconsumed_tail
-        self._crc = _zlib.crc32(out, self._crc)
-        self._length += len(out)
-        return out
-
-    def _end_member(self) -> None:
-        crc, length = struct.unpack("<II", self._take(8, "gzip trailer"))
-        if crc != self._crc & 0xFFFFFFFF:
-            raise IntegrityError("gzip", "CRC-32 mismatch in the gzip trailer")
-        if length != self._length & 0xFFFFFFFF:
-            raise IntegrityError("gzip", "length mismatch in the gzip trailer")
-        if not self._fill(1):
-            self._finished = True
-            return
-        self._start_member(first=False)
-
-    def read_exact(self, n: int, what: str, *, allow_eof: bool = False) -> bytes:
-        self.where = what
-        parts = []
-        remaining = n
-        while remaining:
-            chunk = self.read(remaining)
-            if not chunk:
-                if allow_eof and remaining == n:
-                    return b""
-                raise IntegrityError(what, f"truncated: {remaining} of {n} bytes missing")
-            parts.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(parts)
-
-    def expect_end(self) -> None:
-        """Require that nothing but the end of the gzip stream follows the tar."""
-        if self.read(1):
-            raise ArchiveError("tar", "data after the end of the tar")
-

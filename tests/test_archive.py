@@ -30,7 +30,7 @@ from raft_snapshot_plugin import (
     Snapshot,
     SnapshotMeta,
     Suffrage,
-    archive,
+    _gzip,
     verify,
 )
 from raft_snapshot_plugin.archive import read_archive, read_archive_contents, write_archive
@@ -157,14 +157,14 @@ def roundtrip(data: bytes) -> tuple[SnapshotMeta, bytes]:
 def use_gzip(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make the library use ISA-L ("isal") or the stdlib zlib module ("zlib")."""
     if name == "zlib":
-        monkeypatch.setattr(archive, "_zlib", zlib)
-        monkeypatch.setattr(archive, "FAST_GZIP", False)
+        monkeypatch.setattr(_gzip, "_zlib", zlib)
+        monkeypatch.setattr(_gzip, "FAST_GZIP", False)
     else:
         pytest.importorskip("isal", reason="the 'fast' extra (isal) is not installed")
         from isal import isal_zlib
 
-        monkeypatch.setattr(archive, "_zlib", isal_zlib)
-        monkeypatch.setattr(archive, "FAST_GZIP", True)
+        monkeypatch.setattr(_gzip, "_zlib", isal_zlib)
+        monkeypatch.setattr(_gzip, "FAST_GZIP", True)
 
 
 READERS = ["isal", "zlib"]
