@@ -207,8 +207,8 @@ def raft_snapshot_describe(
 def raft_snapshot_leader(backend: str, node: object) -> str | None:
     """Name the current leader of ``node``'s cluster, so a follower can point clients at it.
 
-    Optional: the snapshot endpoint calls it when it refuses a request on a follower; an adapter
-    that does not implement it leaves the answer without a leader.
+    Optional: a leader-only take calls it when it refuses on a follower (the endpoint's 503 names
+    the leader); without it the refusal names no leader.
 
     :param backend: the backend name chosen for ``node``.
     :param node: the node object the backend claimed.

@@ -19,17 +19,30 @@ def test_hooks_are_the_designed_seven() -> None:
                      "raft_snapshot_take"]
 
 
+def test_required_and_optional_cover_every_hook() -> None:
+    assert sorted(hookspecs.REQUIRED + hookspecs.OPTIONAL) == HOOKS
+    assert set(hookspecs.REQUIRED) == {"raft_snapshot_backend", "raft_snapshot_take",
+                                       "raft_snapshot_restore"}
+
+
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_is_documented(name: str) -> None:
+    """A row of the README's hook table names it and says whether it is required; its docstring
+    documents every parameter, the return value, and what happens without it when optional."""
     spec = getattr(hookspecs, name)
-    params = ", ".join(inspect.signature(spec).parameters)
     readme = (ROOT / "README.md").read_text()
-    assert f"### `{name}({params})`" in readme, f"README lacks a section for {name}({params})"
+    rows = [line for line in readme.splitlines() if line.startswith(f"| `{name}(")]
+    assert len(rows) == 1, f"README's hook table lacks a row for {name}"
+    required = name in hookspecs.REQUIRED
+    assert rows[0].split("|")[2].strip() == ("yes" if required else "no")
+    shown = rows[0].split("`")[1].removeprefix(f"{name}(").removesuffix(")")
+    params = list(inspect.signature(spec).parameters)
+    assert all(p in params for p in shown.split(", ") if p), f"{name}: README shows {shown}"
     doc = inspect.getdoc(spec) or ""
-    for param in inspect.signature(spec).parameters:
+    for param in params:
         assert f":param {param}:" in doc, f"{name} docstring lacks :param {param}:"
-    assert ":return:" in doc and "first non-``None`` result" in doc
-    assert "Example::" in doc
+    assert ":return:" in doc and "Example::" in doc
+    assert ("Required." in doc) if required else ("Optional" in doc and "without it" in doc)
 
 
 @pytest.mark.parametrize("name", HOOKS)

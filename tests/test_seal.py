@@ -138,10 +138,10 @@ class _Recording(MemoryPlugin):
 
     @hookimpl
     def raft_snapshot_restore(  # type: ignore[override]  # the hook's extra argument, on purpose
-        self, backend: str, node: Any, meta: SnapshotMeta, source: IO[bytes], trusted: bool
-    ) -> bool | None:
+        self, node: Any, meta: SnapshotMeta, source: IO[bytes], trusted: bool
+    ) -> bool:
         self.trusted.append(trusted)
-        return super().raft_snapshot_restore(backend, node, meta, source)
+        return super().raft_snapshot_restore(node, meta, source)
 
 
 def _manager(plugin: MemoryPlugin) -> Any:
@@ -174,7 +174,8 @@ def test_state_format_compatibility(tmp_path: Path, snapshot_tmpdir: Path) -> No
     """raft_snapshot_state_format: newer or foreign formats and backends refused unless allowed."""
     pm = _manager(MemoryPlugin())
     assert pm.state_format("memory") == "memory-json/1"
-    assert pm.state_format("nobody") is None
+    with pytest.raises(rsp.BackendNotFoundError, match="'nobody'"):
+        pm.state_format("nobody")
     node = MemoryCluster(1).nodes[0]
     state = encode_memory_state({"k": "v"})
     cases = {
@@ -193,7 +194,7 @@ def test_state_format_compatibility(tmp_path: Path, snapshot_tmpdir: Path) -> No
     # the operator's override reaches the adapter: it restores what it can read, refuses the rest
     rsp.restore(node, tmp_path / "other-backend.snap", allow_incompatible=True, manager=pm)
     assert node.data == {"k": "v"}
-    with pytest.raises(rsp.BackendError, match="unknown state format"):
+    with pytest.raises(rsp.StateRejectedError, match="unknown state format"):
         rsp.restore(node, tmp_path / "newer.snap", allow_incompatible=True, manager=pm)
 
 
