@@ -2,10 +2,13 @@
 
 An archive is one gzip member (RFC 1952; no file name, mtime 0, OS 255) holding a plain USTAR tar::
 
-    meta.json          hashicorp/raft's SnapshotMeta as Go writes it (see :mod:`.meta`)
+    meta.json          hashicorp/raft's SnapshotMeta as Go writes it (see :mod:`.meta`); a sealed
+                       archive's carries a ``Seal`` key (see :mod:`.seal`)
     state.bin          the state machine's bytes, opaque to the core
     SHA256SUMS         "<lowercase hex sha256>  <name>\\n" for meta.json and state.bin
-    SHA256SUMS.sealed  optional: a seal over SHA256SUMS, written last
+
+The reader also accepts the fourth member Vault and OpenBao write, ``SHA256SUMS.sealed``: verified by
+the sums like the rest, its seal reported and not checked.
 
 Headers have mode 0600, uid/gid 0, empty owner names and the snapshot time in whole seconds; the tar
 ends with exactly two zero blocks (Consul rejects the padding Python's ``tarfile`` adds).
@@ -41,7 +44,7 @@ from ._tar import ZERO_BLOCK, padding, tar_header, tar_members
 from ._worker import QUEUE_DEPTH, Worker
 from .errors import ArchiveError, IntegrityError
 from .meta import MAX_META_BYTES, SnapshotMeta, Suffrage, encode_peers
-from .seal import SealKey, VerifyKey
+from .seal import SealKey, VerifyKey, check_seal, seal_meta, seal_status
 
 __all__ = [
     "FAST_GZIP",
@@ -86,6 +89,7 @@ def write_archive(
     *,
     level: int | None = None,
     seal: SealKey | None = None,
+    state_sha256: str | None = None,
 ) -> SnapshotMeta:
     """Write one archive of ``state`` to the binary stream ``out``; return the meta as written.
 
@@ -96,8 +100,10 @@ def write_archive(
         A stream that cannot seek is spooled to a private temp file first (memory stays flat).
     :param level: compression from 0 (fastest) to 9 (smallest), counted as zlib counts; ``None``
         favours speed (level 1). With ISA-L installed the level maps onto its 0 to 3.
-    :param seal: a key (see :mod:`.seal`) that seals SHA256SUMS in a fourth member,
-        ``SHA256SUMS.sealed``, written last. Without one the archive is exactly Consul's.
+    :param seal: a key (see :mod:`.seal`) that seals the archive: meta.json gets a ``Seal`` key.
+        The archive keeps Consul's three members either way.
+    :param state_sha256: state.bin's SHA-256 (hex), when the caller hashed it on the way in; a
+        seal needs it before meta.json is written, and without it the state is read twice.
     """
     with _open_state(state) as (stream, size):
         millis = _millis_from_id(meta.id)
@@ -111,6 +117,10 @@ def write_archive(
                 s.address for s in meta.servers if s.suffrage == Suffrage.VOTER
             ),
         )
+        if seal is not None:
+            if state_sha256 is None:
+                state_sha256 = _hash_state(stream, size)
+            meta = seal_meta(meta, state_sha256, seal)
         meta_bytes = meta.to_json()
         mtime = millis // 1000
         gz = GzipWriter(out, level)
@@ -121,11 +131,26 @@ def write_archive(
         gz.write(padding(size))
         sums = f"{meta_sum}  {MEMBER_META}\n{state_sum}  {MEMBER_STATE}\n".encode("ascii")
         _write_member(gz, MEMBER_SUMS, sums, mtime)
-        if seal is not None:
-            _write_member(gz, MEMBER_SEAL, seal.seal(sums), mtime)
+        if state_sha256 is not None and state_sum != state_sha256:
+            raise IntegrityError(MEMBER_STATE, "the state changed while it was written: its hash "
+                                               "is not the one given (or sealed)")
         gz.write(ZERO_BLOCK * 2)
         gz.close()
     return meta
+
+
+def _hash_state(source: IO[bytes] | memoryview, size: int) -> str:
+    """SHA-256 of the ``size`` bytes at ``source``'s position, which is put back."""
+    if isinstance(source, memoryview):
+        return hashlib.sha256(source).hexdigest()
+    start = source.tell()
+    digest = hashlib.sha256()
+    remaining = size
+    while remaining and (chunk := source.read(min(CHUNK, remaining))):
+        digest.update(chunk)
+        remaining -= len(chunk)
+    source.seek(start)
+    return digest.hexdigest()
 
 
 def _write_member(gz: GzipWriter, name: str, data: bytes, mtime: int) -> None:
@@ -218,9 +243,15 @@ class ArchiveContents:
     meta_bytes: bytes
     sums: bytes
     state_sha256: str
-    seal: bytes | None
+    #: Vault's and OpenBao's ``SHA256SUMS.sealed`` member, when present: read, not checked
+    vault_seal: bytes | None = None
     #: the seal was checked with a verify key and holds: the key's owner made this archive
     trusted: bool = False
+
+    @property
+    def seal_status(self) -> str:
+        """``HMAC key 053e…, checked`` / ``not sealed`` / ``…, not checked (no key given)``."""
+        return seal_status(self.meta, checked=self.trusted, vault_layout=self.vault_seal is not None)
 
 
 class _Sink(Protocol):
@@ -277,12 +308,12 @@ def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) ->
         if name not in small and name not in digests:
             raise ArchiveError(name, "missing from the archive")
     _check_sums(small[MEMBER_SUMS], digests)
-    if verify_key is not None:
-        if MEMBER_SEAL not in small:
-            raise IntegrityError(MEMBER_SEAL, "missing: the archive is not sealed, and a verify "
-                                              "key is configured")
-        verify_key.check(small[MEMBER_SUMS], small[MEMBER_SEAL])
     meta = SnapshotMeta.from_json(small[MEMBER_META])
+    if verify_key is not None:
+        if meta.seal is None and MEMBER_SEAL in small:
+            raise IntegrityError(MEMBER_SEAL, "sealed in Vault's layout, which this key cannot "
+                                              "check; a verify key is configured")
+        check_seal(meta, digests[MEMBER_STATE], verify_key)
     if meta.size != state_length:
         raise IntegrityError(
             MEMBER_STATE, f"{state_length} bytes long but meta.json says Size {meta.size}"
@@ -292,7 +323,7 @@ def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) ->
         meta_bytes=small[MEMBER_META],
         sums=small[MEMBER_SUMS],
         state_sha256=digests[MEMBER_STATE],
-        seal=small.get(MEMBER_SEAL),
+        vault_seal=small.get(MEMBER_SEAL),
         trusted=verify_key is not None,
     )
 

@@ -12,6 +12,7 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── StateRejectedError                    an adapter refused the state's bytes  .backend
     ├── NotLeaderError                        a leader-only take on a follower      .leader
     ├── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
+    ├── KeyFileError (also ValueError)        a seal or verify key file is not what it should be
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
     └── StorageError                          the agent's storage (fsspec) failed          .url
 
@@ -27,6 +28,7 @@ __all__ = [
     "BackendNotFoundError",
     "IncompatibleArchiveError",
     "IntegrityError",
+    "KeyFileError",
     "NotLeaderError",
     "PluginConflictError",
     "RaftSnapshotError",
@@ -83,6 +85,11 @@ class BackendNotFoundError(BackendError):
 
 class PluginConflictError(BackendError):
     """Two plugins were registered under the same backend name."""
+
+
+class KeyFileError(RaftSnapshotError, ValueError):
+    """A seal or verify key is not what it should be: a public key given to seal with, a PEM of
+    another kind, an HMAC secret too short."""
 
 
 class StateRejectedError(RaftSnapshotError):

@@ -5,8 +5,9 @@ JSON and one trailing newline, the fields in struct order (``Version, ID, Index,
 Configuration, ConfigurationIndex, Size``), ``<``, ``>``, ``&``, U+2028 and U+2029 escaped, other
 non-ASCII written as UTF-8. ``Peers`` is base64 of a msgpack array of the voters' addresses as Go's
 msgpack codec writes it (fixarray/array16/array32 and fixraw/raw16/raw32 strings). Our writer appends
-``Backend``, ``BackendVersion`` and ``StateFormat`` after ``Size`` when an adapter took the snapshot;
-Go's decoder ignores unknown keys, so Consul still reads such a file. Reading matches keys as Go does:
+``Backend``, ``BackendVersion`` and ``StateFormat`` after ``Size`` when an adapter took the snapshot,
+and ``Seal`` last when the archive is sealed; Go's decoder ignores unknown keys, so Consul still reads
+such a file. Reading matches keys as Go does:
 an exact name or a case-insensitive one, the last occurrence winning, unknown keys ignored.
 """
 
@@ -23,7 +24,9 @@ from typing import Any
 
 from .errors import ArchiveError
 
-__all__ = ["MAX_META_BYTES", "Server", "SnapshotMeta", "Suffrage", "decode_peers", "encode_peers"]
+__all__ = [
+    "MAX_META_BYTES", "Seal", "Server", "SnapshotMeta", "Suffrage", "decode_peers", "encode_peers",
+]
 
 #: meta.json larger than this is refused before it is parsed.
 MAX_META_BYTES = 1 << 20
@@ -51,6 +54,25 @@ class Server:
 
 
 @dataclasses.dataclass(frozen=True)
+class Seal:
+    """meta.json's ``Seal`` key: who vouches for the archive (see :mod:`raft_snapshot_plugin.seal`).
+
+    :param algorithm: ``"hmac-sha256"`` or ``"ed25519"``.
+    :param key_id: the first 16 hex digits of the SHA-256 of the public key (or the secret).
+    :param signature: the MAC or signature over the canonical message.
+    """
+
+    algorithm: str
+    key_id: str
+    signature: bytes
+
+    def to_json(self) -> str:
+        sig = base64.b64encode(self.signature).decode("ascii")
+        return (f'{{"Algorithm":{_go_string(self.algorithm)},"KeyID":{_go_string(self.key_id)},'
+                f'"Signature":{_go_string(sig)}}}')
+
+
+@dataclasses.dataclass(frozen=True)
 class SnapshotMeta:
     """The metadata of one snapshot: hashicorp/raft's ``SnapshotMeta`` plus our backend record.
 
@@ -70,6 +92,7 @@ class SnapshotMeta:
     backend: str = ""
     backend_version: str = ""
     state_format: str = ""
+    seal: Seal | None = None
 
     def to_json(self) -> bytes:
         """Return ``meta.json`` exactly as Consul's Go code writes it (with one trailing newline)."""
@@ -94,6 +117,8 @@ class SnapshotMeta:
                 f',"BackendVersion":{_go_string(self.backend_version)}'
                 f',"StateFormat":{_go_string(self.state_format)}'
             )
+        if self.seal is not None:
+            text += f',"Seal":{self.seal.to_json()}'
         return (text + "}\n").encode("utf-8")
 
     @classmethod
@@ -130,6 +155,7 @@ class SnapshotMeta:
             backend=fields.get("backend", ""),
             backend_version=fields.get("backendversion", ""),
             state_format=fields.get("stateformat", ""),
+            seal=fields.get("seal"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,12 +235,19 @@ def _base64(value: object, where: str) -> bytes:
         raise ArchiveError(_MEMBER, f"{where} is not valid base64") from exc
 
 
+def _seal(value: object, where: str) -> Seal:
+    fields = _match(value, where, {"algorithm": _string, "keyid": _string, "signature": _base64})
+    if not (fields.get("algorithm") and fields.get("keyid") and fields.get("signature")):
+        raise ArchiveError(_MEMBER, f"{where} lacks Algorithm, KeyID or Signature")
+    return Seal(fields["algorithm"], fields["keyid"], fields["signature"])
+
+
 _Field = Callable[[object, str], Any]
 
 _TOP_FIELDS: dict[str, _Field] = {
     "version": _int64, "id": _string, "index": _uint64, "term": _uint64, "peers": _base64,
     "configuration": _any, "configurationindex": _uint64, "size": _int64,
-    "backend": _string, "backendversion": _string, "stateformat": _string,
+    "backend": _string, "backendversion": _string, "stateformat": _string, "seal": _seal,
 }
 _SERVER_FIELDS: dict[str, _Field] = {"suffrage": _int64, "id": _string, "address": _string}
 

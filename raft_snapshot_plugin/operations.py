@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any, cast
 
 from ._files import remove_quietly, temp_file
 from .archive import ArchiveSource
@@ -92,7 +93,8 @@ def take(
             leader = pm.is_leader(name, node)
             if leader is False and leader_only:
                 raise _not_leader(pm, name, node, "this node is not the leader")
-            meta = pm.take(name, node, state, timeout)
+            sink = _HashingSink(state)
+            meta = pm.take(name, node, cast(IO[bytes], sink), timeout)
             state.flush()
             if leader is not None:  # the state may be the new leader's only if it still leads
                 leader = leader and pm.is_leader(name, node) is not False
@@ -105,10 +107,37 @@ def take(
             )
             state.seek(0)
             stale = None if leader is None else not leader
-            return Snapshot.create(meta, state, level=level, stale=stale, seal_key=seal_key)
+            return Snapshot.create(meta, state, level=level, stale=stale, seal_key=seal_key,
+                                   state_sha256=sink.sha256())
         finally:
             state.close()
             remove_quietly(state_path)
+
+
+class _HashingSink:
+    """The adapter's sink: hashes what is written through it, so a seal needs no second pass over
+    the state. An adapter that does more than write (seek, or hand the file descriptor to a child,
+    as PySyncObj's fork does) gets the file itself, and the hash is then left to the writer."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._digest: Any = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        if self._digest is not None:
+            self._digest.update(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        self._digest = None  # anything but write/flush may move bytes past the hash
+        return getattr(self._file, name)
+
+    def sha256(self) -> str | None:
+        """The hex digest of everything written, or ``None`` when it cannot be vouched for."""
+        return None if self._digest is None else str(self._digest.hexdigest())
 
 
 def _not_leader(pm: PluginManager, backend: str, node: object, why: str) -> NotLeaderError:

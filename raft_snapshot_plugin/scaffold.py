@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 import string
 from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.resources.abc arrived in 3.11; this name works from 3.10
+    from importlib.abc import Traversable
 
 __all__ = ["new_adapter"]
 

@@ -59,6 +59,7 @@ class Snapshot(io.RawIOBase):
         level: int | None = None,
         stale: bool | None = False,
         seal_key: SealKey | None = None,
+        state_sha256: str | None = None,
     ) -> Snapshot:
         """Write an archive of ``state`` into a private temp file, without any adapter.
 
@@ -67,9 +68,12 @@ class Snapshot(io.RawIOBase):
         :param level: the compression level (see ``write_archive``).
         :param stale: record that the state was not read on the leader (``None``: unknown).
         :param seal_key: seal the archive with this key (see :mod:`.seal`).
+        :param state_sha256: the state's SHA-256, when already known (a seal then needs no
+            second pass over the state).
         """
         with temp_file() as (file, path):
-            written = write_archive(file, meta, state, level=level, seal=seal_key)
+            written = write_archive(file, meta, state, level=level, seal=seal_key,
+                                    state_sha256=state_sha256)
             file.flush()
         return cls(file, path, written, stale=stale)
 

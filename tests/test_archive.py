@@ -197,7 +197,7 @@ def test_valid_vector_is_accepted(vectors_dir: Path, name: str) -> None:
     assert sink.length == expected["state_size"] == contents.meta.size
     assert contents.sums.decode() == expected["sha256sums"]
     assert hashlib.sha256(contents.meta_bytes).hexdigest() == expected["meta_json_sha256"]
-    assert contents.seal is None
+    assert contents.meta.seal is None and contents.vault_seal is None
     with open(vectors_dir / f"{name}.snap", "rb") as stream:  # a stream as well as a path
         assert verify(stream) == contents.meta
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -12,16 +14,18 @@ from typing import IO, Any
 
 import pytest
 import rawarchive
+from consul_reader import consul_read
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import IntegrityError, Server, SnapshotMeta
 from raft_snapshot_plugin.archive import MEMBER_SEAL, read_archive_contents, write_archive
-from raft_snapshot_plugin.errors import IncompatibleArchiveError
+from raft_snapshot_plugin.errors import IncompatibleArchiveError, KeyFileError
 from raft_snapshot_plugin.hookspecs import hookimpl
 from raft_snapshot_plugin.http import Client, serve
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.seal import (
     Ed25519SigningKey,
+    Ed25519VerifyKey,
     HmacKey,
     generate_ed25519,
     load_seal_key,
@@ -49,44 +53,64 @@ def _members(raw: bytes) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
 
 
+def _rebuild(meta: bytes, state: bytes, *extra: tuple[str, bytes]) -> bytes:
+    """An archive of these members with SHA256SUMS recomputed: what a forger can always do."""
+    tar = (rawarchive.member("meta.json", meta) + rawarchive.member("state.bin", state)
+           + rawarchive.member("SHA256SUMS", rawarchive.sums_for(meta, state))
+           + b"".join(rawarchive.member(name, data) for name, data in extra) + rawarchive.END)
+    return gzip.compress(tar, mtime=0)
+
+
 @pytest.mark.parametrize(("seal", "check"), KEYS)
-def test_sealed_round_trip(seal: Any, check: Any) -> None:
+def test_sealed_round_trip_is_still_a_consul_archive(seal: Any, check: Any) -> None:
     raw = _archive(seal)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        assert tar.getnames() == ["meta.json", "state.bin", "SHA256SUMS", MEMBER_SEAL]
+    assert list(_members(raw)) == ["meta.json", "state.bin", "SHA256SUMS"]
     contents = read_archive_contents(io.BytesIO(raw), None, verify_key=check)
     assert contents.trusted and contents.meta.index == 12
-    # a reader without a key (Consul's among them) accepts the seal member and checks the sums
+    assert contents.meta.seal is not None and contents.meta.seal.key_id == check.key_id
+    assert contents.seal_status.endswith(f"key {check.key_id}, checked")
+    # Consul's reader: three members, unknown meta.json keys (Seal among them) ignored
+    meta, state = consul_read(raw)
+    assert state == STATE and meta["Index"] == 12 and meta["Seal"]["KeyID"] == check.key_id
+    # a reader without a key accepts the seal unchecked, and says so
+    unchecked = read_archive_contents(io.BytesIO(raw), None)
+    assert not unchecked.trusted and unchecked.seal_status.endswith("not checked (no key given)")
     assert rsp.verify(io.BytesIO(raw)) == contents.meta
-    assert not read_archive_contents(io.BytesIO(raw), None).trusted
 
 
 def test_unsealed_archive_stays_consul_shaped() -> None:
-    members = _members(_archive())
-    assert list(members) == ["meta.json", "state.bin", "SHA256SUMS"]
+    raw = _archive()
+    assert list(_members(raw)) == ["meta.json", "state.bin", "SHA256SUMS"]
+    assert b"Seal" not in _members(raw)["meta.json"]
+    assert read_archive_contents(io.BytesIO(raw), None).seal_status == "not sealed"
+    assert consul_read(raw)[1] == STATE
 
 
 @pytest.mark.parametrize(("seal", "check"), KEYS)
 def test_unsealed_archive_refused_with_a_key(seal: Any, check: Any) -> None:
     with pytest.raises(IntegrityError) as info:
         rsp.verify(io.BytesIO(_archive()), verify_key=check)
-    assert info.value.member == MEMBER_SEAL and "not sealed" in str(info.value)
+    assert info.value.member == "meta.json" and "not sealed" in str(info.value)
 
 
 @pytest.mark.parametrize(("seal", "check"), KEYS)
-def test_recomputed_sums_after_tampering_refused(seal: Any, check: Any) -> None:
-    """The attacker changes state.bin, recomputes SHA256SUMS, keeps the seal: refused."""
+def test_forgeries_refused(seal: Any, check: Any) -> None:
+    """What a forger without the key can do, each with SHA256SUMS recomputed: every one refused
+    with the key, and every one whole as far as the sums (and a reader without a key) can tell."""
     sealed = _members(_archive(seal))
-    state = sealed["state.bin"].replace(b"v", b"w", 10)
-    meta = sealed["meta.json"]
-    sums = rawarchive.sums_for(meta, state)
-    tar = (rawarchive.member("meta.json", meta) + rawarchive.member("state.bin", state)
-           + rawarchive.member("SHA256SUMS", sums) + rawarchive.member(MEMBER_SEAL, sealed[MEMBER_SEAL])
-           + rawarchive.END)
-    forged = gzip.compress(tar, mtime=0)
-    assert rsp.verify(io.BytesIO(forged)).index == 12  # whole, as far as the sums can tell
-    with pytest.raises(IntegrityError, match="does not match SHA256SUMS"):
-        rsp.verify(io.BytesIO(forged), verify_key=check)
+    meta, state = sealed["meta.json"], sealed["state.bin"]
+    doc = json.loads(meta)
+    stripped = json.dumps({k: v for k, v in doc.items() if k != "Seal"}, separators=(",", ":"))
+    moved = json.dumps({**doc, "Index": 13}, separators=(",", ":"))
+    forgeries = {
+        "seal stripped": (_rebuild(stripped.encode() + b"\n", state), "not sealed"),
+        "state changed, seal kept": (_rebuild(meta, state.replace(b"v", b"w", 10)), "changed"),
+        "meta changed, seal kept": (_rebuild(moved.encode() + b"\n", state), "changed"),
+    }
+    for label, (raw, reason) in forgeries.items():
+        assert consul_read(raw) and rsp.verify(io.BytesIO(raw)), label
+        with pytest.raises(IntegrityError, match=reason):
+            rsp.verify(io.BytesIO(raw), verify_key=check)
 
 
 def test_wrongly_keyed_archives_refused() -> None:
@@ -104,18 +128,28 @@ def test_wrongly_keyed_archives_refused() -> None:
             rsp.verify(io.BytesIO(raw), verify_key=key)
 
 
-@pytest.mark.parametrize("seal_member", [b"", b"not json", b"[]", b'{"Algorithm":"hmac-sha256"}',
-                                         b'{"Algorithm":"hmac-sha256","KeyID":"x","Signature":"!"}'])
-def test_garbage_seal_refused(seal_member: bytes) -> None:
-    meta, state, sums = rawarchive.parts()
-    tar = (rawarchive.member("meta.json", meta) + rawarchive.member("state.bin", state)
-           + rawarchive.member("SHA256SUMS", sums) + rawarchive.member(MEMBER_SEAL, seal_member)
-           + rawarchive.END)
-    raw = gzip.compress(tar, mtime=0)
-    rsp.verify(io.BytesIO(raw))  # without a key the seal is not read
-    with pytest.raises(IntegrityError) as info:
+@pytest.mark.parametrize("seal", [
+    "1", "[]", '{"Algorithm":"hmac-sha256"}', '{"Algorithm":"hmac-sha256","KeyID":"x","Signature":"!"}',
+])
+def test_garbage_seal_key_refused(seal: str) -> None:
+    meta, state, _ = rawarchive.parts()
+    doc = json.loads(meta)
+    forged = (json.dumps(doc, separators=(",", ":"))[:-1] + f',"Seal":{seal}}}\n').encode()
+    with pytest.raises(rsp.ArchiveError) as info:
+        rsp.verify(io.BytesIO(_rebuild(forged, state)))
+    assert info.value.member == "meta.json"
+
+
+def test_vault_layout_read_and_reported_not_checked() -> None:
+    """Vault and OpenBao write a fourth member, SHA256SUMS.sealed: read, verified by the sums,
+    reported as not checked, and refused where a key demands our seal."""
+    meta, state, _ = rawarchive.parts()
+    raw = _rebuild(meta, state, (MEMBER_SEAL, b'{"type":"vault"}'))
+    contents = read_archive_contents(io.BytesIO(raw), None)
+    assert contents.vault_seal == b'{"type":"vault"}'
+    assert contents.seal_status == "sealed (Vault layout, SHA256SUMS.sealed), not checked"
+    with pytest.raises(IntegrityError, match="Vault"):
         rsp.verify(io.BytesIO(raw), verify_key=HMAC)
-    assert info.value.member == MEMBER_SEAL
 
 
 def test_key_files(tmp_path: Path) -> None:
@@ -124,8 +158,19 @@ def test_key_files(tmp_path: Path) -> None:
     (tmp_path / "priv.pem").write_bytes(PRIVATE_PEM)
     (tmp_path / "pub.pem").write_bytes(PUBLIC_PEM)
     assert load_seal_key(tmp_path / "priv.pem").key_id == load_verify_key(tmp_path / "pub.pem").key_id
-    with pytest.raises(ValueError, match="16 bytes"):
+    with pytest.raises(KeyFileError, match="16 bytes"):
         HmacKey(b"short")
+    # the slips: a public key to seal with is refused, never taken for an HMAC secret
+    with pytest.raises(KeyFileError, match="public key"):
+        load_seal_key(tmp_path / "pub.pem")
+    # a private key where a verify key is expected: its public half, and it says so
+    derived = load_verify_key(tmp_path / "priv.pem")
+    assert isinstance(derived, Ed25519VerifyKey) and derived.from_private
+    assert derived.key_id == VERIFIER.key_id
+    (tmp_path / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    for load in (load_seal_key, load_verify_key):
+        with pytest.raises(KeyFileError, match="PEM"):
+            load(tmp_path / "cert.pem")
 
 
 # --- sealing through take, restore, the endpoint and the CLI -------------------------------------
@@ -233,7 +278,7 @@ def test_cli_keygen_seal_verify(tmp_path: Path) -> None:
     assert again.returncode == 1 and again.stderr.count("\n") == 1  # never overwritten
     (tmp_path / "a.snap").write_bytes(_archive())
     refused = _cli("verify", "--verify-key", str(pub), str(tmp_path / "a.snap"))
-    assert refused.returncode == 1 and "SHA256SUMS.sealed: missing" in refused.stderr
+    assert refused.returncode == 1 and "meta.json: not sealed" in refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     sealed = _cli("seal", str(tmp_path / "a.snap"), "--seal-key", str(priv),
                   "--out", str(tmp_path / "b.snap"))
@@ -242,5 +287,7 @@ def test_cli_keygen_seal_verify(tmp_path: Path) -> None:
                 env={"RAFT_SNAPSHOT_VERIFY_KEY": str(pub)}).returncode == 0
     wrong = _cli("verify", "--verify-key", str(secret), str(tmp_path / "b.snap"))
     assert wrong.returncode == 1 and "sealed with ed25519" in wrong.stderr
-    # a sealed archive keeps the same metadata and state
-    assert rsp.verify(tmp_path / "b.snap") == rsp.verify(tmp_path / "a.snap")
+    # a sealed archive keeps the same metadata (plus its Seal) and state
+    resealed = rsp.verify(tmp_path / "b.snap")
+    assert resealed.seal is not None
+    assert dataclasses.replace(resealed, seal=None) == rsp.verify(tmp_path / "a.snap")
