@@ -12,6 +12,8 @@ written against these names keeps working when the core's insides move.
 - :func:`temp_file`, :func:`atomic_output`, :func:`remove_quietly`, :func:`temp_dir`: private temp
   files (0600, in ``RAFT_SNAPSHOT_TMPDIR``, removed on error) and atomic writes of final files.
 - :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
+- :func:`check_seal`: whether an archive's seal holds under a key, for an adapter whose nodes
+  decide for themselves whether to trust a state (as PySyncObj's do before loading a pickle).
 - the errors a hook raises: :class:`StateRejectedError` (these bytes are not mine, or not safe to
   load), :class:`SnapshotTimeoutError` (or the built-in ``TimeoutError``), :class:`BackendError`.
 """
@@ -26,12 +28,13 @@ from .errors import (
     BackendError,
     IncompatibleArchiveError,
     IntegrityError,
+    RaftSnapshotError,
     SnapshotTimeoutError,
     StateRejectedError,
 )
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
-from .seal import VerifyKey
+from .seal import VerifyKey, check_seal
 from .snapshot import VerifiedState, check_compatible, open_verified
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "BackendError",
     "IncompatibleArchiveError",
     "IntegrityError",
+    "RaftSnapshotError",
     "Server",
     "SnapshotMeta",
     "SnapshotTimeoutError",
@@ -50,6 +54,7 @@ __all__ = [
     "VerifyKey",
     "atomic_output",
     "check_compatible",
+    "check_seal",
     "hookimpl",
     "open_verified",
     "remove_quietly",

@@ -309,7 +309,7 @@ class Stage:
             payload = _CheckedReader(reader, length)
             if self.restricted:
                 try:
-                    state = self.decode(payload, self.pending["trusted"])
+                    state = self.decode(payload, False)
                 finally:
                     payload.drain()
                     payload.check(self.pending["sha256"])  # damaged in transit, not refused
@@ -319,7 +319,7 @@ class Stage:
                     raw.write(piece)
                 payload.check(self.pending["sha256"])
                 raw.seek(0)
-                state = self.decode(YieldingReader(raw), self.pending["trusted"])
+                state = self.decode(YieldingReader(raw), True)
         log.info("restore %s: fetched, checked and decoded %d bytes in %.2f s (%.2f s of this "
                  "thread's CPU)", self.rid, length, time.monotonic() - started,
                  time.thread_time() - cpu)

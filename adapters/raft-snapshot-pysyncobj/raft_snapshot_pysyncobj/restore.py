@@ -68,8 +68,9 @@ def restore_state(
 ) -> None:
     """Replace the state of ``node``'s whole cluster with the state in ``source``.
 
-    ``trusted`` (the archive's seal held under the caller's verify key) lets every node load the
-    pickle without the restricted unpickler, as ``allow_unsafe_pickle`` does.
+    ``trusted`` (the archive's seal held under the caller's verify key) lets this process check
+    the pickle without the restricted unpickler before it starts; each node then decides for
+    itself with its own ``SnapshotSupport(verify_key=...)``, from the meta.json ``begin`` carries.
     """
     support = find_support(node)
     if support is None:
@@ -82,9 +83,10 @@ def restore_state(
                            f"{STATE_FORMAT!r})", backend=_node.BACKEND)
     raw = source.read()
     sha256 = hashlib.sha256(raw).hexdigest()
+    meta_json = meta.to_json() if meta.seal is not None else None
     if use_direct(node, support):
         try:
-            _Restore(node, support, timeout).run_direct(raw, sha256, trusted)
+            _Restore(node, support, timeout).run_direct(raw, sha256, meta_json)
             return
         except DirectTransferError as exc:
             log.warning("direct restore transfer failed (%s); sending the state through the log",
@@ -95,7 +97,7 @@ def restore_state(
     )
     check_consumers(node, consumer_states)
     del attributes, consumer_states
-    _Restore(node, support, timeout).run(len(raw), sha256, _compress(raw), trusted)
+    _Restore(node, support, timeout).run(len(raw), sha256, _compress(raw), meta_json)
 
 
 def use_direct(node: SyncObj, support: SnapshotSupport) -> bool:
@@ -185,7 +187,7 @@ class _Restore:
             raise BackendError(f"the cluster did not apply the snapshot: {result}",
                                backend=_node.BACKEND)
 
-    def run_direct(self, raw: bytes, sha256: str, trusted: bool) -> None:
+    def run_direct(self, raw: bytes, sha256: str, meta_json: bytes | None) -> None:
         """Serve ``raw`` to every member, commit once all hold a good copy. Not compressed: on
         loopback and LAN links compressing and inflating cost more than the bytes they save
         (measured in bench/PYSYNCOBJ.md).
@@ -199,7 +201,7 @@ class _Restore:
         self.server = server
         with server:
             started = time.monotonic()
-            self.begin(len(raw), sha256, time.time(), LEASE_SECONDS, trusted,
+            self.begin(len(raw), sha256, time.time(), LEASE_SECONDS, meta_json,
                        (server.address[0], server.address[1], server.token))
             begun = time.monotonic()
             try:
@@ -243,8 +245,8 @@ class _Restore:
             raise DirectTransferError(f"member {', '.join(silent)} did not fetch the state "
                                       f"within {direct.IO_TIMEOUT} s")
 
-    def run(self, size: int, sha256: str, compressed: bytes, trusted: bool) -> None:
-        self.begin(size, sha256, time.time(), LEASE_SECONDS, trusted)
+    def run(self, size: int, sha256: str, compressed: bytes, meta_json: bytes | None) -> None:
+        self.begin(size, sha256, time.time(), LEASE_SECONDS, meta_json)
         try:
             self.send_chunks(compressed)
             self.remaining()  # out of time: abort rather than commit late

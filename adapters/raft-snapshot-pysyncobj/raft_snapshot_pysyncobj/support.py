@@ -16,6 +16,12 @@ node ever shows a half-restored state, and nothing pending is ever part of the a
   ``commit`` checks the whole state's length and SHA-256, decodes it with the node's own trust
   settings and swaps it in.
 
+Trust is decided by each node, never carried in the log: ``begin`` carries the archive's meta.json
+(with its ``Seal``, when sealed), and a node loads the pickle without restriction only when its own
+``SnapshotSupport(verify_key=...)`` checks that seal over the SHA-256 its copy is checked against.
+Any process that can append to the log (a read-only node, when the cluster has no ``password``) can
+start a restore; what it cannot do is make a node load code: that takes the node's key.
+
 An abandoned restore (its process died) holds a lease measured in the commands' own timestamps,
 so every node decides alike. The restoring process renews it while it waits (each chunk renews
 it too); once it has run out, the leader replicates ``expire`` and every node drops the restore
@@ -35,6 +41,8 @@ from collections.abc import Iterable
 from typing import Any, Literal, cast
 
 from pysyncobj import SyncObj, SyncObjConsumer, replicated
+
+from raft_snapshot_plugin.toolkit import RaftSnapshotError, SnapshotMeta, VerifyKey, check_seal
 
 from . import _node
 from .direct import DirectTransferError, Stage, State
@@ -65,6 +73,9 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     SnapshotSupport()])``. Configure it the same way on every node.
 
     :param trusted_classes: classes (besides plain data) a restored state may contain.
+    :param verify_key: this node's seal key (``raft_snapshot_plugin.seal.load_verify_key``): a
+        restore whose archive is sealed by it loads here without the restricted unpickler. The
+        node checks the seal itself; nothing another node says makes it load code.
     :param allow_unsafe_pickle: load any pickle. Only for archives whose origin you trust.
     :param fork: take large states in a forked child so the node keeps serving (``None``: where
         the platform can fork); ``False`` pickles on the tick thread.
@@ -89,6 +100,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self,
         *,
         trusted_classes: Iterable[type] = (),
+        verify_key: VerifyKey | None = None,
         allow_unsafe_pickle: bool = False,
         fork: bool | None = None,
         shared_references: bool = True,
@@ -105,6 +117,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it;
         # so are this node's copies of direct restores, which are not replicated state.
         self.trusted_classes = tuple(trusted_classes)
+        self.verify_key = verify_key
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self.fork = fork
         self.shared_references = shared_references
@@ -123,14 +136,17 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float,
-                   trusted: bool = False, source: tuple[str, int, str] | None = None) -> str:
+                   meta_json: bytes | None = None, source: tuple[str, int, str] | None = None,
+                   ) -> str:
         pending = self._pending
         if pending is not None and pending["rid"] != rid and issued_at < pending["expires"]:
             return "busy"
         if pending is not None and pending["rid"] != rid:
             self._drop_stage(pending["rid"])
         self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
-                         "lease": lease, "expires": issued_at + lease, "trusted": trusted,
+                         "lease": lease, "expires": issued_at + lease,
+                         # anything but bytes (an old log's trust flag) is no claim at all
+                         "meta_json": meta_json if isinstance(meta_json, bytes) else None,
                          "source": source}
         if source is not None and rid not in self._stages:
             self._stages[rid] = self._stage(self._pending).start()
@@ -186,7 +202,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         if len(raw) != pending["size"] or hashlib.sha256(raw).hexdigest() != pending["sha256"]:
             return "the assembled state does not match its length and SHA-256"
         try:
-            attributes, consumer_states = self.decode(io.BytesIO(raw), pending["trusted"])
+            attributes, consumer_states = self.decode(io.BytesIO(raw), self.trusts(pending))
         except Exception as exc:  # refused here means refused on every node alike
             return f"refused: {exc}"
         apply_state(self._syncObj, attributes, consumer_states)
@@ -278,7 +294,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         threading.Thread(target=watch, name=f"rsp-lease-{rid[:8]}", daemon=True).start()
 
     def _stage(self, pending: dict[str, Any]) -> Stage:
-        restricted = not (self.allow_unsafe_pickle or pending["trusted"])
+        restricted = not (self.allow_unsafe_pickle or self.trusts(pending))
         return Stage(pending["rid"], pending, self.member_id(), self.decode, restricted=restricted,
                      alive=lambda: self._syncObj is not None)
 
@@ -291,6 +307,21 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         """This node's id in the cluster, as the restoring node's server knows it."""
         me = self._syncObj.selfNode
         return "readonly" if me is None else str(me.id)
+
+    def trusts(self, pending: dict[str, Any]) -> bool:
+        """Whether this node's own verify key vouches for a restore's state: the archive's seal,
+        carried in ``begin`` with its meta.json, holds over the SHA-256 every copy is checked
+        against before it is decoded unrestricted."""
+        meta_json = pending.get("meta_json")
+        if self.verify_key is None or meta_json is None:
+            return False
+        try:
+            check_seal(SnapshotMeta.from_json(meta_json), pending["sha256"], self.verify_key)
+        except RaftSnapshotError as exc:
+            log.warning("restore %s: its seal does not hold under this node's key (%s); its state "
+                        "loads restricted", pending["rid"], exc)
+            return False
+        return True
 
     def decode(self, stream: PickleSource, trusted: bool) -> State:
         """Decode a state.bin with this node's trust settings; refuse other consumers."""

@@ -31,7 +31,7 @@ from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
 
 import raft_snapshot_plugin as rsp
-from raft_snapshot_plugin import ArchiveError, BackendError, StateRejectedError
+from raft_snapshot_plugin import ArchiveError, BackendError
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import IncompatibleArchiveError, SnapshotTimeoutError
 
@@ -334,46 +334,6 @@ def test_large_incompressible_state_restores_everywhere(
     assert all(len(s["extra"]["big"]) == 4_000_000 for s in states)
     assert all(s == states[0] for s in states)
     print(f"4 MB incompressible restore: {elapsed:.2f} s")
-
-
-class Money:
-    """An application class nobody registered with SnapshotSupport(trusted_classes=...)."""
-
-    def __init__(self, cents: int) -> None:
-        self.cents = cents
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Money) and other.cents == self.cents
-
-
-def test_untrusted_class_restores_only_from_a_sealed_archive(
-    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path
-) -> None:
-    from raft_snapshot_plugin.seal import HmacKey
-
-    key = HmacKey(b"the cluster's shared seal secret")
-    _fill(cluster, 3, "source")
-    state = io.BytesIO()
-    meta = _save(cluster, tmp_path / "plain.snap")
-    read_archive(tmp_path / "plain.snap", state)
-    state.seek(0)
-    attributes, consumers = load_state(state)
-    attributes["wallet"] = Money(1234)
-    out = io.BytesIO()
-    dump_state(attributes, consumers, out)
-    for name, seal in (("unsealed", None), ("sealed", key)):
-        with rsp.Snapshot.create(dataclasses.replace(meta, id="", peers=b""), out.getvalue(),
-                                 seal_key=seal) as snap:
-            snap.save(tmp_path / f"{name}.snap")
-    before = other_cluster.states()
-    with pytest.raises(StateRejectedError, match="Money"):
-        rsp.restore(other_cluster.leader(), tmp_path / "unsealed.snap")
-    with pytest.raises(ArchiveError, match="not sealed"):
-        rsp.restore(other_cluster.leader(), tmp_path / "unsealed.snap", verify_key=key)
-    assert other_cluster.states() == before
-    rsp.restore(other_cluster.leader(), tmp_path / "sealed.snap", verify_key=key, timeout=60)
-    states = other_cluster.states()
-    assert all(s["extra"]["wallet"] == Money(1234) for s in states)
 
 
 def _record_servers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
