@@ -32,8 +32,10 @@ _WAIT = 20.0
 class DemoStore(SyncObj):  # type: ignore[misc]
     """A replicated key/value store: the application a user would write."""
 
-    def __init__(self, address: str, partners: list[str]) -> None:
-        conf = SyncObjConf(dynamicMembershipChange=False, connectionTimeout=5.0)
+    def __init__(self, address: str, partners: list[str], password: str) -> None:
+        # The deployment rule: a password (only members join and append) and private addresses
+        # (loopback here). Without a password any process reaching the port could join.
+        conf = SyncObjConf(dynamicMembershipChange=False, connectionTimeout=5.0, password=password)
         super().__init__(address, partners, conf=conf, consumers=[SnapshotSupport()])
         self.data: dict[str, str] = {}
 
@@ -58,10 +60,11 @@ def free_ports(count: int) -> list[int]:
 @contextlib.contextmanager
 def _cluster(size: int = 3) -> Iterator[list[DemoStore]]:
     addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
+    password = secrets.token_hex(16)  # one secret per cluster, shared by its members
     nodes: list[DemoStore] = []
     try:
         for address in addresses:
-            nodes.append(DemoStore(address, [a for a in addresses if a != address]))
+            nodes.append(DemoStore(address, [a for a in addresses if a != address], password))
         yield nodes
     finally:
         for node in nodes:
