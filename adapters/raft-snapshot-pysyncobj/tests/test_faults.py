@@ -209,6 +209,7 @@ def test_restoring_process_killed_mid_restore(tmp_path: Path, runs: int, transpo
                 assert time.monotonic() < deadline, "the restore never started"
                 time.sleep(0.005)
             pc.kill(0)
+            killed = time.monotonic()
             figures["kills"] += 1
             if via_endpoint:
                 thread.join(30)
@@ -217,7 +218,9 @@ def test_restoring_process_killed_mid_restore(tmp_path: Path, runs: int, transpo
             after = _same_everywhere(pc)
             if after["state"] == old:
                 figures["old_state_after_kill"] += 1
-                assert after["restoring"]  # the abandoned chunks, invisible, wait for the lease
+                # the abandoned chunks, invisible, wait for the lease (on a loaded machine the
+                # look above can come after the 2 s lease, and then they are rightly gone)
+                assert after["restoring"] or time.monotonic() - killed >= 2.0
                 answer = _try_restore(Client(watcher.url, TOKEN, timeout=60), archive)
                 if "error" in answer:
                     assert "another restore" in answer["error"]
