@@ -67,16 +67,29 @@ class GzipWriter:
         self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._length & 0xFFFFFFFF))
 
 
+#: Longest gzip header name or comment accepted (a deliberate refusal: writers put a file name
+#: there, or nothing, as Consul does).
+MAX_HEADER_FIELD = 64 << 10
+#: Most gzip members accepted in one stream (Consul writes one; empty ones may follow it).
+MAX_MEMBERS = 1024
+
+
 class GzipReader:
-    """A strict multi-member gzip decoder with Go's rules, decoding on demand in bounded chunks."""
+    """A strict multi-member gzip decoder with Go's rules, decoding on demand in bounded chunks.
+
+    Input is consumed through an offset into the buffered bytes, never by re-slicing what is left,
+    so the work is linear in the input however it is cut into members and header fields.
+    """
 
     def __init__(self, raw: Readable) -> None:
         self._raw = raw
-        self._input = b""
+        self._buf = b""
+        self._pos = 0
         self._raw_eof = False
         self._inflate: Any = None
         self._crc = 0
         self._length = 0
+        self._members = 0
         self._finished = False
         #: the archive member being read, named by truncation errors
         self.where = "gzip"
@@ -84,28 +97,47 @@ class GzipReader:
             raise ArchiveError("gzip", "empty file, not a gzip stream")
         self._start_member(first=True)
 
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
+
     def _fill(self, n: int) -> bool:
         """Make at least ``n`` input bytes available; False if the source ended first."""
-        while len(self._input) < n and not self._raw_eof:
+        while self._available() < n and not self._raw_eof:
             chunk = self._raw.read(CHUNK)
             if not chunk:
                 self._raw_eof = True
             else:
-                self._input += chunk
-        return len(self._input) >= n
+                self._buf = self._buf[self._pos:] + chunk
+                self._pos = 0
+        return self._available() >= n
 
     def _take(self, n: int, what: str) -> bytes:
         if not self._fill(n):
             raise IntegrityError("gzip", f"truncated inside the {what}")
-        data, self._input = self._input[:n], self._input[n:]
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += n
         return data
+
+    def _take_zstring(self) -> bytes:
+        """A zero-terminated header field, terminator included; at most MAX_HEADER_FIELD long."""
+        while (end := self._buf.find(b"\x00", self._pos)) < 0:
+            if self._available() > MAX_HEADER_FIELD:
+                raise ArchiveError("gzip", f"a header name or comment over {MAX_HEADER_FIELD} bytes")
+            if not self._fill(self._available() + 1):
+                raise IntegrityError("gzip", "truncated inside the gzip header")
+        if end - self._pos > MAX_HEADER_FIELD:
+            raise ArchiveError("gzip", f"a header name or comment over {MAX_HEADER_FIELD} bytes")
+        return self._take(end - self._pos + 1, "gzip header")
 
     def _start_member(self, *, first: bool) -> None:
         self._fill(3)
-        if self._input[:3] != b"\x1f\x8b\x08":
+        if self._buf[self._pos:self._pos + 3] != b"\x1f\x8b\x08":
             if first:
                 raise ArchiveError("gzip", "not a gzip stream (invalid header)")
             raise ArchiveError("gzip", "bytes after the last gzip member")
+        self._members += 1
+        if self._members > MAX_MEMBERS:
+            raise ArchiveError("gzip", f"more than {MAX_MEMBERS} gzip members")
         header = self._take(10, "gzip header")
         flags = header[3]
         if flags & 0x04:  # FEXTRA
@@ -113,11 +145,7 @@ class GzipReader:
             header += struct.pack("<H", extra_length) + self._take(extra_length, "gzip header")
         for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
             if flags & flag:
-                while True:
-                    byte = self._take(1, "gzip header")
-                    header += byte
-                    if byte == b"\x00":
-                        break
+                header += self._take_zstring()
         if flags & 0x02:  # FHCRC
             stored = struct.unpack("<H", self._take(2, "gzip header"))[0]
             if stored != _zlib.crc32(header) & 0xFFFF:
@@ -132,9 +160,11 @@ class GzipReader:
             if self._inflate.eof:
                 self._end_member()
                 continue
-            source_ended = not self._input and not self._fill(1)
+            source_ended = not self._available() and not self._fill(1)
+            if self._pos:  # hand the decompressor the unread bytes without copying them each call
+                self._buf, self._pos = self._buf[self._pos:], 0
             # at the source's end, drain what the decompressor still holds before calling it short
-            out = self._inflate_some(b"" if source_ended else self._input, n)
+            out = self._inflate_some(b"" if source_ended else self._buf, n)
             if out:
                 return out
             if source_ended and not self._inflate.eof:
@@ -147,9 +177,9 @@ class GzipReader:
         except _DEFLATE_ERRORS as exc:
             raise IntegrityError(self.where, f"corrupt compressed data: {exc}") from exc
         if self._inflate.eof:
-            self._input = self._inflate.unused_data  # what follows this member
+            self._buf, self._pos = self._inflate.unused_data, 0  # what follows this member
         elif data:
-            self._input = self._inflate.unconsumed_tail
+            self._buf, self._pos = self._inflate.unconsumed_tail, 0
         self._crc = _zlib.crc32(out, self._crc)
         self._length += len(out)
         return out

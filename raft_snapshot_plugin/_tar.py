@@ -22,6 +22,8 @@ __all__ = ["BLOCK", "ZERO_BLOCK", "padding", "tar_header", "tar_members"]
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 _MAX_PAX_BYTES = 1 << 20
+#: Most extended headers (PAX, GNU long names) before one member.
+_MAX_EXTENSIONS = 8
 
 
 # --- writing --------------------------------------------------------------------------------------
@@ -64,6 +66,7 @@ def tar_members(gz: GzipReader, known: Collection[str]) -> Iterator[tuple[str, i
     """
     pax: dict[str, str] = {}
     long_name: str | None = None
+    extensions = extension_bytes = 0  # before the current member: bounded, whatever they hold
     while True:
         block = gz.read_exact(BLOCK, "tar", allow_eof=True)
         if not block:
@@ -81,8 +84,11 @@ def tar_members(gz: GzipReader, known: Collection[str]) -> Iterator[tuple[str, i
             name = _cstring(block[345:500]) + "/" + name
         size = _tar_number(block[124:136], name)
         if typeflag in (b"x", b"L", b"K"):  # header extensions, not members
-            if size > _MAX_PAX_BYTES:
-                raise ArchiveError("tar", f"a {size}-byte extended header")
+            extensions += 1
+            extension_bytes += size
+            if extensions > _MAX_EXTENSIONS or extension_bytes > _MAX_PAX_BYTES:
+                raise ArchiveError("tar", f"extended headers over {_MAX_EXTENSIONS} or "
+                                          f"{_MAX_PAX_BYTES} bytes before one member")
             data = gz.read_exact(size, "tar")
             gz.read_exact(-size % BLOCK, "tar")
             if typeflag == b"x":
@@ -93,7 +99,7 @@ def tar_members(gz: GzipReader, known: Collection[str]) -> Iterator[tuple[str, i
         if long_name is not None:
             name, long_name = long_name, None
         name, size = _apply_pax(pax, name, size)
-        pax = {}
+        pax, extensions, extension_bytes = {}, 0, 0
         _check_regular_file(typeflag, name)
         if name not in known:
             raise ArchiveError(name, "unexpected member in a snapshot archive")

@@ -259,7 +259,8 @@ class _Sink(Protocol):
 
 
 def read_archive(
-    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None
+    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None,
+    max_state_bytes: int | None = None,
 ) -> SnapshotMeta:
     """Read and check a whole archive, streaming state.bin into ``sink``; return its metadata.
 
@@ -268,23 +269,40 @@ def read_archive(
         hold bytes of a bad archive when this raises: use a temp file and discard it on error.
     :param verify_key: require a seal made with this key (see :mod:`.seal`); without one, a
         seal is accepted unchecked, as Consul's reader does.
+    :param max_state_bytes: refuse a state.bin longer than this (decompressed), from its tar
+        header, before a byte of it reaches ``sink``.
     :raises ArchiveError: the archive is malformed or refused; ``.member`` names where.
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
-    return read_archive_contents(source, sink, verify_key=verify_key).meta
+    return read_archive_contents(source, sink, verify_key=verify_key,
+                                 max_state_bytes=max_state_bytes).meta
 
 
 def read_archive_contents(
-    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None
+    source: ArchiveSource, sink: _Sink | None, *, verify_key: VerifyKey | None = None,
+    max_state_bytes: int | None = None,
 ) -> ArchiveContents:
     """As :func:`read_archive`, returning everything the read found (for seals and dedup)."""
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as file:
-            return _read(file, sink, verify_key)
-    return _read(source, sink, verify_key)
+            return _read(file, sink, verify_key, max_state_bytes)
+    return _read(source, sink, verify_key, max_state_bytes)
 
 
-def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) -> ArchiveContents:
+def _check_state_header(size: int, small: dict[str, bytes], limit: int | None) -> None:
+    """Refuse state.bin from its tar header, before its bytes are read: over the caller's limit,
+    or not the length meta.json (when it came first, as every writer puts it) declares."""
+    if limit is not None and size > limit:
+        raise ArchiveError(MEMBER_STATE, f"{size} bytes, more than the {limit} allowed")
+    if MEMBER_META in small:
+        declared = SnapshotMeta.from_json(small[MEMBER_META]).size
+        if declared != size:
+            raise IntegrityError(MEMBER_STATE,
+                                 f"{size} bytes long but meta.json says Size {declared}")
+
+
+def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None,
+          max_state_bytes: int | None) -> ArchiveContents:
     gz = GzipReader(source)
     small: dict[str, bytes] = {}
     digests: dict[str, str] = {}
@@ -293,6 +311,7 @@ def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None) ->
         if name in digests or name in small:
             raise ArchiveError(name, "duplicate member")
         if name == MEMBER_STATE:
+            _check_state_header(size, small, max_state_bytes)
             gz.where = name
             digests[name], state_length = _stream_member(gz, size, sink), size
         else:

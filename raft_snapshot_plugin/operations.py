@@ -157,6 +157,7 @@ def restore(
     timeout: float | None = None,
     verify_key: VerifyKey | None = None,
     allow_incompatible: bool = False,
+    max_state_bytes: int | None = None,
     manager: PluginManager | None = None,
 ) -> SnapshotMeta:
     """Restore an archive into ``node``'s cluster; return the archive's metadata.
@@ -173,8 +174,10 @@ def restore(
         is trusted (a pickle-based state may then hold any class).
     :param allow_incompatible: restore an archive of another backend or of a newer state format
         than the adapter writes, for an operator who knows better.
+    :param max_state_bytes: refuse a state longer than this (decompressed), from its tar header,
+        before a byte of it is written anywhere.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
-    :raises ArchiveError: the archive is bad or its seal does not hold.
+    :raises ArchiveError: the archive is bad, its seal does not hold, or its state is too long.
     :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises StateRejectedError: the adapter refused the state's bytes; nothing was applied.
     :raises SnapshotTimeoutError: the restore ran out of time; the old state stays.
@@ -185,7 +188,8 @@ def restore(
     check = not allow_incompatible
     with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-restore-",
                        backend=name if check else None,
-                       state_format=pm.state_format(name) if check else None) as verified:
+                       state_format=pm.state_format(name) if check else None,
+                       max_state_bytes=max_state_bytes) as verified:
         with _node_lock(node).exclusive(timeout):
             pm.restore(name, node, verified.meta, verified.file, timeout,
                        trusted=verified.trusted)

@@ -143,15 +143,18 @@ class Snapshot(io.RawIOBase):
         return f"<Snapshot index={self.index} term={self._meta.term} {state}>"
 
 
-def verify(source: ArchiveSource, *, verify_key: VerifyKey | None = None) -> SnapshotMeta:
+def verify(
+    source: ArchiveSource, *, verify_key: VerifyKey | None = None, max_state_bytes: int | None = None
+) -> SnapshotMeta:
     """Read and check a whole archive, keeping nothing; return its metadata.
 
     :param source: a path or a binary stream (read from where it stands, not closed).
     :param verify_key: require a seal made with this key (see :mod:`.seal`).
+    :param max_state_bytes: refuse a state.bin longer than this (decompressed).
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
-    return read_archive(source, None, verify_key=verify_key)
+    return read_archive(source, None, verify_key=verify_key, max_state_bytes=max_state_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +182,7 @@ def open_verified(
     prefix: str = "raft-snapshot-state-",
     backend: str | None = None,
     state_format: str | None = None,
+    max_state_bytes: int | None = None,
 ) -> Iterator[VerifiedState]:
     """Read and check a whole archive into a private temp file; yield its state, then remove it.
 
@@ -193,13 +197,16 @@ def open_verified(
         Consul's own, or an archive made by hand).
     :param state_format: the format this reader understands, ``"<family>/<version>"``: refuse an
         archive of another family or of a newer version (see :func:`check_compatible`).
+    :param max_state_bytes: refuse a state.bin longer than this, before a byte of it is written:
+        the temp file never grows beyond it.
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
     :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
     with temp_file(prefix=prefix) as (file, path):
         try:
-            contents = read_archive_contents(source, file, verify_key=verify_key)
+            contents = read_archive_contents(source, file, verify_key=verify_key,
+                                             max_state_bytes=max_state_bytes)
             if backend is not None:
                 check_compatible(contents.meta, backend, state_format)
             file.flush()

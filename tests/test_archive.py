@@ -4,11 +4,13 @@ both gzip implementations, damaged archives, temp-file hygiene and flat memory."
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -559,3 +561,81 @@ def test_memory_stays_flat(big_state: Path, tmp_path: Path) -> None:
     assert meta.size == 64 * 1024 * 1024
     assert write_peak < limit, f"write_archive peaked at {write_peak / 2**20:.1f} MiB"
     assert verify_peak < limit, f"verify peaked at {verify_peak / 2**20:.1f} MiB"
+
+
+# --- bounded work on hostile input -----------------------------------------------------------------
+
+def _deflated_member(tar: bytes, *, name: bytes = b"") -> bytes:
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    deflated = body.compress(tar) + body.flush()
+    flags = 0x08 if name else 0
+    header = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff" + (name + b"\0" if name else b"")
+    return header + deflated + struct.pack("<II", zlib.crc32(tar), len(tar))
+
+
+class _Counting(io.BytesIO):
+    """A source that counts what the reader took from it: the work done, without a clock."""
+
+    taken = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = super().read(size)
+        self.taken += len(data)
+        return data
+
+
+def _taken_before_refusal(raw: bytes) -> int:
+    source = _Counting(raw)
+    with pytest.raises(ArchiveError):
+        verify(source)
+    return source.taken
+
+
+def test_gzip_header_name_is_bounded_and_linear() -> None:
+    tar = rawarchive.good_tar()
+    ok = _deflated_member(tar, name=b"n" * 60_000)
+    assert verify(io.BytesIO(ok)).size == len(rawarchive.STATE)  # a long name, still accepted
+    hostile = _deflated_member(tar, name=b"n" * (8 << 20))
+    with pytest.raises(ArchiveError, match="header name or comment over"):
+        verify(io.BytesIO(hostile))
+    # refused once the limit is passed: one read chunk, not the 8 MiB (a 1 MiB name took 35 s
+    # of CPU when it was parsed byte by byte, re-slicing the buffer each time)
+    assert _taken_before_refusal(hostile) <= _gzip.CHUNK
+
+
+def test_gzip_members_are_bounded_in_count() -> None:
+    first = _deflated_member(rawarchive.good_tar())
+    empty = gzip.compress(b"", mtime=0)
+    assert verify(io.BytesIO(first + empty * 100)).index  # a few empty members: Go accepts them
+    hostile = first + empty * ((8 << 20) // len(empty))  # 8 MiB of them took 22.5 s of CPU
+    with pytest.raises(ArchiveError, match="more than 1024 gzip members"):
+        verify(io.BytesIO(hostile))
+    assert _taken_before_refusal(hostile) <= _gzip.CHUNK
+
+
+def test_extended_headers_cannot_pile_up() -> None:
+    """Successive PAX headers, each under the 1 MiB cap, once verified at 1.5 GB of memory."""
+    meta, state, sums = rawarchive.parts()
+    pax = b"".join(rawarchive.pax_member([(f"k{i}", "v" * 1000)]) for i in range(9))
+    tar = (pax + rawarchive.member("meta.json", meta) + rawarchive.member("state.bin", state)
+           + rawarchive.member("SHA256SUMS", sums) + rawarchive.END)
+    with pytest.raises(ArchiveError, match="extended headers over 8"):
+        verify(io.BytesIO(gzip.compress(tar, mtime=0)))
+
+
+def test_state_refused_from_its_header_before_a_byte_is_written() -> None:
+    """meta.json comes first: a state.bin whose header disagrees with Size, or is over the
+    caller's limit, is refused before any of it reaches the sink."""
+    meta, _, _ = rawarchive.parts()
+    big = b"\0" * (4 << 20)
+    tar = (rawarchive.member("meta.json", meta) + rawarchive.member("state.bin", big)
+           + rawarchive.member("SHA256SUMS", rawarchive.sums_for(meta, big)) + rawarchive.END)
+    sink = HashSink()
+    with pytest.raises(IntegrityError, match=r"meta\.json says Size 700"):
+        read_archive_contents(io.BytesIO(gzip.compress(tar, mtime=0)), sink)
+    assert sink.length == 0
+    good = gzip.compress(rawarchive.good_tar(), mtime=0)
+    with pytest.raises(ArchiveError, match="700 bytes, more than the 699 allowed"):
+        read_archive_contents(io.BytesIO(good), sink, max_state_bytes=699)
+    assert sink.length == 0
+    assert read_archive_contents(io.BytesIO(good), None, max_state_bytes=700).meta.size == 700
