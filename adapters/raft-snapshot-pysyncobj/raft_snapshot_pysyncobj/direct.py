@@ -217,7 +217,7 @@ class Stage:
     """
 
     def __init__(self, rid: str, pending: dict[str, Any], member: str,
-                 decode: Callable[[PickleSource, bool], State], *, restricted: bool,
+                 decode: Callable[[PickleSource, bool, int], State], *, restricted: bool,
                  alive: Callable[[], bool] = lambda: True) -> None:
         self.decode = decode
         self.alive = alive
@@ -309,7 +309,7 @@ class Stage:
             payload = _CheckedReader(reader, length)
             if self.restricted:
                 try:
-                    state = self.decode(payload, False)
+                    state = self.decode(payload, False, length)
                 finally:
                     payload.drain()
                     payload.check(self.pending["sha256"])  # damaged in transit, not refused
@@ -319,7 +319,7 @@ class Stage:
                     raw.write(piece)
                 payload.check(self.pending["sha256"])
                 raw.seek(0)
-                state = self.decode(YieldingReader(raw), True)
+                state = self.decode(YieldingReader(raw), True, length)
         log.info("restore %s: fetched, checked and decoded %d bytes in %.2f s (%.2f s of this "
                  "thread's CPU)", self.rid, length, time.monotonic() - started,
                  time.thread_time() - cpu)

@@ -49,8 +49,8 @@ def raft_snapshot_is_leader(node: SyncObj) -> bool:
 
 
 @hookimpl
-def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
-    return describe_state(source)
+def raft_snapshot_describe(meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
+    return describe_state(source, size=meta.size)
 
 
 @hookimpl

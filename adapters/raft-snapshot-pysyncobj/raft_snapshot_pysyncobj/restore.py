@@ -93,7 +93,7 @@ def restore_state(
                         exc)
     attributes, consumer_states = load_state(
         YieldingReader(io.BytesIO(raw)), trusted_classes=support.trusted_classes,
-        allow_unsafe_pickle=support.allow_unsafe_pickle or trusted,
+        allow_unsafe_pickle=support.allow_unsafe_pickle or trusted, size=len(raw),
     )
     check_consumers(node, consumer_states)
     del attributes, consumer_states

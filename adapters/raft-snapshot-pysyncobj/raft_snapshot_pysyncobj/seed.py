@@ -64,7 +64,7 @@ def seed(
         meta = verified.meta
         attributes, consumers = load_state(
             verified.file, trusted_classes=trusted_classes,
-            allow_unsafe_pickle=allow_unsafe_pickle or verified.trusted)
+            allow_unsafe_pickle=allow_unsafe_pickle or verified.trusted, size=meta.size)
     slots: list[dict[str, Any]] = [fields for _, fields in consumers]
     if snapshot_support:
         slots.append(SnapshotSupport()._serialize())  # its replicated fields, nothing pending

@@ -22,6 +22,7 @@ import contextlib
 import gc
 import io
 import pickle
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Protocol
@@ -29,10 +30,13 @@ from typing import IO, Any, Protocol
 from raft_snapshot_plugin import ArchiveError
 
 __all__ = [
+    "ALLOC_FACTOR",
+    "ALLOC_FLOOR",
     "SAFE_GLOBALS",
     "STATE_FORMAT",
     "UnsafePickleError",
     "YieldingReader",
+    "alloc_budget",
     "describe_state",
     "dump_state",
     "load_state",
@@ -79,14 +83,75 @@ class PickleSource(Protocol):
     def readline(self, size: int = ..., /) -> bytes: ...
 
 
+#: The memory a restricted load may allocate through the constructors it calls (``bytes(n)``,
+#: ``list(range(n))``, copies of objects already loaded): this floor plus this many times
+#: state.bin's length. Objects the pickle spells out byte by byte are bounded by its length anyway.
+ALLOC_FLOOR = 64 << 20
+ALLOC_FACTOR = 8
+
+#: Constructors whose arguments can ask for memory out of proportion to the bytes that name them.
+_SIZED = frozenset({
+    ("builtins", name) for name in ("bytes", "bytearray", "list", "tuple", "set", "frozenset",
+                                    "dict", "str")
+} | {("collections", name) for name in ("OrderedDict", "deque", "defaultdict", "Counter")})
+
+
+def alloc_budget(state_size: int) -> int:
+    """What a restricted load of a ``state_size``-byte state.bin may allocate through calls."""
+    return ALLOC_FLOOR + ALLOC_FACTOR * max(state_size, 0)
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def check(self, wanted: int) -> None:
+        if self.used + wanted > self.limit:
+            raise ArchiveError(_MEMBER, f"refused: loading it would allocate more than "
+                                        f"{self.limit} bytes (its budget for its size)")
+
+    def charge(self, used: int) -> None:
+        self.check(used)
+        self.used += used
+
+
+def _asked(args: tuple[Any, ...]) -> int:
+    """The memory arguments ask for before the call makes it: a size, or a range's length."""
+    wanted = 0
+    for arg in args:
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            wanted += max(arg, 0)
+        elif isinstance(arg, range):
+            wanted += 8 * len(arg)
+    return wanted
+
+
+def _budgeted(real: type, budget: _Budget) -> type:
+    """A stand-in for ``real`` that pickle can call (REDUCE) or instantiate (NEWOBJ): it checks
+    what the arguments ask for, builds the real object and charges what it took."""
+
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        budget.check(_asked(args))
+        made = real(*args, **kwargs)
+        budget.charge(sys.getsizeof(made))
+        return made
+
+    return type(real.__name__, (), {"__new__": new})
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file: PickleSource, trusted: Mapping[tuple[str, str], type]) -> None:
+    def __init__(self, file: PickleSource, trusted: Mapping[tuple[str, str], type],
+                 budget: _Budget) -> None:
         super().__init__(file)
         self._trusted = trusted
+        self._budget = budget
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._trusted:
             return self._trusted[(module, name)]
+        if (module, name) in _SIZED:
+            return _budgeted(super().find_class(module, name), self._budget)
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
         raise UnsafePickleError(module, name)
@@ -107,7 +172,13 @@ class _Opaque:
 class _DescribingUnpickler(pickle.Unpickler):
     """Loads any state without importing: unknown globals become inert :class:`_Opaque` types."""
 
+    def __init__(self, file: IO[bytes], budget: _Budget) -> None:
+        super().__init__(file)
+        self._budget = budget
+
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SIZED:
+            return _budgeted(super().find_class(module, name), self._budget)
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
         return type(name, (_Opaque,), {"qualname": f"{module}.{name}"})
@@ -201,11 +272,15 @@ def load_state(
     *,
     trusted_classes: Iterable[type] = (),
     allow_unsafe_pickle: bool = False,
+    size: int | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """Load ``(attributes, consumers)`` from state.bin.
 
+    :param size: state.bin's length, for the restricted load's allocation budget
+        (:func:`alloc_budget`); ``None`` gives the floor alone.
     :raises UnsafePickleError: the state references something neither plain nor trusted.
-    :raises ArchiveError: the bytes are not a state of this format.
+    :raises ArchiveError: the bytes are not a state of this format, or loading them would
+        allocate more than their budget.
     """
     try:
         with _paused_gc():
@@ -213,7 +288,8 @@ def load_state(
                 document = pickle.load(source)
             else:
                 trusted = {_qualname(cls): cls for cls in trusted_classes}
-                document = _RestrictedUnpickler(source, trusted).load()
+                budget = _Budget(alloc_budget(size or 0))
+                document = _RestrictedUnpickler(source, trusted, budget).load()
     except ArchiveError:
         raise
     except Exception as exc:
@@ -235,10 +311,12 @@ def _check(document: Any) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any
     return attributes, consumers
 
 
-def describe_state(source: IO[bytes]) -> dict[str, tuple[int, int]]:
-    """Per attribute and per consumer field: (items, pickled bytes), without running any code."""
+def describe_state(source: IO[bytes], size: int | None = None) -> dict[str, tuple[int, int]]:
+    """Per attribute and per consumer field: (items, pickled bytes), without running any code,
+    within the same allocation budget as a restricted load (``size``: state.bin's length)."""
     try:
-        attributes, consumers = _check(_DescribingUnpickler(source).load())
+        budget = _Budget(alloc_budget(size or 0))
+        attributes, consumers = _check(_DescribingUnpickler(source, budget).load())
     except ArchiveError:
         raise
     except Exception as exc:

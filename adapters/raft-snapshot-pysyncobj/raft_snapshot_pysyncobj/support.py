@@ -202,7 +202,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         if len(raw) != pending["size"] or hashlib.sha256(raw).hexdigest() != pending["sha256"]:
             return "the assembled state does not match its length and SHA-256"
         try:
-            attributes, consumer_states = self.decode(io.BytesIO(raw), self.trusts(pending))
+            attributes, consumer_states = self.decode(io.BytesIO(raw), self.trusts(pending), len(raw))
         except Exception as exc:  # refused here means refused on every node alike
             return f"refused: {exc}"
         apply_state(self._syncObj, attributes, consumer_states)
@@ -323,11 +323,12 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
             return False
         return True
 
-    def decode(self, stream: PickleSource, trusted: bool) -> State:
-        """Decode a state.bin with this node's trust settings; refuse other consumers."""
+    def decode(self, stream: PickleSource, trusted: bool, size: int) -> State:
+        """Decode a ``size``-byte state.bin with this node's trust settings (and its allocation
+        budget); refuse other consumers."""
         attributes, consumer_states = load_state(
             stream, trusted_classes=self.trusted_classes,
-            allow_unsafe_pickle=self.allow_unsafe_pickle or trusted,
+            allow_unsafe_pickle=self.allow_unsafe_pickle or trusted, size=size,
         )
         check_consumers(self._syncObj, consumer_states)
         return attributes, consumer_states

@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import subprocess
+import tracemalloc
 from collections import OrderedDict, defaultdict, deque
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -16,7 +17,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from raft_snapshot_pysyncobj.state import UnsafePickleError, describe_state, dump_state, load_state
+from raft_snapshot_pysyncobj.state import (
+    UnsafePickleError,
+    alloc_budget,
+    describe_state,
+    dump_state,
+    load_state,
+)
 
 from raft_snapshot_plugin import ArchiveError
 
@@ -183,3 +190,47 @@ def test_the_collector_pauses_while_loading(enabled: bool, unsafe: bool) -> None
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+# --- the restricted load's allocation budget ------------------------------------------------------
+
+def _allocating(call: bytes) -> bytes:
+    """A tiny state.bin whose load calls an allowed constructor with a huge size (protocol 2)."""
+    return b"\x80\x02" + call + b"."
+
+
+_HOSTILE = {
+    # 86 bytes that once took 985 MB: bytearray(10**9), all allowed types
+    "bytearray(10**9)": _allocating(b"cbuiltins\nbytearray\nJ\x00\xca\x9a;\x85R"),
+    "bytes(10**9)": _allocating(b"cbuiltins\nbytes\nJ\x00\xca\x9a;\x85R"),
+    "list(range(10**9))": _allocating(
+        b"cbuiltins\nlist\ncbuiltins\nrange\nJ\x00\xca\x9a;\x85R\x85R"),
+    "bytes.__new__ via NEWOBJ": _allocating(b"cbuiltins\nbytes\nJ\x00\xca\x9a;\x85\x81"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(_HOSTILE))
+def test_allowed_constructors_cannot_allocate_beyond_the_budget(label: str) -> None:
+    raw = _HOSTILE[label]
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match="would allocate more than"):
+            load_state(io.BytesIO(raw), size=len(raw))
+        with pytest.raises(ArchiveError, match="would allocate more than"):
+            describe_state(io.BytesIO(raw), size=len(raw))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < alloc_budget(len(raw)) + (8 << 20), f"{label}: peak {peak} bytes"
+
+
+def test_budget_leaves_real_states_alone() -> None:
+    """A state of the usual shapes, copies by constructors included, loads within its budget."""
+    attributes = {"data": {f"k{i}": ("v" * 20, i, [i] * 3) for i in range(20_000)},
+                  "blob": bytearray(b"x" * 300_000), "queue": deque(range(1000)),
+                  "ordered": OrderedDict((str(i), i) for i in range(1000))}
+    out = io.BytesIO()
+    dump_state(attributes, [], out)
+    out.seek(0)
+    loaded, _ = load_state(out, size=len(out.getvalue()))
+    assert loaded == attributes
