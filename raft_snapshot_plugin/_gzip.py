@@ -70,6 +70,8 @@ class GzipWriter:
 #: Longest gzip header name or comment accepted (a deliberate refusal: writers put a file name
 #: there, or nothing, as Consul does).
 MAX_HEADER_FIELD = 64 << 10
+_AGE_MAGIC = b"age-encryption.org/"
+_AGE_ARMOR = b"-----BEGIN AGE ENC"
 #: Most gzip members accepted in one stream (Consul writes one; empty ones may follow it).
 MAX_MEMBERS = 1024
 
@@ -132,6 +134,10 @@ class GzipReader:
     def _start_member(self, *, first: bool) -> None:
         self._fill(3)
         if self._buf[self._pos:self._pos + 3] != b"\x1f\x8b\x08":
+            if first and self._fill(len(_AGE_MAGIC)) and self._buf[self._pos:].startswith(
+                    (_AGE_MAGIC, _AGE_ARMOR)):
+                raise ArchiveError("gzip", "an age-encrypted file: decrypt it with its identity "
+                                           "(--identity KEYFILE, identity=...)")
             if first:
                 raise ArchiveError("gzip", "not a gzip stream (invalid header)")
             raise ArchiveError("gzip", "bytes after the last gzip member")

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
 
-from .errors import RaftSnapshotError
+from .errors import EncryptionError
 
 __all__ = [
     "HEAD_SIZE",
@@ -58,11 +58,6 @@ _KEY_FILE_LIMIT = 16 << 20
 _SSH_TYPES = ("ssh-ed25519", "ssh-rsa")
 _RECIPIENT_EXPECTED = "expected an age1... X25519 key or an ssh-ed25519 / ssh-rsa public key"
 _IDENTITY_EXPECTED = "expected an AGE-SECRET-KEY-1... line, a # comment or a blank line"
-
-
-class EncryptionError(RaftSnapshotError):
-    """A key or key file is not what age expects, or an age file cannot be encrypted or
-    decrypted: not an age file, damaged, truncated, or for nobody whose identity was given."""
 
 
 @dataclasses.dataclass(frozen=True)

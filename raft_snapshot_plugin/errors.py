@@ -13,6 +13,7 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── NotLeaderError                        a leader-only take on a follower      .leader
     ├── SnapshotTimeoutError (also TimeoutError)  a take or restore ran out of time
     ├── KeyFileError (also ValueError)        a seal or verify key file is not what it should be
+    ├── EncryptionError                       an age key, or an age file, is not what it should be
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
     └── StorageError                          the agent's storage (fsspec) failed          .url
 
@@ -26,6 +27,7 @@ __all__ = [
     "ArchiveError",
     "BackendError",
     "BackendNotFoundError",
+    "EncryptionError",
     "IncompatibleArchiveError",
     "IntegrityError",
     "KeyFileError",
@@ -85,6 +87,11 @@ class BackendNotFoundError(BackendError):
 
 class PluginConflictError(BackendError):
     """Two plugins were registered under the same backend name."""
+
+
+class EncryptionError(RaftSnapshotError):
+    """A key or key file is not what age expects, or an age file cannot be encrypted or
+    decrypted: not an age file, damaged, truncated, or for nobody whose identity was given."""
 
 
 class KeyFileError(RaftSnapshotError, ValueError):

@@ -20,7 +20,7 @@ from .errors import BackendError, NotLeaderError, SnapshotTimeoutError
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
-from .snapshot import Snapshot, open_verified
+from .snapshot import Identities, Snapshot, open_verified
 
 __all__ = ["Inspection", "Stat", "inspect", "restore", "take"]
 
@@ -40,6 +40,8 @@ class Inspection:
 
     meta: SnapshotMeta
     stats: tuple[Stat, ...] = ()
+    #: how the archive is sealed, in words (``HMAC key 053e…, checked``, ``not sealed``)
+    seal: str = "not sealed"
 
     @property
     def total_size(self) -> int:
@@ -47,11 +49,12 @@ class Inspection:
         return sum(s.sum for s in self.stats) if self.stats else self.meta.size
 
     def to_dict(self) -> dict[str, Any]:
-        """Consul's ``snapshot inspect -format=json`` shape."""
+        """Consul's ``snapshot inspect -format=json`` shape, plus ``Sealed`` (in words)."""
         return {
             "Meta": self.meta.to_dict(),
             "Stats": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.stats],
             "TotalSize": self.total_size,
+            "Sealed": self.seal,
         }
 
 
@@ -158,6 +161,7 @@ def restore(
     verify_key: VerifyKey | None = None,
     allow_incompatible: bool = False,
     max_state_bytes: int | None = None,
+    identity: Identities | None = None,
     manager: PluginManager | None = None,
 ) -> SnapshotMeta:
     """Restore an archive into ``node``'s cluster; return the archive's metadata.
@@ -176,6 +180,8 @@ def restore(
         than the adapter writes, for an operator who knows better.
     :param max_state_bytes: refuse a state longer than this (decompressed), from its tar header,
         before a byte of it is written anywhere.
+    :param identity: the archive is age-encrypted: decrypt it with these identities (a file's
+        path, or loaded ones) into a private temp file first.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
     :raises ArchiveError: the archive is bad, its seal does not hold, or its state is too long.
     :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
@@ -189,7 +195,7 @@ def restore(
     with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-restore-",
                        backend=name if check else None,
                        state_format=pm.state_format(name) if check else None,
-                       max_state_bytes=max_state_bytes) as verified:
+                       max_state_bytes=max_state_bytes, identity=identity) as verified:
         with _node_lock(node).exclusive(timeout):
             pm.restore(name, node, verified.meta, verified.file, timeout,
                        trusted=verified.trusted)
@@ -201,6 +207,7 @@ def inspect(
     *,
     backend: str | None = None,
     verify_key: VerifyKey | None = None,
+    identity: Identities | None = None,
     manager: PluginManager | None = None,
 ) -> Inspection:
     """Verify an archive and break its state down through the adapter named by its Backend key.
@@ -208,24 +215,25 @@ def inspect(
     :param source: the archive: a path or a binary stream.
     :param backend: the adapter to describe the state with, instead of the archive's Backend.
     :param verify_key: require a seal made with this key.
+    :param identity: decrypt an age-encrypted archive first (see :func:`restore`).
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
     :return: the metadata and, when an adapter for the backend is installed and describes
         states, its breakdown.
     :raises ArchiveError: the archive is bad.
     :raises BackendNotFoundError: ``backend`` was given and no adapter for it is installed.
     """
-    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-inspect-") as verified:
-        meta = verified.meta
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-inspect-",
+                       identity=identity) as verified:
+        meta, sealed = verified.meta, verified.seal_status
         name = backend or meta.backend
         if not name:
-            return Inspection(meta)
+            return Inspection(meta, seal=sealed)
         pm = manager if manager is not None else get_plugin_manager()
         if backend is None and name not in {b.name for b in pm.backends() if not b.disabled}:
-            return Inspection(meta)  # the adapter that took it is not installed here
+            return Inspection(meta, seal=sealed)  # the adapter that took it is not installed here
         rows = pm.describe(name, meta, verified.file)
-        if rows is None:
-            return Inspection(meta)
-        return Inspection(meta, tuple(Stat(k, v[0], v[1]) for k, v in rows.items()))
+        stats = tuple(Stat(k, v[0], v[1]) for k, v in (rows or {}).items())
+        return Inspection(meta, stats, seal=sealed)
 
 
 # --- one restore at a time per node; takes wait for it --------------------------------------------

@@ -13,9 +13,10 @@ import dataclasses
 import io
 import os
 import shutil
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Iterator, Sequence
+from typing import IO, Union, cast
 
+from . import encryption
 from ._files import atomic_output, remove_quietly, temp_file
 from .archive import (
     CHUNK,
@@ -29,7 +30,10 @@ from .errors import IncompatibleArchiveError
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
 
-__all__ = ["Snapshot", "VerifiedState", "check_compatible", "open_verified", "verify"]
+__all__ = [
+    "Identities", "Recipients", "Snapshot", "VerifiedState", "check_compatible", "decrypted",
+    "open_verified", "verify",
+]
 
 
 class Snapshot(io.RawIOBase):
@@ -118,16 +122,27 @@ class Snapshot(io.RawIOBase):
     def tell(self) -> int:
         return self._file.tell()
 
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(
+        self, path: str | os.PathLike[str], *, encrypt_to: Recipients | None = None
+    ) -> None:
         """Write the whole archive to ``path`` atomically (mode 0600), whatever the read position.
 
         A partial file beside the target is fsynced and renamed into place; on any failure nothing
         appears at ``path``.
+
+        :param encrypt_to: age recipients (``age1...`` or ``ssh-ed25519 ...`` strings, or
+            :class:`~raft_snapshot_plugin.encryption.AgeRecipient`): write the archive inside an
+            age file any of their identities decrypts (the ``age`` extra). Streams.
+        :raises EncryptionError: a recipient is not a key age knows.
         """
         if self.closed:
             raise ValueError("I/O operation on a closed snapshot")
+        recipients = _recipients(encrypt_to) if encrypt_to is not None else None
         with open(self._path, "rb") as source, atomic_output(path) as target:
-            shutil.copyfileobj(source, target, CHUNK)
+            if recipients is None:
+                shutil.copyfileobj(source, target, CHUNK)
+            else:
+                encryption.encrypt(source, target, recipients)
 
     def close(self) -> None:
         """Close and remove the temp file; safe to call more than once."""
@@ -144,17 +159,23 @@ class Snapshot(io.RawIOBase):
 
 
 def verify(
-    source: ArchiveSource, *, verify_key: VerifyKey | None = None, max_state_bytes: int | None = None
+    source: ArchiveSource, *, verify_key: VerifyKey | None = None, max_state_bytes: int | None = None,
+    identity: Identities | None = None,
 ) -> SnapshotMeta:
     """Read and check a whole archive, keeping nothing; return its metadata.
 
     :param source: a path or a binary stream (read from where it stands, not closed).
     :param verify_key: require a seal made with this key (see :mod:`.seal`).
     :param max_state_bytes: refuse a state.bin longer than this (decompressed).
+    :param identity: the archive is age-encrypted: decrypt it with these identities (an
+        identity file's path, or :func:`~raft_snapshot_plugin.encryption.load_identities`'
+        result), through a private temp file.
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
+    :raises EncryptionError: it does not decrypt with ``identity``.
     """
-    return read_archive(source, None, verify_key=verify_key, max_state_bytes=max_state_bytes)
+    with decrypted(source, identity) as plain:
+        return read_archive(plain, None, verify_key=verify_key, max_state_bytes=max_state_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +186,7 @@ class VerifiedState:
     :param path: the temp file's path (removed when :func:`open_verified`'s block ends).
     :param state_sha256: state.bin's SHA-256, lowercase hex, as SHA256SUMS lists it.
     :param trusted: a ``verify_key`` was given and the archive's seal holds under it.
+    :param seal_status: how the archive is sealed, in words (``ed25519 key 053e…, checked``).
     """
 
     meta: SnapshotMeta
@@ -172,6 +194,7 @@ class VerifiedState:
     path: str
     state_sha256: str
     trusted: bool
+    seal_status: str = "not sealed"
 
 
 @contextlib.contextmanager
@@ -183,6 +206,7 @@ def open_verified(
     backend: str | None = None,
     state_format: str | None = None,
     max_state_bytes: int | None = None,
+    identity: Identities | None = None,
 ) -> Iterator[VerifiedState]:
     """Read and check a whole archive into a private temp file; yield its state, then remove it.
 
@@ -199,19 +223,21 @@ def open_verified(
         archive of another family or of a newer version (see :func:`check_compatible`).
     :param max_state_bytes: refuse a state.bin longer than this, before a byte of it is written:
         the temp file never grows beyond it.
+    :param identity: decrypt an age-encrypted archive first (see :func:`verify`).
     :raises ArchiveError: the archive is malformed or refused (``.member`` says where).
     :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises IntegrityError: a checksum, length or seal does not match, or the seal is missing.
     """
-    with temp_file(prefix=prefix) as (file, path):
+    with decrypted(source, identity) as plain, temp_file(prefix=prefix) as (file, path):
         try:
-            contents = read_archive_contents(source, file, verify_key=verify_key,
+            contents = read_archive_contents(plain, file, verify_key=verify_key,
                                              max_state_bytes=max_state_bytes)
             if backend is not None:
                 check_compatible(contents.meta, backend, state_format)
             file.flush()
             file.seek(0)
-            yield VerifiedState(contents.meta, file, path, contents.state_sha256, contents.trusted)
+            yield VerifiedState(contents.meta, file, path, contents.state_sha256, contents.trusted,
+                                contents.seal_status)
         finally:
             file.close()
             remove_quietly(path)
@@ -248,3 +274,44 @@ def _version(text: str) -> tuple[int, ...] | None:
     """``"2"`` -> (2,), ``"3.4"`` -> (3, 4); ``None`` when it is not dotted numbers."""
     parts = text.split(".")
     return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+# --- age encryption around the archive ----------------------------------------------------------
+
+#: age recipients: public key strings, or parsed ones.
+Recipients = Sequence["str | encryption.AgeRecipient"]
+#: age identities: an identity file's path, or identities already loaded.
+Identities = Union[str, "os.PathLike[str]", Sequence["encryption.AgeIdentity"]]
+
+
+def _recipients(given: Recipients) -> list[encryption.AgeRecipient]:
+    texts = [r for r in given if isinstance(r, str)]
+    parsed = [r for r in given if not isinstance(r, str)]
+    return parsed + encryption.parse_recipients(texts)
+
+
+@contextlib.contextmanager
+def decrypted(source: ArchiveSource, identity: Identities | None) -> Iterator[ArchiveSource]:
+    """``source`` itself, or, given identities, its plaintext in a private temp file removed when
+    the block ends. Memory stays flat; disk holds one archive.
+
+    :raises EncryptionError: the file does not decrypt with these identities.
+    """
+    if identity is None:
+        yield source
+        return
+    identities = (encryption.load_identities(identity) if isinstance(identity, (str, os.PathLike))
+                  else list(identity))
+    with temp_file(prefix="raft-snapshot-decrypted-") as (file, path):
+        try:
+            if isinstance(source, (str, os.PathLike)):
+                with open(source, "rb") as encrypted:
+                    encryption.decrypt(encrypted, file, identities)
+            else:
+                encryption.decrypt(cast(IO[bytes], source), file, identities)
+            file.flush()
+            file.seek(0)
+            yield file
+        finally:
+            file.close()
+            remove_quietly(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,25 @@ def vectors_dir() -> Path:
 def private_tmpdir(snapshot_tmpdir: Path) -> Path:
     """The kit's private ``RAFT_SNAPSHOT_TMPDIR``, which must be empty again at teardown."""
     return snapshot_tmpdir
+
+
+#: CI installs age and pyrage: there a missing one fails the tests instead of skipping them.
+REQUIRE_AGE = os.environ.get("RAFT_SNAPSHOT_REQUIRE_AGE") == "1"
+
+
+def age_unavailable(what: str) -> None:
+    """Skip, saying what is missing; fail instead under ``RAFT_SNAPSHOT_REQUIRE_AGE=1``."""
+    message = f"{what} is not installed"
+    if REQUIRE_AGE:
+        pytest.fail(f"{message} and RAFT_SNAPSHOT_REQUIRE_AGE=1", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def age() -> str:
+    """The age binary (Debian's ``age`` package); age-keygen comes with it."""
+    path = shutil.which("age")
+    if path is None or shutil.which("age-keygen") is None:
+        age_unavailable("the age binary (apt-get install age)")
+    assert path is not None
+    return path

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import age_unavailable as _unavailable
 
 from raft_snapshot_plugin.encryption import (
     HEAD_SIZE,
@@ -41,19 +42,11 @@ from raft_snapshot_plugin.encryption import (
 )
 from raft_snapshot_plugin.errors import RaftSnapshotError
 
-REQUIRE_AGE = os.environ.get("RAFT_SNAPSHOT_REQUIRE_AGE") == "1"
 CHUNK = 64 * 1024  # age's payload chunk
 DATA = random.Random(7).randbytes(3 * CHUNK + 123)
 #: a real OpenSSH public key of a type age cannot encrypt to (ssh-keygen -t ecdsa)
 ECDSA_PUBLIC = ("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEev9GfmQ2IHTHhq87"
                 "VwkA4+rokSuFyOWdZStsNxo7agEBR9Ap6Xv0YG/cFcWDWpw9Ej9ouh5F3/ZaUS2B4WBoE= ops@example")
-
-
-def _unavailable(what: str) -> None:
-    message = f"{what} is not installed"
-    if REQUIRE_AGE:
-        pytest.fail(f"{message} and RAFT_SNAPSHOT_REQUIRE_AGE=1", pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,15 +55,6 @@ def pyrage() -> Any:
         _unavailable("pyrage (pip install 'raft-snapshot-plugin[age]')")
     return importlib.import_module("pyrage")
 
-
-@pytest.fixture(scope="module")
-def age() -> str:
-    """The age binary; age-keygen comes with it."""
-    path = shutil.which("age")
-    if path is None or shutil.which("age-keygen") is None:
-        _unavailable("the age binary (apt-get install age)")
-    assert path is not None
-    return path
 
 
 def _x25519_key_file(pyrage: Any, path: Path) -> str:
