@@ -30,7 +30,7 @@ import pytest
 from apps.tlscert import make_cert
 
 import raft_snapshot_plugin as rsp
-from raft_snapshot_plugin.cli import _inspection_table
+from raft_snapshot_plugin.cli._common import inspection_table as _inspection_table
 from raft_snapshot_plugin.http import Client
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryPlugin
@@ -181,7 +181,7 @@ def test_save_verify_inspect_restore(app: App, tmp_path: Path) -> None:
 
     done = cli("verify", str(target), "--format", "json")
     assert (done.returncode, done.stderr) == (0, "")
-    assert json.loads(done.stdout) == meta.to_dict()
+    assert json.loads(done.stdout) == {**meta.to_dict(), "Sealed": "not sealed"}
 
     done = cli("inspect", str(target), "--format", "json")
     assert (done.returncode, done.stderr) == (0, "")
@@ -455,3 +455,44 @@ def _read_answer(sock: socket.socket) -> tuple[int, dict[str, Any]]:
     response.begin()
     body: dict[str, Any] = json.loads(response.read())
     return response.status, body
+
+
+# ==================================================================================================
+# Encrypted at rest: save --encrypt-to, verify/inspect/restore --identity, encrypt, decrypt
+# ==================================================================================================
+
+def test_encrypted_save_and_restore(app: App, age: str, tmp_path: Path) -> None:
+    identity = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True, timeout=30)
+    recipient = subprocess.run(["age-keygen", "-y", str(identity)], check=True, text=True,
+                               capture_output=True, timeout=30).stdout.strip()
+    target = tmp_path / "backup.snap.age"
+    done = cli("save", str(target), *remote(app.leader), "--encrypt-to", recipient)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert "encrypted to 1 recipient" in done.stdout
+    assert target.read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if "backup" in p.name) == ["backup.snap.age"]
+    refused = one_error_line(cli("verify", str(target)))
+    assert "age-encrypted" in refused and "--identity" in refused
+    done = cli("verify", str(target), "--format", "json", env={"RAFT_SNAPSHOT_IDENTITY": str(identity)})
+    assert json.loads(done.stdout)["Index"] == app.nodes()[0]["applied"]
+    done = cli("inspect", str(target), "--identity", str(identity), "--format", "json")
+    assert json.loads(done.stdout)["Meta"]["Index"] == app.nodes()[0]["applied"]
+    # the CLI's decrypt gives back a plain archive, atomically and privately
+    done = cli("decrypt", str(target), "--identity", str(identity))
+    assert done.returncode == 0, done.stderr
+    plain = tmp_path / "backup.snap"
+    assert rsp.verify(plain).index == app.nodes()[0]["applied"]
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600
+    # and encrypt wraps it again, for the age tool
+    done = cli("encrypt", str(plain), "--recipient", recipient, "--out", str(tmp_path / "again.age"))
+    assert done.returncode == 0, done.stderr
+    back = subprocess.run([age, "-d", "-i", str(identity), str(tmp_path / "again.age")],
+                          capture_output=True, check=True, timeout=60).stdout
+    assert back == plain.read_bytes()
+    app.set("after", "the save")
+    done = cli("restore", str(target), *remote(app.leader), "--identity", str(identity))
+    assert done.returncode == 0, done.stderr
+    assert all("after" not in node for node in app.data())
+    app.wait_tmpdir_empty()

@@ -291,3 +291,45 @@ def test_cli_keygen_seal_verify(tmp_path: Path) -> None:
     resealed = rsp.verify(tmp_path / "b.snap")
     assert resealed.seal is not None
     assert dataclasses.replace(resealed, seal=None) == rsp.verify(tmp_path / "a.snap")
+
+
+def test_cli_slips_answered(tmp_path: Path) -> None:
+    priv, pub = tmp_path / "priv.pem", tmp_path / "pub.pem"
+    assert _cli("keygen", "ed25519", str(priv), str(pub)).returncode == 0
+    # keygen into an existing file fails whole: the new file is not left behind
+    (tmp_path / "taken.pem").write_bytes(b"keep me")
+    failed = _cli("keygen", "ed25519", str(tmp_path / "new.pem"), str(tmp_path / "taken.pem"))
+    assert failed.returncode == 1 and failed.stderr.count("\n") == 1 and "exists" in failed.stderr
+    assert not (tmp_path / "new.pem").exists() and (tmp_path / "taken.pem").read_bytes() == b"keep me"
+    # the public key given to seal with: refused, and the archive is untouched
+    (tmp_path / "a.snap").write_bytes(_archive(SIGNER))
+    before = (tmp_path / "a.snap").read_bytes()
+    wrong = _cli("seal", str(tmp_path / "a.snap"), "--seal-key", str(pub))
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1 and "public key" in wrong.stderr
+    assert (tmp_path / "a.snap").read_bytes() == before
+    # verify says how the archive is sealed, text and JSON, checked or not
+    pub.write_bytes(PUBLIC_PEM)  # the pair SIGNER belongs to
+    priv.write_bytes(PRIVATE_PEM)
+    text = _cli("verify", str(tmp_path / "a.snap"))
+    assert f"ed25519 key {SIGNER.key_id}, not checked (no key given)" in text.stdout
+    checked = _cli("verify", str(tmp_path / "a.snap"), "--verify-key", str(pub), "--format", "json")
+    assert json.loads(checked.stdout)["Sealed"] == f"ed25519 key {SIGNER.key_id}, checked"
+    # a private key where a verify key goes: its public half, and a note saying so
+    derived = _cli("verify", str(tmp_path / "a.snap"), "--verify-key", str(priv))
+    assert derived.returncode == 0 and "public half" in derived.stderr
+    inspected = _cli("inspect", str(tmp_path / "a.snap"), "--format", "json")
+    assert json.loads(inspected.stdout)["Sealed"].startswith(f"ed25519 key {SIGNER.key_id}")
+
+
+def test_cli_keygen_without_cryptography_is_one_line(tmp_path: Path) -> None:
+    """Without the 'seal' extra: one line naming it, no traceback, no file."""
+    blocker = tmp_path / "blocked" / "cryptography"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('cryptography is not installed')\n")
+    import os
+
+    env = {"PYTHONPATH": str(tmp_path / "blocked") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = _cli("keygen", "ed25519", str(tmp_path / "p.pem"), str(tmp_path / "q.pem"), env=env)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "'seal' extra" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "p.pem").exists() and not (tmp_path / "q.pem").exists()
