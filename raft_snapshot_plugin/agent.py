@@ -50,11 +50,11 @@ from typing import IO, Any
 
 from ._files import atomic_output, remove_quietly, temp_file
 from .archive import CHUNK, read_archive_contents
+from .client import DEFAULT_TIMEOUT, Client
 from .errors import ArchiveError, RaftSnapshotError, RemoteError, StorageError
-from .http import DEFAULT_TIMEOUT, Client
 from .manager import PluginManager, get_plugin_manager
-from .seal import SealKey, VerifyKey, load_seal_key, load_verify_key
 from .operations import take
+from .seal import SealKey, VerifyKey, load_seal_key, load_verify_key
 
 __all__ = [
     "Agent",

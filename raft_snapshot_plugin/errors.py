@@ -130,7 +130,7 @@ class SnapshotTimeoutError(RaftSnapshotError, TimeoutError):
 
 
 class RemoteError(RaftSnapshotError):
-    """A snapshot endpoint (``raft_snapshot_plugin.http``) refused a request or could not be reached.
+    """A snapshot endpoint (``raft_snapshot_plugin.endpoint``) refused a request or could not be reached.
 
     :param message: what went wrong: the endpoint's own ``{"error": ...}`` text when it answered.
     :param status: the HTTP status code, or ``None`` when no answer came (connection refused, TLS

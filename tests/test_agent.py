@@ -34,8 +34,8 @@ from raft_snapshot_plugin.agent import (
     retained,
 )
 from raft_snapshot_plugin.cli import main
+from raft_snapshot_plugin.endpoint import serve
 from raft_snapshot_plugin.errors import StorageError
-from raft_snapshot_plugin.http import serve
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
 

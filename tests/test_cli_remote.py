@@ -31,7 +31,7 @@ from apps.tlscert import make_cert
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.cli._common import inspection_table as _inspection_table
-from raft_snapshot_plugin.http import Client
+from raft_snapshot_plugin.client import Client
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryPlugin
 

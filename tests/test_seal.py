@@ -19,9 +19,10 @@ from consul_reader import consul_read
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import IntegrityError, Server, SnapshotMeta
 from raft_snapshot_plugin.archive import MEMBER_SEAL, read_archive_contents, write_archive
+from raft_snapshot_plugin.client import Client
+from raft_snapshot_plugin.endpoint import serve
 from raft_snapshot_plugin.errors import IncompatibleArchiveError, KeyFileError
 from raft_snapshot_plugin.hookspecs import hookimpl
-from raft_snapshot_plugin.http import Client, serve
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.seal import (
     Ed25519SigningKey,

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..http import DEFAULT_TIMEOUT, Client, Progress
+from ..client import DEFAULT_TIMEOUT, Client, Progress
 from ..meta import SnapshotMeta
 from ..operations import Inspection
 

@@ -1,7 +1,7 @@
 """A real application process: a 3-node MemoryCluster, each node serving the snapshot endpoint.
 
 Run by the tests as ``python memory_app.py --token T [options]``. It writes a few keys through the
-leader, starts one ``raft_snapshot_plugin.http.serve`` per node (the reference backend registered in
+leader, starts one ``raft_snapshot_plugin.endpoint.serve`` per node (the reference backend registered in
 the manager it passes), and prints one JSON line on stdout::
 
     {"leader": URL, "followers": [URL, URL], "leader_address": "memory://app/0", "state": URL}
@@ -27,7 +27,7 @@ import threading
 import urllib.parse
 from typing import Any
 
-from raft_snapshot_plugin.http import DEFAULT_MAX_UPLOAD_BYTES, SnapshotServer, serve
+from raft_snapshot_plugin.endpoint import DEFAULT_MAX_UPLOAD_BYTES, SnapshotServer, serve
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryNode, MemoryPlugin
 

@@ -20,7 +20,8 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 import raft_snapshot_plugin as rsp
-from raft_snapshot_plugin.http import Client, serve
+from raft_snapshot_plugin.client import Client
+from raft_snapshot_plugin.endpoint import serve
 
 from .support import SnapshotSupport
 

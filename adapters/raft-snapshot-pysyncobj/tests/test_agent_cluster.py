@@ -23,7 +23,7 @@ import pytest
 from cluster import WAIT, Cluster, running_cluster, user_state
 
 from raft_snapshot_plugin.agent import Agent, Retention, list_snapshots
-from raft_snapshot_plugin.http import serve
+from raft_snapshot_plugin.endpoint import serve
 
 T0 = 1_700_000_000.0
 TOKEN = "cluster-agent-token"

@@ -24,8 +24,8 @@ from raft_snapshot_pysyncobj.state import dump_state, load_state
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.archive import read_archive
+from raft_snapshot_plugin.client import Client
 from raft_snapshot_plugin.errors import RemoteError
-from raft_snapshot_plugin.http import Client
 
 _PYSYNCOBJ = tuple(int(p) for p in importlib.metadata.version("pysyncobj").split(".")[:3])
 #: Restarting the nodes of a cluster from their file journals: before 0.3.17, PySyncObj's journal

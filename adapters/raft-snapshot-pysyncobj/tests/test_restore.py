@@ -492,3 +492,23 @@ def test_a_node_without_its_copy_stops_at_the_commit_rather_than_diverge(
     finally:
         server.close()
     assert all(user_state(n)["accounts"] == {} for n in other_cluster.running)
+
+
+def test_consul_archive_put_to_a_pysyncobj_node_is_a_refusal(
+    cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path
+) -> None:
+    """A whole, valid Consul archive whose state.bin is not a PySyncObj state: the endpoint
+    answers 400 (the bytes are refused; nothing is wrong with the node) and applies nothing."""
+    from raft_snapshot_plugin.client import Client
+    from raft_snapshot_plugin.endpoint import serve
+    from raft_snapshot_plugin.errors import RemoteError
+
+    consul = Path(__file__).resolve().parents[3] / "tests" / "data" / "consul" / "valid_small.snap"
+    _fill(cluster, 3, "source")
+    before = cluster.states()
+    with serve(cluster.leader(), token="t" * 16, timeout=30) as server:
+        with pytest.raises(RemoteError) as info:
+            Client(server.url, "t" * 16).restore(consul)
+    assert info.value.status == 400, info.value
+    assert "not a PySyncObj state" in str(info.value) and "nothing was applied" in str(info.value)
+    assert cluster.states() == before

@@ -2,7 +2,7 @@
 
 Run as ``python node.py --address A --partners B,C --token T [options]``. The node carries the
 usual consumers (``ReplCounter``, ``ReplDict``, ``SnapshotSupport``), serves the snapshot endpoint
-with :func:`raft_snapshot_plugin.http.serve` and prints one JSON line on stdout::
+with :func:`raft_snapshot_plugin.endpoint.serve` and prints one JSON line on stdout::
 
     {"url": "http://127.0.0.1:PORT", "pid": PID, "address": "127.0.0.1:RAFTPORT"}
 
@@ -51,7 +51,7 @@ from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.support import find_support
 
 import raft_snapshot_plugin as rsp
-from raft_snapshot_plugin.http import serve
+from raft_snapshot_plugin.endpoint import serve
 
 _out_lock = threading.Lock()
 

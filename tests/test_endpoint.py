@@ -19,10 +19,11 @@ from apps.tlscert import make_cert
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import hookimpl
+from raft_snapshot_plugin.client import Client
+from raft_snapshot_plugin.endpoint import DEFAULT_MAX_UPLOAD_BYTES, PATH, SnapshotServer, serve
 from raft_snapshot_plugin.errors import RemoteError
-from raft_snapshot_plugin.http import DEFAULT_MAX_UPLOAD_BYTES, PATH, Client, SnapshotServer, serve
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
-from raft_snapshot_plugin.testing import MemoryCluster
+from raft_snapshot_plugin.testing import MemoryCluster, MemoryNode, MemoryPlugin
 
 TOKEN = "token-for-tests"
 
@@ -418,3 +419,51 @@ class _BadLeaderHook(_NoLeaderHook):
     @hookimpl
     def raft_snapshot_leader(self, backend: str, node: object) -> str | None:
         raise RuntimeError("cannot tell")
+
+
+# --- one mapping of the core's errors to statuses -------------------------------------------------
+
+class _Refusing(MemoryPlugin):
+    """The reference backend, whose hooks fail the way the contract lets adapters fail."""
+
+    def __init__(self, take_error: Exception | None, restore_error: Exception | None) -> None:
+        self.take_error, self.restore_error = take_error, restore_error
+
+    @hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        if self.take_error is not None:
+            raise self.take_error
+        return super().raft_snapshot_take(node, sink)
+
+    @hookimpl
+    def raft_snapshot_restore(
+        self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
+    ) -> bool:
+        if self.restore_error is not None:
+            raise self.restore_error
+        return super().raft_snapshot_restore(node, meta, source)
+
+
+@pytest.mark.parametrize(("take_error", "restore_error", "method", "status", "says"), [
+    (TimeoutError("the cluster is slow"), None, "GET", 503, "timed out"),
+    (None, TimeoutError("no quorum"), "PUT", 503, "timed out"),
+    (None, rsp.StateRejectedError("these bytes are not mine"), "PUT", 400, "not mine"),
+    (None, KeyError("adapter bug"), "PUT", 500, "KeyError"),
+], ids=["take-timeout", "restore-timeout", "state-rejected", "adapter-bug"])
+def test_adapter_errors_map_to_statuses(
+    cluster: MemoryCluster, private_tmpdir: Path, take_error: Exception | None,
+    restore_error: Exception | None, method: str, status: int, says: str,
+) -> None:
+    good = get_plugin_manager(load_entrypoints=False)
+    good.register(MemoryPlugin(), name="memory")
+    with rsp.take(cluster.nodes[0], manager=good) as snap:
+        archive = snap.read()
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(_Refusing(take_error, restore_error), name="memory")
+    before = states(cluster)
+    with serve(cluster.nodes[0], token=TOKEN, manager=manager) as server:
+        response, data = request(server.url, method, body=archive if method == "PUT" else None)
+    assert response.status == status and says in error_of(data), error_of(data)
+    if method == "PUT" and status == 400:
+        assert "nothing was applied" in error_of(data)
+    assert states(cluster) == before
