@@ -506,9 +506,9 @@ def test_consul_archive_put_to_a_pysyncobj_node_is_a_refusal(
     consul = Path(__file__).resolve().parents[3] / "tests" / "data" / "consul" / "valid_small.snap"
     _fill(cluster, 3, "source")
     before = cluster.states()
-    with serve(cluster.leader(), token="t" * 16, timeout=30) as server:
-        with pytest.raises(RemoteError) as info:
-            Client(server.url, "t" * 16).restore(consul)
+    with serve(cluster.leader(), token="t" * 16, timeout=30) as server, \
+            pytest.raises(RemoteError) as info:
+        Client(server.url, "t" * 16).restore(consul)
     assert info.value.status == 400, info.value
     assert "not a PySyncObj state" in str(info.value) and "nothing was applied" in str(info.value)
     assert cluster.states() == before
