@@ -69,7 +69,7 @@ def agent_status(config_path: str) -> None:
     found = module.read_status(state_dir)
     if found is None:
         raise click.ClickException(f"no agent status in {state_dir}: has the agent run?")
-    click.echo(json.dumps(found, indent=2, sort_keys=True))
+    click.echo(json.dumps(found.to_dict(), indent=2, sort_keys=True))
 
 
 @agent.command("list")

@@ -1,0 +1,113 @@
+"""The agent's TOML configuration file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .retention import Retention
+
+__all__ = ["AgentConfig", "load_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """What a TOML configuration file says (see :func:`load_config`)."""
+
+    url: str
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    addr: str | None = None
+    token: str | None = None
+    stale: bool = False
+    interval: float = 3600.0
+    max_failures: int = 3
+    state_dir: str | None = None
+    retention: Retention = dataclasses.field(default_factory=Retention)
+    seal_key: str | None = None
+    verify_key: str | None = None
+    #: age recipients: store ``.snap.age`` objects encrypted to them
+    encrypt_to: tuple[str, ...] = ()
+
+
+_KEYS: dict[str, dict[str, Any]] = {
+    "agent": {"addr": str, "token": str, "stale": bool, "interval": (int, float),
+              "max_failures": int, "state_dir": str, "seal_key": str, "verify_key": str,
+              "encrypt_to": list},
+    "storage": {"url": str, "options": dict},
+    "retention": {"keep": int, "hourly": int, "daily": int},
+}
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read an agent's TOML configuration::
+
+        [agent]
+        addr = "http://127.0.0.1:8500"   # the node's snapshot endpoint
+        token = "s3cret"
+        stale = false
+        interval = 3600                  # seconds between rounds
+        max_failures = 3
+        state_dir = "/var/lib/raft-snapshot-agent"
+        encrypt_to = ["age1..."]          # store .snap.age objects (the 'age' extra)
+
+        [storage]
+        url = "s3://bucket/prefix"
+        [storage.options]                # passed to fsspec (s3fs: key, secret, endpoint_url, ...)
+        anon = false
+
+        [retention]
+        keep = 5
+        hourly = 24
+        daily = 7
+
+    :raises ValueError: the file is not valid TOML, or a key is unknown or of the wrong type.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    with open(path, "rb") as file:
+        try:
+            data = tomllib.load(file)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{os.fspath(path)}: not valid TOML: {exc}") from exc
+    where = os.fspath(path)
+    for section, values in data.items():
+        if section not in _KEYS or not isinstance(values, dict):
+            raise ValueError(f"{where}: unknown section [{section}]")
+        for key, value in values.items():
+            kind = _KEYS[section].get(key)
+            if kind is None:
+                raise ValueError(f"{where}: unknown key {key!r} in [{section}]")
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{where}: [{section}] {key} has the wrong type: {value!r}")
+    agent, storage, retention = (data.get(s, {}) for s in ("agent", "storage", "retention"))
+    if "url" not in storage:
+        raise ValueError(f"{where}: [storage] url is required")
+    state_dir, seal_key, verify_key = (
+        None if agent.get(k) is None else str(Path(where).parent / Path(agent[k]).expanduser())
+        for k in ("state_dir", "seal_key", "verify_key"))
+    return AgentConfig(
+        url=storage["url"],
+        storage_options=dict(storage.get("options", {})),
+        addr=agent.get("addr"),
+        token=agent.get("token"),
+        stale=agent.get("stale", False),
+        interval=float(agent.get("interval", 3600.0)),
+        max_failures=agent.get("max_failures", 3),
+        state_dir=state_dir,
+        retention=Retention(**retention),
+        seal_key=seal_key,
+        verify_key=verify_key,
+        encrypt_to=_recipients(agent.get("encrypt_to", []), where),
+    )
+
+
+def _recipients(values: list[Any], where: str) -> tuple[str, ...]:
+    if not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{where}: [agent] encrypt_to is a list of age recipients (strings)")
+    return tuple(values)

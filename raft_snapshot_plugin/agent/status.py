@@ -1,0 +1,80 @@
+"""The agent's status: a typed record, kept as JSON in the state dir so a restart keeps it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._files import atomic_output
+
+__all__ = ["STATUS_FILE", "STORED_FILE", "AgentStatus", "read_json", "read_status", "write_json"]
+
+log = logging.getLogger("raft_snapshot_plugin.agent")
+
+STATUS_FILE = "status.json"
+STORED_FILE = "stored.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentStatus:
+    """How the agent is doing; times are Unix seconds, or ``None`` for never.
+
+    :param healthy: fewer than ``max_failures`` rounds in a row have failed.
+    :param last_success: when a round last ended well (stored, or skipped by design).
+    :param last_error: the last failed round's error, ``"Type: message"``.
+    :param last_error_at: when it failed.
+    :param next_run: when the next round starts (``None`` while the agent is not running).
+    :param stored: snapshots this agent has stored.
+    :param last_stored: the URL of the last one.
+    :param consecutive_failures: failed rounds since the last good one.
+    """
+
+    healthy: bool = True
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    next_run: float | None = None
+    stored: int = 0
+    last_stored: str | None = None
+    consecutive_failures: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``raft-snapshot agent status`` prints and the state dir keeps."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AgentStatus:
+        """The status a state dir kept; unknown keys (an older or newer agent's) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> AgentStatus:
+        return dataclasses.replace(self, **changes)
+
+
+def read_status(state_dir: str | os.PathLike[str]) -> AgentStatus | None:
+    """The status an agent with ``state_dir`` last wrote, or ``None`` if there is none."""
+    found = read_json(Path(state_dir) / STATUS_FILE)
+    return AgentStatus.from_dict(found) if found else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with atomic_output(path) as file:
+        file.write(json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
