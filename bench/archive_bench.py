@@ -36,10 +36,8 @@ import pickle
 import platform
 import random
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -47,6 +45,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench import _child
+from bench._child import peak_rss_kib, sha256_file
 
 MiB = 1 << 20
 CHUNK = 1 << 20
@@ -56,7 +57,6 @@ OURS = ("ours-write", "ours-verify", "ours-read")
 BASELINES = ("std-write", "std-verify")
 LIMITS = ("lim-decompress", "lim-igzip", "lim-sha256", "lim-disk")
 ALL_PATHS = (*OURS, *BASELINES, *LIMITS, "idle")
-REPO = Path(__file__).resolve().parents[1]
 
 #: the headline checks of issue 7, evaluated on the "kv" shape
 TARGETS = {
@@ -290,18 +290,6 @@ def job_idle() -> None:
     import raft_snapshot_plugin.archive  # noqa: F401
 
 
-def _peak_rss_kib() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss // 1024 if sys.platform == "darwin" else rss
-
-
 def child_main(spec: dict[str, Any]) -> None:
     job = globals()["job_" + spec["path"].replace("-", "_")]
     import raft_snapshot_plugin.archive  # noqa: F401 - imported before the clock starts, for all
@@ -311,34 +299,16 @@ def child_main(spec: dict[str, Any]) -> None:
     start = time.perf_counter()
     job(*spec["args"])
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss_kib": _peak_rss_kib()}))
+    print(json.dumps({"seconds": seconds, "peak_rss_kib": peak_rss_kib()}))
 
 
 def run_child(path: str, args: Sequence[Any], timeout: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    spec = json.dumps({"path": path, "args": list(args)})
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.archive_bench", "--child", spec],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{path} failed ({proc.returncode}):\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return _child.run_child("bench.archive_bench", path, args, timeout)
 
 
 # ==================================================================================================
 # The run
 # ==================================================================================================
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _job_args(path: str, state: Path, archive: Path, scratch: Path, size: int,
               level: int | None) -> list[Any]:
@@ -393,7 +363,7 @@ def bench_shape(shape: str, size: int, runs: int, paths: Sequence[str], workdir:
             }
         return {
             "state_bytes": state_bytes,
-            "state_sha256": _sha256_file(state),
+            "state_sha256": sha256_file(state),
             "archive_bytes": archive_bytes,
             "paths": summary,
             "ratios": _ratios(summary),

@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib
 import json
 import os
 import platform
 import random
-import resource
 import shlex
 import shutil
 import statistics
@@ -50,6 +48,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bench import _child
+from bench._child import peak_rss_kib, sha256_file
 from bench.archive_bench import parse_size
 
 MiB = 1 << 20
@@ -58,7 +58,6 @@ SEED = 20240607
 OURS = ("ours-encrypt", "ours-decrypt")
 AGE_TOOL = ("age-encrypt", "age-decrypt")
 ALL_PATHS = ("plain-copy", *OURS, *AGE_TOOL, "idle")
-REPO = Path(__file__).resolve().parents[1]
 RSS_LIMIT_MIB = 100.0
 
 
@@ -139,15 +138,6 @@ def job_idle() -> None:
     pass
 
 
-def _peak_rss_kib() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB on Linux
-
-
 def child_main(spec: dict[str, Any]) -> None:
     job = globals()["job_" + spec["path"].replace("-", "_")]
     # imported before the clock starts, for every path alike
@@ -156,22 +146,12 @@ def child_main(spec: dict[str, Any]) -> None:
     start = time.perf_counter()
     program_peak = job(*spec["args"])  # the age paths return the age process's peak
     seconds = time.perf_counter() - start
-    rss = _peak_rss_kib() if program_peak is None else program_peak
+    rss = peak_rss_kib() if program_peak is None else program_peak
     print(json.dumps({"seconds": seconds, "peak_rss_kib": rss}))
 
 
 def run_child(path: str, args: Sequence[Any], timeout: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    spec = json.dumps({"path": path, "args": list(args)})
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.encryption_bench", "--child", spec],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
-    if proc.returncode:
-        raise RuntimeError(f"{path} failed ({proc.returncode}):\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return _child.run_child("bench.encryption_bench", path, args, timeout)
 
 
 # ==================================================================================================
@@ -184,14 +164,6 @@ def generate(path: Path, size: int, seed: int = SEED) -> None:
         remaining = size
         while remaining:
             remaining -= file.write(rng.randbytes(min(remaining, CHUNK)))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _prepare(scratch: Path, size: int) -> dict[str, Any]:
@@ -209,7 +181,7 @@ def _prepare(scratch: Path, size: int) -> dict[str, Any]:
     with open(plain, "rb") as reader, open(sealed, "wb") as writer:
         encrypt(reader, writer, parse_recipients([public]))
     return {"plain": str(plain), "sealed": str(sealed), "key_file": str(key_file), "public": public,
-            "plain_sha256": _sha256_file(plain), "sealed_bytes": sealed.stat().st_size}
+            "plain_sha256": sha256_file(plain), "sealed_bytes": sealed.stat().st_size}
 
 
 def _job_args(path: str, files: dict[str, Any], out: str, fresh: bool) -> list[Any]:
@@ -238,7 +210,7 @@ def bench(size: int, runs: int, paths: Sequence[str], workdir: Path, fresh: bool
                 os.sync()
                 results[path].append(run_child(path, _job_args(path, files, str(out), fresh), timeout))
                 checked = path in ("ours-decrypt", "age-decrypt") and run == 0
-                if checked and _sha256_file(out) != files["plain_sha256"]:
+                if checked and sha256_file(out) != files["plain_sha256"]:
                     raise RuntimeError(f"{path}: the decrypted file differs from the original")
                 if fresh:
                     out.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ The benchmark itself is not part of the test command: this runs it at 1 MiB, one
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import age_unavailable
 
 from raft_snapshot_plugin import SnapshotMeta, archive
 from raft_snapshot_plugin.archive import read_archive, write_archive
@@ -46,6 +48,25 @@ def test_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
         assert {"write_vs_std", "verify_vs_std", "verify_vs_decompress"} <= set(shape["ratios"])
     assert "write_vs_std" in proc.stdout  # the table
     assert list(tmp_path.iterdir()) == [tmp_path / "results"]  # state files cleaned up
+
+
+@needs_bench
+def test_encryption_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    if importlib.util.find_spec("pyrage") is None:
+        age_unavailable("pyrage (pip install 'raft-snapshot-plugin[age]')")
+    out = tmp_path / "results" / "encryption.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.encryption_bench", "--size", "1MiB", "--runs", "1",
+         "--quiet", "--workdir", str(tmp_path), "--out", str(out),
+         "--paths", "plain-copy,ours-encrypt,ours-decrypt,idle"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert {"plain-copy", "ours-encrypt", "ours-decrypt"} <= set(report["paths"])
+    assert report["paths"]["ours-decrypt"]["peak_rss_mib"] > 0
+    assert list(tmp_path.iterdir()) == [tmp_path / "results"]
 
 
 @needs_bench
