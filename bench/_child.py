@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO", "peak_rss_kib", "run_child", "sha256_file"]
+__all__ = ["REPO", "peak_rss_kib", "run_child", "sha256_file", "summarize"]
 
 REPO = Path(__file__).resolve().parents[1]
 _CHUNK = 1 << 20
@@ -50,3 +51,17 @@ def sha256_file(path: Path) -> str:
         while block := file.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+def summarize(results: dict[str, list[dict[str, Any]]], size: int) -> dict[str, Any]:
+    """Per path: each run's seconds, the median, MiB/s over ``size`` bytes, the peak RSS in MiB."""
+    summary: dict[str, Any] = {}
+    for path, samples in results.items():
+        median = statistics.median(s["seconds"] for s in samples)
+        summary[path] = {
+            "seconds": [round(s["seconds"], 4) for s in samples],
+            "median_seconds": round(median, 4),
+            "mib_per_s": round(size / (1 << 20) / median, 1) if path != "idle" else None,
+            "peak_rss_mib": round(max(s["peak_rss_kib"] for s in samples) / 1024, 1),
+        }
+    return summary

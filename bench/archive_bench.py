@@ -37,7 +37,6 @@ import platform
 import random
 import re
 import shutil
-import statistics
 import sys
 import tarfile
 import tempfile
@@ -352,15 +351,7 @@ def bench_shape(shape: str, size: int, runs: int, paths: Sequence[str], workdir:
             log(f"[{shape}] run {run + 1}/{runs}: " + "  ".join(
                 f"{p}={state_bytes / MiB / results[p][-1]['seconds']:.0f}" for p in paths if p != "idle"
             ))
-        summary: dict[str, Any] = {}
-        for path, samples in results.items():
-            median = statistics.median(s["seconds"] for s in samples)
-            summary[path] = {
-                "seconds": [round(s["seconds"], 4) for s in samples],
-                "median_seconds": round(median, 4),
-                "mib_per_s": round(state_bytes / MiB / median, 1) if path != "idle" else None,
-                "peak_rss_mib": round(max(s["peak_rss_kib"] for s in samples) / 1024, 1),
-            }
+        summary = _child.summarize(results, state_bytes)
         return {
             "state_bytes": state_bytes,
             "state_sha256": sha256_file(state),

@@ -39,7 +39,6 @@ import platform
 import random
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,22 +216,9 @@ def bench(size: int, runs: int, paths: Sequence[str], workdir: Path, fresh: bool
             log(f"run {run + 1}/{runs}: " + "  ".join(
                 f"{p}={results[p][-1]['seconds']:.2f}s" for p in paths if p != "idle"))
         return {"plain_sha256": files["plain_sha256"], "sealed_bytes": files["sealed_bytes"],
-                "paths": _summary(results, size)}
+                "paths": _child.summarize(results, size)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _summary(results: dict[str, list[dict[str, Any]]], size: int) -> dict[str, Any]:
-    summary: dict[str, Any] = {}
-    for path, samples in results.items():
-        median = statistics.median(s["seconds"] for s in samples)
-        summary[path] = {
-            "seconds": [round(s["seconds"], 4) for s in samples],
-            "median_seconds": round(median, 4),
-            "mib_per_s": round(size / MiB / median, 1) if path != "idle" else None,
-            "peak_rss_mib": round(max(s["peak_rss_kib"] for s in samples) / 1024, 1),
-        }
-    return summary
 
 
 def ratios(paths: dict[str, Any]) -> dict[str, float]:
