@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -235,3 +237,13 @@ def test_kit_offline_restore_flavour(pytester: pytest.Pytester, offline: bool) -
     else:  # never started: the round trip reads the old state, as a live-restore adapter's would
         result.assert_outcomes(passed=tests - 1, failed=1)
         result.stdout.fnmatch_lines(["*test_round_trip*"])
+
+
+def test_reference_backend_imports_without_pytest() -> None:
+    """raft_snapshot_plugin.memory is for applications and demos too, not only for the kit."""
+    code = ("import sys; sys.modules['pytest'] = None; import raft_snapshot_plugin.memory as m; "
+            "c = m.MemoryCluster(1); c.nodes[0].set('k', 'v'); print(c.nodes[0].data)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'k': 'v'}"
