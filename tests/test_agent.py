@@ -16,13 +16,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pytest
 from apps.s3_server import S3Server
 
 import raft_snapshot_plugin as rsp
+from raft_snapshot_plugin import hookimpl
 from raft_snapshot_plugin.agent import (
     NAME_PATTERN,
     Agent,
@@ -39,7 +40,7 @@ from raft_snapshot_plugin.cli import main
 from raft_snapshot_plugin.endpoint import serve
 from raft_snapshot_plugin.errors import StorageError
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
-from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryNode, MemoryPlugin
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 TOKEN = "agent-test-token"
@@ -106,6 +107,32 @@ def test_only_the_leader_stores_and_the_name_says_when_and_what(
     cluster.nodes[0].set("more", "x")
     assert agent_for(cluster.nodes[2], memory_url, manager, clock=clock, stale=True).run_once()
 
+
+
+class _LosesLeadership(MemoryPlugin):
+    """The reference backend, except that a take hands the leadership to another node."""
+
+    name = "losing"
+
+    @hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        meta = super().raft_snapshot_take(node, sink)
+        node.cluster.elect(node.cluster.nodes[1])
+        return meta
+
+
+def test_leadership_lost_during_the_take_skips_the_round(
+    cluster: MemoryCluster, memory_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The take's state may be the new leader's only if it still leads: nothing is stored."""
+    pm = get_plugin_manager(load_entrypoints=False)
+    pm.register(_LosesLeadership(), name=_LosesLeadership.name)
+    agent = agent_for(cluster.nodes[0], memory_url, pm)
+    with caplog.at_level("INFO", logger="raft_snapshot_plugin.agent"):
+        assert agent.run_once() is None
+    assert "lost the leadership during the take" in caplog.text
+    assert stored_names(memory_url) == []
+    assert agent.status().healthy and agent.status().consecutive_failures == 0
 
 def test_unchanged_state_is_not_stored_twice_even_across_restarts_and_agents(
     cluster: MemoryCluster, manager: PluginManager, memory_url: str, tmp_path: Path
@@ -263,6 +290,23 @@ def test_failures_count_against_the_budget_and_the_status_file_says_so(
     assert {"healthy", "last_success", "last_error", "next_run", "stored",
             "consecutive_failures"} <= set(status.to_dict())
 
+
+
+def test_a_damaged_status_file_is_read_for_what_it_still_says(
+    cluster: MemoryCluster, manager: PluginManager, memory_url: str, tmp_path: Path
+) -> None:
+    """Unknown keys and values of the wrong type are dropped, never carried into the next round."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps(
+        {"stored": None, "consecutive_failures": "2", "healthy": False, "from_a_newer_agent": 1}))
+    agent = agent_for(cluster.nodes[0], memory_url, manager, state_dir=state)
+    assert agent.status() == AgentStatus(healthy=False)
+    assert agent.run_once()
+    assert agent.status().stored == 1 and agent.status().healthy
+    assert set(AgentStatus().to_dict()) == {
+        "healthy", "last_success", "last_error", "last_error_at", "next_run", "stored",
+        "last_stored", "consecutive_failures"}
 
 def test_start_runs_a_round_at_once_and_stop_is_prompt(
     cluster: MemoryCluster, manager: PluginManager, memory_url: str, tmp_path: Path

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,46 @@ class AgentStatus:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AgentStatus:
-        """The status a state dir kept; unknown keys (an older or newer agent's) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The status a state dir kept; unknown keys (an older or newer agent's) are ignored, and
+        so are values of the wrong type (a hand-edited file's ``"stored": null`` would otherwise
+        break the next round's count), each logged."""
+        known: dict[str, Any] = {}
+        for name, fits in _FITS.items():
+            if name not in data:
+                continue
+            if fits(data[name]):
+                known[name] = data[name]
+            else:
+                log.warning("ignoring the agent status's %s: %r", name, data[name])
+        return cls(**known)
 
     def replace(self, **changes: Any) -> AgentStatus:
         return dataclasses.replace(self, **changes)
+
+
+def _is_time(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_text(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: what each field may hold, as JSON gives it back
+_FITS: dict[str, Callable[[object], bool]] = {
+    "healthy": lambda value: isinstance(value, bool),
+    "last_success": _is_time,
+    "last_error": _is_text,
+    "last_error_at": _is_time,
+    "next_run": _is_time,
+    "stored": _is_count,
+    "last_stored": _is_text,
+    "consecutive_failures": _is_count,
+}
 
 
 def read_status(state_dir: str | os.PathLike[str]) -> AgentStatus | None:
