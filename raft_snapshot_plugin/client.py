@@ -254,18 +254,21 @@ class Client:
             raw = response.read(MAX_ERROR_BODY)
         except (OSError, http.client.HTTPException):
             raw = b""
-        message, leader = "", None
+        message, leader, not_leader = "", None, False
         with contextlib.suppress(ValueError):
             doc = json.loads(raw)
             if isinstance(doc, dict):
                 message = str(doc.get("error") or "")
                 leader = doc.get("leader") if isinstance(doc.get("leader"), str) else None
+                # the endpoint's not-the-leader refusal always carries the key, null or not
+                not_leader = response.status == HTTPStatus.SERVICE_UNAVAILABLE and "leader" in doc
         if not message:
             message = raw.decode("utf-8", "replace").strip()[:200] or response.reason
         if response.status == HTTPStatus.UNAUTHORIZED and self._token is None:
             message += " (give --token or set RAFT_SNAPSHOT_TOKEN)"
         return RemoteError(f"{self.url}: {response.status} {response.reason}: {message}",
-                           status=response.status, url=self.url, leader=leader)
+                           status=response.status, url=self.url, leader=leader,
+                           not_leader=not_leader)
 
     def _unreachable(self, exc: BaseException, during: str | None = None) -> RemoteError:
         what = f"lost the connection during {during}" if during else "cannot reach the endpoint"

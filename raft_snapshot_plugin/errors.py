@@ -137,6 +137,8 @@ class RemoteError(RaftSnapshotError):
         failure, timeout, a connection lost mid-transfer: then the network error is chained).
     :param url: the endpoint asked.
     :param leader: the leader's Raft address, when a follower refused a request and named it.
+    :param not_leader: the endpoint refused because its node is not the leader (with or without
+        naming one), as opposed to any other 503 (a timeout, say).
     """
 
     def __init__(
@@ -146,11 +148,13 @@ class RemoteError(RaftSnapshotError):
         status: int | None = None,
         url: str | None = None,
         leader: str | None = None,
+        not_leader: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.url = url
         self.leader = leader
+        self.not_leader = not_leader
 
 
 class StorageError(RaftSnapshotError):

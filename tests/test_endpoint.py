@@ -467,3 +467,49 @@ def test_adapter_errors_map_to_statuses(
     if method == "PUT" and status == 400:
         assert "nothing was applied" in error_of(data)
     assert states(cluster) == before
+
+
+def test_client_tells_not_the_leader_from_other_503s(
+    cluster: MemoryCluster, private_tmpdir: Path, tmp_path: Path
+) -> None:
+    """The agent skips a round on a follower but must count a timeout as a failure."""
+    good = get_plugin_manager(load_entrypoints=False)
+    good.register(MemoryPlugin(), name="memory")
+    with serve(cluster.nodes[1], token=TOKEN, manager=good) as server, \
+            pytest.raises(RemoteError) as follower:
+        Client(server.url, TOKEN).save(tmp_path / "a.snap")
+    assert follower.value.status == 503 and follower.value.not_leader
+    assert follower.value.leader == cluster.nodes[0].address
+    slow = get_plugin_manager(load_entrypoints=False)
+    slow.register(_Refusing(TimeoutError("slow"), None), name="memory")
+    with serve(cluster.nodes[0], token=TOKEN, manager=slow) as server, \
+            pytest.raises(RemoteError) as timeout:
+        Client(server.url, TOKEN).save(tmp_path / "b.snap")
+    assert timeout.value.status == 503 and not timeout.value.not_leader
+
+
+class _NoIsLeader:
+    """Only the three required hooks: leadership unknown."""
+
+    @hookimpl
+    def raft_snapshot_backend(self, node: object) -> str | None:
+        return "blind" if isinstance(node, MemoryNode) else None
+
+    @hookimpl
+    def raft_snapshot_take(self, node: MemoryNode, sink: IO[bytes]) -> rsp.SnapshotMeta:
+        return MemoryPlugin().raft_snapshot_take(node, sink)
+
+    @hookimpl
+    def raft_snapshot_restore(self) -> bool:
+        return True
+
+
+def test_stale_header_says_unknown_without_is_leader(
+    cluster: MemoryCluster, private_tmpdir: Path
+) -> None:
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(_NoIsLeader(), name="blind")
+    with serve(cluster.nodes[1], token=TOKEN, manager=manager) as server:
+        response, data = request(server.url)
+    assert response.status == 200 and response.getheader("X-Raft-Stale") == "unknown"
+    assert rsp.verify(io.BytesIO(data)).backend == "blind"

@@ -248,7 +248,7 @@ class Agent:
             try:
                 meta = self._client.save(path, stale=self.stale, verify_key=self.verify_key)
             except RemoteError as exc:
-                if exc.status == 503 and not self.stale:
+                if exc.not_leader and not self.stale:  # another 503 (a timeout) is a failure
                     raise SkipRoundError(f"{self._client.url} is not the leader "
                                 f"(leader: {exc.leader or 'unknown'})") from exc
                 raise
