@@ -59,6 +59,7 @@ class Config:
     backend: str
     manager: PluginManager
     max_upload_bytes: int
+    max_state_bytes: int | None
     timeout: float | None
     io_timeout: float
     seal_key: SealKey | None = None
@@ -249,6 +250,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             meta = restore(config.node, body, backend=config.backend, timeout=config.timeout,
                            verify_key=config.verify_key,
                            allow_incompatible=flag(query, "allow_incompatible"),
+                           max_state_bytes=config.max_state_bytes,
                            manager=config.manager)
         except _UploadBrokenError as exc:
             log.warning("upload from %s not applied: %s", self.client_address[0], exc)

@@ -6,6 +6,9 @@ from __future__ import annotations
 PATH = "/v1/snapshot"
 #: The largest upload ``serve`` accepts unless told otherwise: 1 GiB.
 DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
+#: The longest state (decompressed) ``serve`` restores unless told otherwise: 4 GiB. A small
+#: upload can inflate far beyond ``max_upload_bytes``; this bounds the temp disk it may take.
+DEFAULT_MAX_STATE_BYTES = 4 << 30
 #: Seconds a network operation may wait (server: each read or write; client: the same, and the
 #: server's take before the first byte arrives).
 DEFAULT_TIMEOUT = 120.0

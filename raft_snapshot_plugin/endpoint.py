@@ -45,11 +45,11 @@ import threading
 from types import TracebackType
 
 from ._handler import Config, Server
-from ._protocol import DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT, PATH
+from ._protocol import DEFAULT_MAX_STATE_BYTES, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT, PATH
 from .manager import PluginManager, get_plugin_manager
 from .seal import SealKey, VerifyKey
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "PATH", "SnapshotServer", "serve"]
+__all__ = ["DEFAULT_MAX_STATE_BYTES", "DEFAULT_MAX_UPLOAD_BYTES", "PATH", "SnapshotServer", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_state_bytes: int | None = DEFAULT_MAX_STATE_BYTES,
     certfile: str | os.PathLike[str] | None = None,
     keyfile: str | os.PathLike[str] | None = None,
     manager: PluginManager | None = None,
@@ -126,6 +127,9 @@ def serve(
     :param port: the port; 0 picks a free one (read it from ``.url`` or ``.port``).
     :param max_upload_bytes: the largest archive ``PUT`` accepts (default 1 GiB); a larger
         ``Content-Length`` is answered ``413`` before the body is read.
+    :param max_state_bytes: the longest state (state.bin, decompressed) ``PUT`` restores (default
+        4 GiB): checked from its tar header before a byte of it is written, ``400`` beyond;
+        ``None`` for no limit.
     :param certfile: a PEM certificate chain: serve HTTPS (TLS 1.2 or later) instead of HTTP.
     :param keyfile: the certificate's private key, if not inside ``certfile``.
     :param manager: the plugin manager (default: a fresh :func:`get_plugin_manager`).
@@ -154,7 +158,8 @@ def serve(
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certfile, keyfile)
     config = Config(node=node, token=token.encode("utf-8"), backend=name, manager=pm,
-                     max_upload_bytes=max_upload_bytes, timeout=timeout, io_timeout=io_timeout,
+                     max_upload_bytes=max_upload_bytes, max_state_bytes=max_state_bytes,
+                     timeout=timeout, io_timeout=io_timeout,
                      seal_key=seal_key, verify_key=verify_key)
     server = SnapshotServer(Server((host, port), config, context),
                             "https" if context is not None else "http")

@@ -513,3 +513,21 @@ def test_stale_header_says_unknown_without_is_leader(
         response, data = request(server.url)
     assert response.status == 200 and response.getheader("X-Raft-Stale") == "unknown"
     assert rsp.verify(io.BytesIO(data)).backend == "blind"
+
+
+def test_upload_inflating_past_max_state_bytes_is_refused_before_it_is_written(
+    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path
+) -> None:
+    """A 64 MiB state of zeros compresses to about 64 KiB, well under max_upload_bytes: the
+    decompressed limit refuses it from the tar header, before the temp file grows."""
+    meta = rsp.SnapshotMeta(index=1, term=1, backend="memory")
+    with rsp.Snapshot.create(meta, bytes(64 << 20), level=9) as snap:
+        archive = snap.read()
+    assert len(archive) < 1 << 20
+    before = states(cluster)
+    with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager,
+               max_upload_bytes=1 << 20, max_state_bytes=1 << 20) as server:
+        response, data = request(server.url, "PUT", body=archive)
+    assert response.status == 400
+    assert f"{64 << 20} bytes, more than the {1 << 20} allowed" in error_of(data)
+    assert states(cluster) == before
