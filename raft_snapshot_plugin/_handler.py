@@ -3,6 +3,7 @@ restore), and the one mapping of the core's errors to HTTP statuses (:func:`stat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import http.server
@@ -10,6 +11,7 @@ import json
 import logging
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -34,6 +36,12 @@ from .seal import SealKey, VerifyKey
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
 _DRAIN_SECONDS = 2.0
+#: A client has this long to send its request line and headers, however it trickles them.
+HEADER_SECONDS = 10.0
+#: After the first ``RATE_GRACE_SECONDS`` of an upload, a client sending slower than this (bytes
+#: per second, on average) is dropped: a slow upload holds a thread and the restore's temp file.
+MIN_UPLOAD_RATE = 16 << 10
+RATE_GRACE_SECONDS = 10.0
 
 #: The one mapping of what the core raises to what the endpoint answers. A refusal of the upload
 #: (a bad archive, bytes the adapter will not load) is the client's 400; not the leader, or out
@@ -64,6 +72,7 @@ class Config:
     io_timeout: float
     seal_key: SealKey | None = None
     verify_key: VerifyKey | None = None
+    max_connections: int = 1024
 
 
 class _UploadBrokenError(Exception):
@@ -77,10 +86,12 @@ class _Body:
         self._raw = raw
         self.length = length
         self.remaining = length
+        self._started = time.monotonic()
 
     def read(self, size: int = -1, /) -> bytes:
         if self.remaining <= 0:
             return b""
+        self._check_rate()
         n = self.remaining if size is None or size < 0 else min(size, self.remaining)
         try:
             data = self._raw.read(n)
@@ -96,9 +107,20 @@ class _Body:
             )
         return data
 
+    def _check_rate(self) -> None:
+        elapsed = time.monotonic() - self._started
+        done = self.length - self.remaining
+        if elapsed > RATE_GRACE_SECONDS and done < MIN_UPLOAD_RATE * elapsed:
+            raise _UploadBrokenError(
+                f"the upload was dropped: {done} of {self.length} bytes in {elapsed:.0f} s, slower "
+                f"than {MIN_UPLOAD_RATE} bytes/s")
+
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of clients would wait on SYN retries (seconds)
+    # before the accept loop, which hands each its own thread at once, even saw them
+    request_queue_size = 1024
 
     def __init__(
         self,
@@ -122,6 +144,30 @@ class Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.error("request from %s failed", client_address, exc_info=True)
 
+    # At most max_connections at once, each on its own thread: beyond that a connection is
+    # closed at once rather than given a thread.
+    _active = 0
+    _active_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            full = self._active >= self.config.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            log.warning("refused a connection from %s: %d connections are open already",
+                        client_address[0], self.config.max_connections)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Server
@@ -130,8 +176,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self._unread = 0
+        self._expect_continue = False
         super().setup()
         self.connection.settimeout(self.server.config.io_timeout)
+        # However slowly the request line and headers trickle in, they have HEADER_SECONDS.
+        self._header_deadline = threading.Timer(HEADER_SECONDS, self._too_slow)
+        self._header_deadline.daemon = True
+        self._header_deadline.start()
+
+    def _too_slow(self) -> None:
+        log.info("dropped %s: no complete request in %.0f s", self.client_address[0],
+                 HEADER_SECONDS)
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._header_deadline.cancel()
+        super().finish()
+
+    def handle_expect_100(self) -> bool:
+        """Hold ``100 Continue`` until the token and the size are checked (see :meth:`_put`)."""
+        self._expect_continue = True
+        return True
 
     def handle(self) -> None:
         if isinstance(self.connection, ssl.SSLSocket):
@@ -153,7 +219,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET  # noqa: N815
 
     def _dispatch(self) -> None:
-        self._unread = content_length(self.headers.get("Content-Length")) or 0
+        self._header_deadline.cancel()
+        # a client that waits for 100 Continue sends no body unless asked: nothing to drain
+        self._unread = 0 if self._expect_continue else (
+            content_length(self.headers.get("Content-Length")) or 0)
         if "Transfer-Encoding" in self.headers:  # refused (411), but drained like any body
             self._unread = CHUNK
         try:
@@ -201,7 +270,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             snap = take(config.node, backend=config.backend, timeout=config.timeout,
                         seal_key=config.seal_key, leader_only=not allow_stale,
-                        manager=config.manager)
+                        wait_for_restore=False, manager=config.manager)
         except RaftSnapshotError as exc:
             self._failed(exc)
             return
@@ -245,6 +314,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         f"the upload of {length} bytes exceeds this endpoint's limit of "
                         f"{config.max_upload_bytes} bytes")
             return
+        if self._expect_continue:  # the checks passed: now ask for the body
+            self.send_response_only(HTTPStatus.CONTINUE)
+            self.end_headers()
         body = _Body(self.rfile, length)
         try:
             meta = restore(config.node, body, backend=config.backend, timeout=config.timeout,

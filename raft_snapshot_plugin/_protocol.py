@@ -12,6 +12,9 @@ DEFAULT_MAX_STATE_BYTES = 4 << 30
 #: Seconds a network operation may wait (server: each read or write; client: the same, and the
 #: server's take before the first byte arrives).
 DEFAULT_TIMEOUT = 120.0
+#: Seconds ``serve``'s takes and restores may last unless told otherwise: a restore on a node
+#: without quorum ends (and lets go of the node) instead of holding it.
+DEFAULT_OPERATION_TIMEOUT = 300.0
 #: The longest error answer a client reads.
 MAX_ERROR_BODY = 64 << 10
 

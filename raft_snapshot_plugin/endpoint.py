@@ -45,7 +45,13 @@ import threading
 from types import TracebackType
 
 from ._handler import Config, Server
-from ._protocol import DEFAULT_MAX_STATE_BYTES, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_TIMEOUT, PATH
+from ._protocol import (
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_OPERATION_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    PATH,
+)
 from .manager import PluginManager, get_plugin_manager
 from .seal import SealKey, VerifyKey
 
@@ -114,8 +120,9 @@ def serve(
     keyfile: str | os.PathLike[str] | None = None,
     manager: PluginManager | None = None,
     backend: str | None = None,
-    timeout: float | None = None,
+    timeout: float | None = DEFAULT_OPERATION_TIMEOUT,
     io_timeout: float = DEFAULT_TIMEOUT,
+    max_connections: int = 1024,
     seal_key: SealKey | None = None,
     verify_key: VerifyKey | None = None,
 ) -> SnapshotServer:
@@ -134,8 +141,14 @@ def serve(
     :param keyfile: the certificate's private key, if not inside ``certfile``.
     :param manager: the plugin manager (default: a fresh :func:`get_plugin_manager`).
     :param backend: the backend name, if not the one whose adapter claims ``node``.
-    :param timeout: seconds a take or restore may last (passed to the adapter); ``None``: no limit.
+    :param timeout: seconds a take or restore may last (passed to the adapter; default 300): a
+        restore that cannot finish (a node without quorum) ends and lets go of the node.
+        ``None``: no limit.
     :param io_timeout: seconds a connection may sit idle in one read or write before it is dropped.
+        Request headers must arrive within 10 s however they trickle, and an upload slower than
+        16 KiB/s on average (after its first 10 s) is dropped.
+    :param max_connections: connections served at once (each on a thread); more are closed at
+        once.
     :param seal_key: seal every archive ``GET`` serves (see :mod:`.seal`).
     :param verify_key: ``PUT`` accepts only archives sealed with this key.
     :return: the running :class:`SnapshotServer`.
@@ -159,7 +172,7 @@ def serve(
         context.load_cert_chain(certfile, keyfile)
     config = Config(node=node, token=token.encode("utf-8"), backend=name, manager=pm,
                      max_upload_bytes=max_upload_bytes, max_state_bytes=max_state_bytes,
-                     timeout=timeout, io_timeout=io_timeout,
+                     timeout=timeout, io_timeout=io_timeout, max_connections=max_connections,
                      seal_key=seal_key, verify_key=verify_key)
     server = SnapshotServer(Server((host, port), config, context),
                             "https" if context is not None else "http")

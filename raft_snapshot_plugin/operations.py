@@ -66,6 +66,7 @@ def take(
     level: int | None = None,
     seal_key: SealKey | None = None,
     leader_only: bool = False,
+    wait_for_restore: bool = True,
     manager: PluginManager | None = None,
 ) -> Snapshot:
     """Take a consistent snapshot of ``node`` through its adapter, into a private temp file.
@@ -78,6 +79,9 @@ def take(
     :param leader_only: refuse unless ``node`` leads its cluster, checked before the take and
         again after it (leadership can move while it runs). An adapter without
         ``raft_snapshot_is_leader`` cannot tell: the take then proceeds, with ``stale=None``.
+    :param wait_for_restore: while a restore into ``node`` runs in this process, wait for it (up
+        to ``timeout``); ``False`` refuses at once (``SnapshotTimeoutError``), as the endpoint
+        does so that ``GET ?stale`` never hangs behind a restore.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
     :return: the :class:`Snapshot`; ``stale`` is true when ``node`` was not the leader, ``None``
         when the adapter cannot tell.
@@ -89,7 +93,8 @@ def take(
     """
     pm = manager if manager is not None else get_plugin_manager()
     name = backend or pm.backend_for(node)
-    with _node_lock(node).shared(timeout), temp_file(prefix="raft-snapshot-state-") as (
+    with _node_lock(node).shared(timeout if wait_for_restore else 0), \
+            temp_file(prefix="raft-snapshot-state-") as (
         state, state_path
     ):
         try:

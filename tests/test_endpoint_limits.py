@@ -1,0 +1,164 @@
+"""The endpoint under hostile or unlucky clients: nothing before the checks, no hang behind a
+restore, slow and numerous clients bounded. Real sockets against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+import raft_snapshot_plugin as rsp
+from raft_snapshot_plugin import hookimpl
+from raft_snapshot_plugin.endpoint import PATH, SnapshotServer, serve
+from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
+from raft_snapshot_plugin.memory import MemoryCluster, MemoryNode, MemoryPlugin
+
+TOKEN = "token-for-limits"
+
+
+@pytest.fixture
+def cluster() -> MemoryCluster:
+    cluster = MemoryCluster(3, name="limits")
+    cluster.nodes[0].set("k", "v")
+    return cluster
+
+
+@pytest.fixture
+def server(cluster: MemoryCluster, snapshot_manager: PluginManager,
+           private_tmpdir: Path) -> Iterator[SnapshotServer]:
+    with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager,
+               max_upload_bytes=1 << 20) as running:
+        yield running
+
+
+def _raw(server: SnapshotServer, head: str, seconds: float = 5.0) -> tuple[socket.socket, bytes]:
+    """Send ``head`` (request line and headers); the first answer's bytes within ``seconds``."""
+    sock = socket.create_connection((server.host, server.port), timeout=seconds)
+    sock.sendall(head.encode("latin-1"))
+    return sock, sock.recv(65536)
+
+
+def test_100_continue_comes_only_after_the_token_and_the_size(
+    server: SnapshotServer, cluster: MemoryCluster, snapshot_manager: PluginManager
+) -> None:
+    with rsp.take(cluster.nodes[0], manager=snapshot_manager) as snap:
+        archive = snap.read()
+    put = f"PUT {PATH} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    sock, answer = _raw(server, put + f"Content-Length: {len(archive)}\r\n"
+                                      "Authorization: Bearer wrong\r\n\r\n")
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:80]
+    sock, answer = _raw(server, put + f"Content-Length: {2 << 20}\r\n"
+                                      f"Authorization: Bearer {TOKEN}\r\n\r\n")
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    sock, answer = _raw(server, put + f"Content-Length: {len(archive)}\r\n"
+                                      f"Authorization: Bearer {TOKEN}\r\n\r\n")
+    with sock:
+        assert answer.startswith(b"HTTP/1.1 100"), answer[:80]
+        sock.sendall(archive)
+        final = sock.recv(65536)
+    assert final.startswith(b"HTTP/1.1 200"), final[:200]
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "-5", "12 34", "0x10"])
+def test_content_length_is_ascii_digits_only(server: SnapshotServer, value: str) -> None:
+    head = (f"PUT {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {value}\r\n\r\n")
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    answer = b""
+    with sock:
+        sock.sendall(head.encode("utf-8"))
+        while chunk := sock.recv(65536):  # the server closes after a refusal
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:120]
+    assert b"not a byte count" in answer
+
+
+class _NoQuorum(MemoryPlugin):
+    """A restore that cannot finish: it waits for a quorum that never comes, until its timeout."""
+
+    @hookimpl
+    def raft_snapshot_restore(  # type: ignore[override]  # the hook's timeout, on purpose
+        self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes], timeout: float | None
+    ) -> bool:
+        time.sleep(timeout or 0)
+        raise TimeoutError("no quorum: the restore could not commit")
+
+
+def test_a_restore_without_quorum_lets_go_at_its_timeout_and_stale_gets_never_hang(
+    cluster: MemoryCluster, private_tmpdir: Path
+) -> None:
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(_NoQuorum(), name="memory")
+    good = get_plugin_manager(load_entrypoints=False)
+    good.register(MemoryPlugin(), name="memory")
+    with rsp.take(cluster.nodes[0], manager=good) as snap:
+        archive = snap.read()
+    with serve(cluster.nodes[0], token=TOKEN, manager=manager, timeout=2.0) as running:
+        answers: list[int] = []
+
+        def restore() -> None:
+            conn = http.client.HTTPConnection(running.host, running.port, timeout=30)
+            conn.request("PUT", PATH, body=archive, headers={"Authorization": f"Bearer {TOKEN}"})
+            answers.append(conn.getresponse().status)
+            conn.close()
+
+        thread = threading.Thread(target=restore)
+        started = time.monotonic()
+        thread.start()
+        slowest, during = 0.0, 0
+        while thread.is_alive() and time.monotonic() - started < 20:
+            asked = time.monotonic()
+            status = _get(running, "?stale")
+            slowest = max(slowest, time.monotonic() - asked)
+            during += status == 503
+            time.sleep(0.1)
+        thread.join(10)
+        assert answers == [503]  # the restore's timeout, answered as one
+        assert during >= 3 and slowest < 1.0, (during, slowest)
+        assert _get(running, "?stale") == 200  # the node is free again
+
+
+def _get(server: SnapshotServer, query: str = "") -> int:
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        conn.request("GET", PATH + query, headers={"Authorization": f"Bearer {TOKEN}"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_thousand_slow_clients_leave_a_normal_get_answering(server: SnapshotServer) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(1000):
+            sock = stack.enter_context(socket.create_connection((server.host, server.port),
+                                                                timeout=10))
+            sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n".encode())  # and never the rest
+        asked = time.monotonic()
+        assert _get(server) == 200
+        assert time.monotonic() - asked < 1.0
+
+
+def test_headers_that_trickle_are_dropped(
+    server: SnapshotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raft_snapshot_plugin import _handler
+
+    monkeypatch.setattr(_handler, "HEADER_SECONDS", 0.5)
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    with sock:
+        for piece in (f"GET {PATH} HTTP/1.1\r\n", "Host: x\r\n", "X-A: b\r\n", "X-C: d\r\n"):
+            with contextlib.suppress(OSError):
+                sock.sendall(piece.encode())
+            time.sleep(0.3)
+        assert sock.recv(100) == b""  # the server hung up, however politely it was trickled
