@@ -31,7 +31,7 @@ from pysyncobj import SyncObj, SyncObjException
 from pysyncobj import pickle as pso_pickle
 
 from raft_snapshot_plugin import SnapshotMeta
-from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError
+from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError, StateRejectedError
 
 from . import _node, direct
 from .direct import DirectTransferError, PayloadServer, StateRefusedError
@@ -183,6 +183,9 @@ class _Restore:
 
     def commit(self) -> None:
         result = self.call(self.support._rsp_commit, self.rid)
+        if isinstance(result, str) and result.startswith("refused"):  # the nodes would not load it
+            raise StateRejectedError(f"the cluster did not apply the snapshot: {result}",
+                                     backend=_node.BACKEND)
         if result != "ok":
             raise BackendError(f"the cluster did not apply the snapshot: {result}",
                                backend=_node.BACKEND)
@@ -220,8 +223,10 @@ class _Restore:
                     raise DirectTransferError(f"{member}: {reason.lstrip(': ')}")
                 if local is not None and local.refusal is not None:
                     raise local.refusal  # this node's own reason, as the log transport gives it
-                raise BackendError(f"{member} refused the snapshot: {reason}",
-                                   backend=_node.BACKEND) from StateRefusedError(reason)
+                # another member would not load the state (this node's own stage may not have
+                # finished saying so yet): a refusal of the bytes, as when this node refuses
+                raise StateRejectedError(f"{member} refused the snapshot: {reason}",
+                                         backend=_node.BACKEND) from StateRefusedError(reason)
             checked = time.monotonic()
             self.commit()
         log.info("restore %s: %d bytes to %d members directly; begin %.2f s, every member's copy "
