@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
+from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryPlugin
+
 #: The Consul-made archives this repository carries (see their README).
 VECTORS = Path(__file__).resolve().parent / "data" / "consul"
 
@@ -66,3 +69,11 @@ def age() -> str:
         age_unavailable("the age binary (apt-get install age)")
     assert path is not None
     return path
+
+
+@pytest.fixture
+def memory_manager() -> PluginManager:
+    """A plugin manager with the reference backend alone (no installed adapter loaded)."""
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
+    return manager

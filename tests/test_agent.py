@@ -55,10 +55,8 @@ class Clock:
 
 
 @pytest.fixture
-def manager() -> PluginManager:
-    pm = get_plugin_manager(load_entrypoints=False)
-    pm.register(MemoryPlugin(), name=MEMORY_BACKEND)
-    return pm
+def manager(memory_manager: PluginManager) -> PluginManager:
+    return memory_manager
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.agent import Agent
 from raft_snapshot_plugin.client import Client
 from raft_snapshot_plugin.endpoint import serve
-from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
-from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+from raft_snapshot_plugin.manager import PluginManager
+from raft_snapshot_plugin.memory import MemoryCluster
 from raft_snapshot_plugin.seal import HmacKey, generate_ed25519, load_seal_key
 
 HMAC = HmacKey(b"a shared secret, long enough")
@@ -30,10 +30,8 @@ SEALS: dict[str, Any] = {"unsealed": None, "hmac": HMAC, "ed25519": ED25519}
 
 
 @pytest.fixture
-def pm() -> PluginManager:
-    manager = get_plugin_manager(load_entrypoints=False)
-    manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
-    return manager
+def pm(memory_manager: PluginManager) -> PluginManager:
+    return memory_manager
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ from consul_reader import consul_read
 import raft_snapshot_plugin as rsp
 import raft_snapshot_plugin.manager
 import raft_snapshot_plugin.memory
-from raft_snapshot_plugin.manager import get_plugin_manager
-from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+from raft_snapshot_plugin.memory import MemoryCluster
 from raft_snapshot_plugin.seal import HmacKey
 
 
@@ -38,10 +37,8 @@ def key(age: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def pm() -> rsp.manager.PluginManager:
-    manager = get_plugin_manager(load_entrypoints=False)
-    manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
-    return manager
+def pm(memory_manager: rsp.manager.PluginManager) -> rsp.manager.PluginManager:
+    return memory_manager
 
 
 def test_sealed_inside_encrypted_outside_round_trip(
