@@ -146,7 +146,9 @@ def test_a_thousand_slow_clients_leave_a_normal_get_answering(server: SnapshotSe
             sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n".encode())  # and never the rest
         asked = time.monotonic()
         assert _get(server) == 200
-        assert time.monotonic() - asked < 1.0
+        took = time.monotonic() - asked
+        print(f"a GET beside 1000 slow clients: {took * 1000:.0f} ms")
+        assert took < 1.0
 
 
 def test_headers_that_trickle_are_dropped(
