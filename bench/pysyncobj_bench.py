@@ -263,6 +263,9 @@ def worker_main(conn: Any, i: int, addresses: list[str], directory: str, build: 
                 reply = _restore(node, rsp, **args)
             elif command == "digest":
                 reply = {"entries": len(node.data), "digest": digest(node.data)}
+            elif command == "peak_rss":  # this node process's peak resident memory so far
+                from bench._child import peak_rss_kib
+                reply = round(peak_rss_kib() / 1024, 1)
             elif command == "stop":
                 thread = node._SyncObj__thread
                 node.destroy()
@@ -639,12 +642,17 @@ def _restore_once(ctx: Any, fresh_dir: str, count: int, archive: str, expected: 
         if any(a is None for a in applied):
             raise TimeoutError("not every node applied the restore")
         digests = [w.call("digest") for w in restored.running()]
+        # the restoring node against the members beside it: it holds the same decoded state,
+        # so what it peaks above them is what the restore itself cost it (the state's bytes)
+        peaks = {i: w.call("peak_rss") for i, w in enumerate(restored.workers) if w is not None}
         rl.call("write", seq=1)  # takes new writes
         restored.converged()
         run = {
             "seconds": max(applied) - info["started"],
             "seconds_until_call_returned": info["returned"] - info["started"],
             "state_ok": all(d["digest"] == expected for d in digests),
+            "peak_rss_mib_restoring": peaks[ri],
+            "peak_rss_mib_members": [v for i, v in sorted(peaks.items()) if i != ri],
         }
         log(f"restore {run}")
         return run

@@ -86,7 +86,7 @@ class PickleSource(Protocol):
 #: The memory a restricted load may allocate through the constructors it calls (``bytes(n)``,
 #: ``list(range(n))``, copies of objects already loaded): this floor plus this many times
 #: state.bin's length. Objects the pickle spells out byte by byte are bounded by its length anyway.
-ALLOC_FLOOR = 64 << 20
+ALLOC_FLOOR = 16 << 20
 ALLOC_FACTOR = 8
 
 #: Constructors whose arguments can ask for memory out of proportion to the bytes that name them.
