@@ -20,7 +20,8 @@ from typing import Any
 
 from . import __version__
 from ._protocol import PATH, content_length
-from .archive import CHUNK, Readable
+from ._upload import Body, UploadBrokenError
+from .archive import CHUNK
 from .errors import (
     ArchiveError,
     BackendNotFoundError,
@@ -38,10 +39,6 @@ log = logging.getLogger("raft_snapshot_plugin.endpoint")
 _DRAIN_SECONDS = 2.0
 #: A client has this long to send its request line and headers, however it trickles them.
 HEADER_SECONDS = 10.0
-#: After the first ``RATE_GRACE_SECONDS`` of an upload, a client sending slower than this (bytes
-#: per second, on average) is dropped: a slow upload holds a thread and the restore's temp file.
-MIN_UPLOAD_RATE = 16 << 10
-RATE_GRACE_SECONDS = 10.0
 
 #: The one mapping of what the core raises to what the endpoint answers. A refusal of the upload
 #: (a bad archive, bytes the adapter will not load) is the client's 400; not the leader, or out
@@ -73,47 +70,6 @@ class Config:
     seal_key: SealKey | None = None
     verify_key: VerifyKey | None = None
     max_connections: int = 1024
-
-
-class _UploadBrokenError(Exception):
-    """The client stopped sending before ``Content-Length`` bytes arrived."""
-
-
-class _Body:
-    """The request body as a stream that never reads past ``Content-Length``."""
-
-    def __init__(self, raw: Readable, length: int) -> None:
-        self._raw = raw
-        self.length = length
-        self.remaining = length
-        self._started = time.monotonic()
-
-    def read(self, size: int = -1, /) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        self._check_rate()
-        n = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        try:
-            data = self._raw.read(n)
-        except OSError as exc:  # reset, timeout, TLS failure
-            raise _UploadBrokenError(
-                f"the upload broke off after {self.length - self.remaining} of {self.length} "
-                f"bytes: {exc}"
-            ) from exc
-        self.remaining -= len(data)
-        if len(data) < n:
-            raise _UploadBrokenError(
-                f"the upload ended after {self.length - self.remaining} of {self.length} bytes"
-            )
-        return data
-
-    def _check_rate(self) -> None:
-        elapsed = time.monotonic() - self._started
-        done = self.length - self.remaining
-        if elapsed > RATE_GRACE_SECONDS and done < MIN_UPLOAD_RATE * elapsed:
-            raise _UploadBrokenError(
-                f"the upload was dropped: {done} of {self.length} bytes in {elapsed:.0f} s, slower "
-                f"than {MIN_UPLOAD_RATE} bytes/s")
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -317,14 +273,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self._expect_continue:  # the checks passed: now ask for the body
             self.send_response_only(HTTPStatus.CONTINUE)
             self.end_headers()
-        body = _Body(self.rfile, length)
+        body = Body(self.rfile, length)
         try:
             meta = restore(config.node, body, backend=config.backend, timeout=config.timeout,
                            verify_key=config.verify_key,
                            allow_incompatible=flag(query, "allow_incompatible"),
                            max_state_bytes=config.max_state_bytes,
                            manager=config.manager)
-        except _UploadBrokenError as exc:
+        except UploadBrokenError as exc:
             log.warning("upload from %s not applied: %s", self.client_address[0], exc)
             self._error(HTTPStatus.BAD_REQUEST, f"{exc}; nothing was applied")
             return
