@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import io
 import logging
-import os
 import socket
 import struct
 import threading
@@ -40,7 +39,7 @@ from typing import IO, Any
 
 from .state import PickleSource, YieldingReader
 
-__all__ = ["DirectTransferError", "Payload", "PayloadServer", "Stage", "StateRefusedError"]
+__all__ = ["DirectTransferError", "PayloadServer", "Stage", "StateRefusedError"]
 
 log = logging.getLogger(__name__)
 
@@ -64,52 +63,6 @@ class StateRefusedError(Exception):
     """Another member refused the state (its reason is the message)."""
 
 
-class Payload:
-    """What a :class:`PayloadServer` serves: bytes, or a file it sends from the kernel's page
-    cache (``sendfile``), so a restore of any size costs the restoring process no memory for it.
-
-    A file payload keeps its own descriptor: the restore's temp file may be closed and removed by
-    its owner while members are still fetching (the server lingers after the commit).
-    """
-
-    def __init__(self, data: bytes = b"", *, fd: int | None = None, start: int = 0,
-                 size: int | None = None) -> None:
-        self._data = data
-        self._fd = fd
-        self._start = start
-        self.size = len(data) if size is None else size
-
-    @classmethod
-    def of_file(cls, file: IO[bytes]) -> Payload:
-        """The bytes of ``file`` from its position to its end (its position is left as it was)."""
-        start = file.tell()
-        size = os.fstat(file.fileno()).st_size - start
-        return cls(fd=os.dup(file.fileno()), start=start, size=size)
-
-    def send(self, conn: socket.socket) -> None:
-        if self._fd is None:
-            conn.sendall(self._data)
-            return
-        # A file description of its own per connection: senders never share a file position.
-        with open(f"/proc/self/fd/{self._fd}", "rb") as own:
-            conn.sendfile(own, self._start, self.size)
-
-    def read(self) -> bytes:
-        """The whole payload, in memory: for small ones (and tests), never the restore's path."""
-        if self._fd is None:
-            return self._data
-        with open(f"/proc/self/fd/{self._fd}", "rb") as own:
-            own.seek(self._start)
-            return own.read(self.size)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._data = b""
-
-
 class PayloadServer:
     """Serves ``payload`` to the members named in ``members`` and collects their verdicts.
 
@@ -117,9 +70,9 @@ class PayloadServer:
     (in a daemon thread) until every member has applied the commit, or ``grace`` seconds.
     """
 
-    def __init__(self, host: str, payload: bytes | Payload, token: str, rid: str,
+    def __init__(self, host: str, payload: bytes, token: str, rid: str,
                  members: Collection[str], ports: Iterable[int] = (0,)) -> None:
-        self._payload = payload if isinstance(payload, Payload) else Payload(payload)
+        self._payload = payload
         self.token = token
         self.started = time.monotonic()
         self._rid = rid.encode()
@@ -129,11 +82,7 @@ class PayloadServer:
         self.applied: set[str] = set()
         self.ended: set[str] = set()  # members whose connection is over, whatever the outcome
         self._changed = threading.Condition()
-        try:
-            self._sock = _listen(host, ports)
-        except BaseException:
-            self._payload.close()
-            raise
+        self._sock = _listen(host, ports)
         self._sock.settimeout(0.2)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         self._closed = threading.Event()
@@ -171,8 +120,8 @@ class PayloadServer:
                 member = words[3].decode("utf-8", "replace")
                 with self._changed:
                     self.connected.add(member)
-                conn.sendall(_LENGTH.pack(self._payload.size))
-                self._payload.send(conn)
+                conn.sendall(_LENGTH.pack(len(self._payload)))
+                conn.sendall(self._payload)
                 conn.settimeout(None)  # decoding a large state takes a while
                 verdict = reader.readline(4096).decode("utf-8", "replace").strip()
                 self._record(self.verdicts, member, verdict or "lost: the member hung up")
@@ -229,7 +178,6 @@ class PayloadServer:
         self._closed.set()
         with contextlib.suppress(OSError):
             self._sock.close()
-        self._payload.close()
 
 
 def _listen(host: str, ports: Iterable[int]) -> socket.socket:
