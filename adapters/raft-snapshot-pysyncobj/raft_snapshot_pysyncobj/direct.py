@@ -30,16 +30,17 @@ import hashlib
 import hmac
 import io
 import logging
+import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import IO, Any
 
 from .state import PickleSource, YieldingReader
 
-__all__ = ["DirectTransferError", "PayloadServer", "Stage", "StateRefusedError"]
+__all__ = ["DirectTransferError", "Payload", "PayloadServer", "Stage", "StateRefusedError"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,82 @@ class StateRefusedError(Exception):
     """Another member refused the state (its reason is the message)."""
 
 
+class Payload:
+    """What a :class:`PayloadServer` serves: bytes, or a range of a file read piece by piece with
+    ``os.pread``, so that a restore of any size costs the restoring process no memory for it.
+
+    A file payload keeps a descriptor of its own (its owner may close and remove the file while
+    members still fetch: the server lingers after the commit). Reads name their offset, so any
+    number of senders share the descriptor without sharing a file position, and it is closed
+    only once the last sender is done with it.
+    """
+
+    def __init__(self, data: bytes = b"", *, fd: int | None = None, start: int = 0,
+                 size: int | None = None) -> None:
+        self._data = data
+        self._fd = fd
+        self._start = start
+        self.size = len(data) if size is None else size
+        self._lock = threading.Lock()
+        self._senders = 0
+        self._closed = False
+
+    @classmethod
+    def of_file(cls, file: IO[bytes]) -> Payload:
+        """The bytes of ``file`` from its position to its end (its position is left as it was)."""
+        start = file.tell()
+        size = os.fstat(file.fileno()).st_size - start
+        return cls(fd=os.dup(file.fileno()), start=start, size=size)
+
+    def pieces(self) -> Iterator[bytes]:
+        """The payload, ``_PIECE`` bytes at a time.
+
+        :raises OSError: the payload was closed, or its file is shorter than it was.
+        """
+        if self._fd is None:
+            yield self._data
+            return
+        with self._sending() as fd:
+            offset, end = self._start, self._start + self.size
+            while offset < end:
+                piece = os.pread(fd, min(_PIECE, end - offset), offset)
+                if not piece:
+                    raise OSError(f"the payload's file ended {end - offset} bytes early")
+                offset += len(piece)
+                yield piece
+
+    def read(self) -> bytes:
+        """The whole payload in memory: for small ones (and tests), never a restore's path."""
+        return b"".join(self.pieces())
+
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[int]:
+        with self._lock:
+            if self._closed or self._fd is None:
+                raise OSError("the payload is no longer served")
+            self._senders += 1
+            fd = self._fd
+        try:
+            yield fd
+        finally:
+            with self._lock:
+                self._senders -= 1
+                self._release_if_unused()
+
+    def close(self) -> None:
+        """Stop serving: the descriptor is closed now, or when its last sender is done."""
+        with self._lock:
+            self._closed = True
+            self._data = b""
+            self._release_if_unused()
+
+    def _release_if_unused(self) -> None:
+        if self._closed and self._senders == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class PayloadServer:
     """Serves ``payload`` to the members named in ``members`` and collects their verdicts.
 
@@ -70,9 +147,9 @@ class PayloadServer:
     (in a daemon thread) until every member has applied the commit, or ``grace`` seconds.
     """
 
-    def __init__(self, host: str, payload: bytes, token: str, rid: str,
+    def __init__(self, host: str, payload: bytes | Payload, token: str, rid: str,
                  members: Collection[str], ports: Iterable[int] = (0,)) -> None:
-        self._payload = payload
+        self._payload = payload if isinstance(payload, Payload) else Payload(payload)
         self.token = token
         self.started = time.monotonic()
         self._rid = rid.encode()
@@ -82,7 +159,11 @@ class PayloadServer:
         self.applied: set[str] = set()
         self.ended: set[str] = set()  # members whose connection is over, whatever the outcome
         self._changed = threading.Condition()
-        self._sock = _listen(host, ports)
+        try:
+            self._sock = _listen(host, ports)
+        except BaseException:
+            self._payload.close()
+            raise
         self._sock.settimeout(0.2)
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
         self._closed = threading.Event()
@@ -120,8 +201,9 @@ class PayloadServer:
                 member = words[3].decode("utf-8", "replace")
                 with self._changed:
                     self.connected.add(member)
-                conn.sendall(_LENGTH.pack(len(self._payload)))
-                conn.sendall(self._payload)
+                conn.sendall(_LENGTH.pack(self._payload.size))
+                for piece in self._payload.pieces():
+                    conn.sendall(piece)
                 conn.settimeout(None)  # decoding a large state takes a while
                 verdict = reader.readline(4096).decode("utf-8", "replace").strip()
                 self._record(self.verdicts, member, verdict or "lost: the member hung up")
@@ -178,6 +260,7 @@ class PayloadServer:
         self._closed.set()
         with contextlib.suppress(OSError):
             self._sock.close()
+        self._payload.close()
 
 
 def _listen(host: str, ports: Iterable[int]) -> socket.socket:

@@ -25,7 +25,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 from raft_snapshot_plugin import ArchiveError
 
@@ -213,15 +213,16 @@ def dump_state(
 
 
 class YieldingReader(io.RawIOBase):
-    """``buffer`` read through a Python-level ``read``: the C unpickler then calls back into the
-    interpreter once per frame, where other threads get the GIL. Reading a plain ``BytesIO``, it
+    """``buffer`` (in memory, or a file) read through a Python-level ``read``: the C unpickler
+    then calls back into the interpreter once per frame, where other threads get the GIL.
+    Reading a plain ``BytesIO``, it
     held the GIL for the whole load (1.6 s for a 100 MB state), starving the node's own tick
     thread: no heartbeats, and the followers elected a new leader in the middle of the restore.
     """
 
-    def __init__(self, buffer: io.BytesIO) -> None:
+    def __init__(self, buffer: io.BufferedIOBase | IO[bytes]) -> None:
         super().__init__()
-        self._buffer = buffer
+        self._buffer = cast(io.BufferedIOBase, buffer)
 
     def readable(self) -> bool:
         return True

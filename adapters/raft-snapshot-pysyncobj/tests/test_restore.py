@@ -26,7 +26,7 @@ from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport, _node
 from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.demo import free_ports
-from raft_snapshot_pysyncobj.direct import PayloadServer
+from raft_snapshot_pysyncobj.direct import Payload, PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
 
@@ -414,8 +414,10 @@ def test_direct_transfer_damaged_in_transit_falls_back_to_the_log(
     _save(cluster, tmp_path / "s.snap")
 
     class Damaging(PayloadServer):
-        def __init__(self, host: str, payload: bytes, *args: object) -> None:
-            damaged = payload[:-8] + bytes(b ^ 0xFF for b in payload[-8:])
+        def __init__(self, host: str, payload: Payload, *args: object) -> None:
+            raw = payload.read()
+            payload.close()
+            damaged = raw[:-8] + bytes(b ^ 0xFF for b in raw[-8:])
             super().__init__(host, damaged, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(restore_module, "PayloadServer", Damaging)

@@ -33,10 +33,12 @@ stdin closes the node stops and the process exits 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -220,6 +222,8 @@ class Node:
 
 
 def main() -> int:
+    # `kill -USR1` writes every thread's stack to the node's log: how a hung node is diagnosed
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     parser = argparse.ArgumentParser()
     parser.add_argument("--address", required=True)
     parser.add_argument("--partners", default="")
