@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import enum
 import hashlib
 import io
 import logging
@@ -55,9 +56,32 @@ WINDOW = 32
 MAX_RESUMES = 10
 #: How often a begin, commit, progress or abort lost to a leader change is sent again.
 RETRIES = 25
-#: PySyncObj's FAIL_REASON values after which a command may simply be sent again: QUEUE_FULL,
-#: MISSING_LEADER, DISCARDED, NOT_LEADER, LEADER_CHANGED.
-_RETRIED = frozenset({1, 2, 3, 4, 5})
+#: Seconds a replicated call is waited for before it is sent again. PySyncObj can lose a result:
+#: a follower that installs a dump past the command's entry never calls its callback (0.3.17
+#: answers some of these UNKNOWN_OUTCOME; older releases wait forever), and a restore waiting on
+#: such a call once sat out its whole timeout while its lease ran out under it.
+RESEND_AFTER = 10.0
+
+
+class FailReason(enum.IntEnum):
+    """PySyncObj's ``FAIL_REASON`` codes (``pysyncobj/config.py``, 0.3.10 to 0.3.17), as its
+    callbacks report them."""
+
+    SUCCESS = 0
+    QUEUE_FULL = 1
+    MISSING_LEADER = 2
+    DISCARDED = 3
+    NOT_LEADER = 4
+    LEADER_CHANGED = 5
+    REQUEST_DENIED = 6
+    UNKNOWN_OUTCOME = 7  # 0.3.17: the entry was applied through a dump, its result unknown
+
+
+#: Failures after which a command may simply be sent again (every command of a restore is
+#: idempotent).
+_RETRIED = frozenset({FailReason.QUEUE_FULL, FailReason.MISSING_LEADER, FailReason.DISCARDED,
+                      FailReason.NOT_LEADER, FailReason.LEADER_CHANGED,
+                      FailReason.UNKNOWN_OUTCOME})
 _PIECE = 1 << 20  # bytes compressed at a time: the tick thread gets the GIL in between
 _COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
 
@@ -177,15 +201,21 @@ class _Restore:
         within the time left: every command of a restore is idempotent.
         """
         for attempt in range(RETRIES + 1):
+            left = self.remaining()
+            wait = RESEND_AFTER if left is None else min(left, RESEND_AFTER)
             try:
-                return method(*args, sync=True, timeout=self.remaining())
+                return method(*args, sync=True, timeout=wait)
             except SnapshotTimeoutError:
                 raise
             except SyncObjException as exc:
-                if exc.errorCode == "Timeout":  # no leader, or no quorum, within the time left
-                    raise SnapshotTimeoutError(
-                        f"replicating {method.__name__} did not finish in time (no leader or no "
-                        "quorum?); the old state stays") from exc
+                if exc.errorCode == "Timeout":  # no answer yet: no quorum, or a lost result
+                    if wait == left or attempt == RETRIES:
+                        raise SnapshotTimeoutError(
+                            f"replicating {method.__name__} did not finish in time (no leader or "
+                            "no quorum?); the old state stays") from exc
+                    log.info("restore %s: no answer to %s in %.0f s; sending it again", self.rid,
+                             method.__name__, wait)
+                    continue
                 if exc.errorCode not in _RETRIED or attempt == RETRIES:
                     raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
                                        backend=_node.BACKEND) from exc

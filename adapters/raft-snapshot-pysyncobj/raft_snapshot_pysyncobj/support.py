@@ -139,9 +139,13 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
                    meta_json: bytes | None = None, source: tuple[str, int, str] | None = None,
                    ) -> str:
         pending = self._pending
-        if pending is not None and pending["rid"] != rid and issued_at < pending["expires"]:
+        if pending is not None and pending["rid"] == rid:
+            return "ok"  # sent again, its first answer lost: already begun (chunks kept)
+        if rid == self._committed:
+            return "ok"  # sent again after it was committed: nothing to begin
+        if pending is not None and issued_at < pending["expires"]:
             return "busy"
-        if pending is not None and pending["rid"] != rid:
+        if pending is not None:
             self._drop_stage(pending["rid"])
         self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
                          "lease": lease, "expires": issued_at + lease,
