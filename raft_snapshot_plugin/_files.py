@@ -2,18 +2,27 @@
 
 A private temp file lives in ``RAFT_SNAPSHOT_TMPDIR``, else ``TMPDIR``, else the system default, read
 on every call. It is created mode 0600 and removed on any failure; on success the caller owns it.
-One left by a killed process (its name carries the pid) is removed by the next one made there.
+One left by a killed process is removed by the next one made there.
 An atomic save writes a hidden partial file beside the target, fsyncs it, renames it into place and
 fsyncs the folder. A partial file left by a killed process is named
-``.raft-snapshot.<pid>.<random>.partial`` and removed by the next save into that folder.
+``.raft-snapshot.<pid>@<owner>.<random>.partial`` and removed by the next save into that folder.
+
+A file's name carries its process id *and* the PID namespace it means (``<owner>``: the host's
+boot and the namespace, hashed). A pid only says whether a process lives in the namespace it was
+taken in: two containers sharing a temp folder (a common volume layout) would otherwise each take
+the other's live files for a dead process's and delete them. Files of another owner are never
+removed here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from typing import IO
@@ -24,7 +33,23 @@ log = logging.getLogger(__name__)
 
 _PARTIAL_PREFIX = ".raft-snapshot."
 _PARTIAL_SUFFIX = ".partial"
-_PARTIAL_RE = re.compile(r"^\.raft-snapshot\.(\d+)\.[^.]+\.partial$")
+_PARTIAL_RE = re.compile(r"^\.raft-snapshot\.(\d+)@([0-9a-f]{12})\.[^.]+\.partial$")
+
+
+@functools.cache
+def owner_tag() -> str:
+    """Twelve hex digits naming where this process's pid means something: this boot of this host
+    and this PID namespace."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as boot:
+        parts.append(boot.read().strip())  # Linux: a new boot reuses pids
+    with contextlib.suppress(OSError):  # Linux: each PID namespace has pids of its own
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+
+
+def _owned_name(pid: int) -> str:
+    return f"{pid}@{owner_tag()}"
 
 
 def temp_dir() -> str:
@@ -56,7 +81,8 @@ def temp_file(prefix: str = "raft-snapshot-") -> Iterator[tuple[IO[bytes], str]]
     """
     folder = temp_dir()
     _remove_dead_temp_files(folder)
-    fd, path = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+    fd, path = tempfile.mkstemp(prefix=f"{prefix}{_owned_name(os.getpid())}.", suffix=".tmp",
+                                dir=folder)
     file = os.fdopen(fd, "w+b")
     try:
         yield file, path
@@ -76,7 +102,7 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     folder = os.path.dirname(os.path.abspath(target))
     remove_stale_partials(folder)
     fd, partial = tempfile.mkstemp(
-        prefix=f"{_PARTIAL_PREFIX}{os.getpid()}.", suffix=_PARTIAL_SUFFIX, dir=folder
+        prefix=f"{_PARTIAL_PREFIX}{_owned_name(os.getpid())}.", suffix=_PARTIAL_SUFFIX, dir=folder
     )
     try:
         with os.fdopen(fd, "wb") as file:
@@ -92,7 +118,8 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 
 
 def remove_stale_partials(folder: str) -> list[str]:
-    """Remove partial files in ``folder`` left by processes that no longer run; return their names."""
+    """Remove partial files in ``folder`` left by processes of this owner (see above) that no longer
+    run; return their names."""
     removed: list[str] = []
     try:
         names = os.listdir(folder)
@@ -100,13 +127,13 @@ def remove_stale_partials(folder: str) -> list[str]:
         return removed
     for name in names:
         match = _PARTIAL_RE.match(name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and _dead_and_ours(match):
             remove_quietly(os.path.join(folder, name))
             removed.append(name)
     return removed
 
 
-_TEMP_RE = re.compile(r"^raft-snapshot-(?:[a-z]+-)*(\d+)\.[^.]+\.tmp$")
+_TEMP_RE = re.compile(r"^raft-snapshot-(?:[a-z]+-)*(\d+)@([0-9a-f]{12})\.[^.]+\.tmp$")
 
 
 def _remove_dead_temp_files(folder: str) -> None:
@@ -116,8 +143,13 @@ def _remove_dead_temp_files(folder: str) -> None:
         return
     for name in names:
         match = _TEMP_RE.match(name)
-        if match and not _process_alive(int(match.group(1))):
+        if match and _dead_and_ours(match):
             remove_quietly(os.path.join(folder, name))
+
+
+def _dead_and_ours(match: re.Match[str]) -> bool:
+    """Whether a file named ``<pid>@<owner>`` was left by a process of this owner that is gone."""
+    return match.group(2) == owner_tag() and not _process_alive(int(match.group(1)))
 
 
 def _process_alive(pid: int) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from raft_snapshot_plugin import Server, Snapshot, SnapshotMeta, verify
+from raft_snapshot_plugin._files import owner_tag
 from raft_snapshot_plugin.archive import read_archive
 
 META = SnapshotMeta(index=42, term=5, servers=(Server(id="n1", address="127.0.0.1:4321"),),
@@ -170,16 +171,35 @@ def test_stale_partials_are_cleaned(
 ) -> None:
     folder = tmp_path / "target"
     folder.mkdir()
-    dead = folder / f".raft-snapshot.{dead_pid}.abc123xy.partial"
-    live = folder / f".raft-snapshot.{live_pid}.abc123xy.partial"
+    me = owner_tag()
+    dead = folder / f".raft-snapshot.{dead_pid}@{me}.abc123xy.partial"
+    live = folder / f".raft-snapshot.{live_pid}@{me}.abc123xy.partial"
     other = folder / ".raft-snapshot.notapid.partial"
-    for path in (dead, live, other):
+    # a pid of another PID namespace (another container on a shared volume) says nothing here
+    foreign = folder / f".raft-snapshot.{dead_pid}@{'0' * 12}.abc123xy.partial"
+    for path in (dead, live, other, foreign):
         path.write_bytes(b"partial")
     with Snapshot.create(META, STATE) as snap:
         snap.save(folder / "backup.snap")
     assert not dead.exists()
     assert live.exists()
     assert other.exists()
+    assert foreign.exists()
+
+
+def test_temp_files_of_another_pid_namespace_are_kept(
+    private_tmpdir: Path, dead_pid: int
+) -> None:
+    """Two containers sharing a temp folder: a live file of the other one's is never swept, even
+    when its pid names no process here."""
+    mine = private_tmpdir / f"raft-snapshot-{dead_pid}@{owner_tag()}.abc123xy.tmp"
+    theirs = private_tmpdir / f"raft-snapshot-{dead_pid}@{'f' * 12}.abc123xy.tmp"
+    for path in (mine, theirs):
+        path.write_bytes(b"state")
+    Snapshot.create(META, STATE).close()
+    assert not mine.exists()
+    assert theirs.exists()
+    theirs.unlink()  # (the other container's to remove)
 
 
 def test_verify_accepts_path_and_stream(private_tmpdir: Path, tmp_path: Path) -> None:
