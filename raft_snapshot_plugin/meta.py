@@ -92,6 +92,9 @@ class SnapshotMeta:
     backend: str = ""
     backend_version: str = ""
     state_format: str = ""
+    #: the state was read on a node that was not the leader (``take(..., stale)``, ``GET ?stale``):
+    #: it may lag the cluster. Written as ``"Stale":true`` only then (Consul ignores the key).
+    stale: bool = False
     seal: Seal | None = None
 
     def to_json(self) -> bytes:
@@ -117,6 +120,8 @@ class SnapshotMeta:
                 f',"BackendVersion":{_go_string(self.backend_version)}'
                 f',"StateFormat":{_go_string(self.state_format)}'
             )
+        if self.stale:
+            text += ',"Stale":true'
         if self.seal is not None:
             text += f',"Seal":{self.seal.to_json()}'
         return (text + "}\n").encode("utf-8")
@@ -155,6 +160,7 @@ class SnapshotMeta:
             backend=fields.get("backend", ""),
             backend_version=fields.get("backendversion", ""),
             state_format=fields.get("stateformat", ""),
+            stale=fields.get("stale", False),
             seal=fields.get("seal"),
         )
 
@@ -224,6 +230,12 @@ def _string(value: object, where: str) -> str:
     return value
 
 
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ArchiveError(_MEMBER, f"{where} is not true or false")
+    return value
+
+
 def _base64(value: object, where: str) -> bytes:
     if value is None:
         return b""
@@ -247,7 +259,8 @@ _Field = Callable[[object, str], Any]
 _TOP_FIELDS: dict[str, _Field] = {
     "version": _int64, "id": _string, "index": _uint64, "term": _uint64, "peers": _base64,
     "configuration": _any, "configurationindex": _uint64, "size": _int64,
-    "backend": _string, "backendversion": _string, "stateformat": _string, "seal": _seal,
+    "backend": _string, "backendversion": _string, "stateformat": _string, "stale": _bool,
+    "seal": _seal,
 }
 _SERVER_FIELDS: dict[str, _Field] = {"suffrage": _int64, "id": _string, "address": _string}
 

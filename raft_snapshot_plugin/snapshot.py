@@ -70,11 +70,14 @@ class Snapshot(io.RawIOBase):
         :param meta: the metadata; size, id and peers are filled in (see ``write_archive``).
         :param state: bytes, a path or a binary stream holding state.bin's content.
         :param level: the compression level (see ``write_archive``).
-        :param stale: record that the state was not read on the leader (``None``: unknown).
+        :param stale: the state was not read on the leader (``None``: unknown); true writes
+            ``"Stale":true`` into meta.json.
         :param seal_key: seal the archive with this key (see :mod:`.seal`).
         :param state_sha256: the state's SHA-256, when already known (a seal then needs no
             second pass over the state).
         """
+        if stale:
+            meta = dataclasses.replace(meta, stale=True)
         with temp_file() as (file, path):
             written = write_archive(file, meta, state, level=level, seal=seal_key,
                                     state_sha256=state_sha256)

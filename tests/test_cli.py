@@ -158,3 +158,28 @@ def test_usage_errors_exit_non_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2
     code, out, _ = run_main(capsys, "--version")
     assert code == 0 and "raft-snapshot" in out
+
+
+def test_a_stale_snapshot_says_so_in_verify_and_inspect(
+    capsys: pytest.CaptureFixture[str], private_tmpdir: Path, tmp_path: Path
+) -> None:
+    """``"Stale":true`` in meta.json (read on a follower), in all four outputs; Consul's own
+    reading of the archive is unchanged (it ignores the key)."""
+    from consul_reader import consul_read
+
+    from raft_snapshot_plugin import Snapshot, SnapshotMeta
+
+    for stale in (True, False):
+        path = tmp_path / f"stale-{stale}.snap"
+        with Snapshot.create(SnapshotMeta(index=9, term=2), b"state", stale=stale) as snap:
+            snap.save(path)
+        meta, state = consul_read(path.read_bytes())
+        assert (meta.get("Stale"), state) == (True if stale else None, b"state")
+        code, out, _ = run_main(capsys, "verify", str(path), "--format", "json")
+        assert code == 0 and json.loads(out).get("Stale") == (True if stale else None)
+        code, out, _ = run_main(capsys, "verify", str(path))
+        assert code == 0 and ("Stale" in out) == stale
+        code, out, _ = run_main(capsys, "inspect", str(path), "--format", "json")
+        assert code == 0 and json.loads(out)["Meta"].get("Stale") == (True if stale else None)
+        code, out, _ = run_main(capsys, "inspect", str(path))
+        assert code == 0 and ("Stale" in out) == stale

@@ -226,3 +226,12 @@ def test_round_trip_property(meta: SnapshotMeta) -> None:
 @given(st.lists(TEXT, max_size=20))
 def test_peers_round_trip_property(addresses: list[str]) -> None:
     assert decode_peers(encode_peers(addresses)) == tuple(addresses)
+
+
+def test_stale_round_trips_and_is_written_only_when_true() -> None:
+    stale = SnapshotMeta(index=3, term=1, stale=True)
+    assert b',"Stale":true}' in stale.to_json()
+    assert SnapshotMeta.from_json(stale.to_json()) == stale
+    assert b"Stale" not in SnapshotMeta(index=3, term=1).to_json()
+    with pytest.raises(ArchiveError, match="Stale is not true or false"):
+        SnapshotMeta.from_json(b'{"Index":3,"Term":1,"Stale":"yes"}')

@@ -88,6 +88,8 @@ def meta_table(meta: SnapshotMeta, sealed: str) -> str:
     if meta.backend:
         rows += [("Backend", f"{meta.backend} {meta.backend_version}".strip()),
                  ("State format", meta.state_format or "-")]
+    if meta.stale:
+        rows.append(("Stale", "true (read on a follower: it may lag the cluster)"))
     rows.append(("Sealed", sealed))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
@@ -108,6 +110,8 @@ def inspection_table(found: Inspection) -> str:
     if meta.backend:
         rows += [("Backend", f"{meta.backend} {meta.backend_version}".strip()),
                  ("State format", meta.state_format or "-")]
+    if meta.stale:
+        rows.append(("Stale", "true"))
     rows.append(("Sealed", found.seal))
     width = max(len(key) for key, _ in rows)
     lines = [f" {key:<{width}}  {value}" for key, value in rows]
