@@ -196,6 +196,10 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         pending, self._pending = self._pending, None
         if pending is None or pending["rid"] != rid:
             self._pending = pending
+            # every node applied the same begin before this commit: a node without it has lost
+            # it (a dump installed from a leader that did not hold it yet?) and keeps its state
+            log.error("restore %s: commit of a restore this node does not hold (it holds %s); "
+                      "its state stays", rid, None if pending is None else pending["rid"])
             return "unknown restore"
         if pending.get("source") is not None:
             return self._commit_direct(pending)

@@ -106,11 +106,15 @@ class Cluster:
             self.stop_node(i)
 
     def converged(self, timeout: float = WAIT) -> None:
-        """Wait until every running node has applied the leader's commit index."""
+        """Wait until every running node has applied the highest commit index any of them knows.
+
+        Not one leader's: during an election a deposed leader may still say it leads, with a
+        commit index behind the cluster's (a restore's commit then looked applied everywhere
+        while a follower had not applied it yet)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            leader = self.leader(timeout=max(0.1, deadline - time.monotonic()))
-            target = leader.raftCommitIndex
+            self.leader(timeout=max(0.1, deadline - time.monotonic()))
+            target = max(n.raftCommitIndex for n in self.running)
             if all(n.raftLastApplied >= target for n in self.running):
                 return
             time.sleep(0.02)
