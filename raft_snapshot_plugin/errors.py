@@ -15,7 +15,8 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── KeyFileError (also ValueError)        a seal or verify key file is not what it should be
     ├── EncryptionError                       an age key, or an age file, is not what it should be
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
-    └── StorageError                          the agent's storage (fsspec) failed          .url
+    ├── StorageError                          the agent's storage (fsspec) failed          .url
+    └── DrillError                            a restore drill's instance holds another state .backend
 
 Errors raised by other libraries (an adapter's own exception, ``OSError`` from the file system) are
 chained with ``raise ... from exc`` so the original traceback is never lost.
@@ -27,6 +28,7 @@ __all__ = [
     "ArchiveError",
     "BackendError",
     "BackendNotFoundError",
+    "DrillError",
     "EncryptionError",
     "IncompatibleArchiveError",
     "IntegrityError",
@@ -169,3 +171,16 @@ class StorageError(RaftSnapshotError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(message)
         self.url = url
+
+
+class DrillError(RaftSnapshotError):
+    """A restore drill started a throwaway instance from a snapshot, and it holds another state than
+    the archive describes (a count differs, a sampled key is missing or wrong).
+
+    :param message: what differs.
+    :param backend: the adapter that ran the drill.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend

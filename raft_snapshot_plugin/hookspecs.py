@@ -27,6 +27,7 @@ backend, the original chained.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO
 
 import pluggy
@@ -41,6 +42,7 @@ __all__ = [
     "hookspec",
     "raft_snapshot_backend",
     "raft_snapshot_describe",
+    "raft_snapshot_drill",
     "raft_snapshot_is_leader",
     "raft_snapshot_leader",
     "raft_snapshot_restore",
@@ -54,8 +56,8 @@ NAME = "raft_snapshot"
 #: The hooks every adapter implements.
 REQUIRED = ("raft_snapshot_backend", "raft_snapshot_take", "raft_snapshot_restore")
 #: The hooks an adapter may leave out; each one's docstring says what happens without it.
-OPTIONAL = ("raft_snapshot_describe", "raft_snapshot_is_leader", "raft_snapshot_leader",
-            "raft_snapshot_state_format")
+OPTIONAL = ("raft_snapshot_describe", "raft_snapshot_drill", "raft_snapshot_is_leader",
+            "raft_snapshot_leader", "raft_snapshot_state_format")
 
 hookspec = pluggy.HookspecMarker(NAME)
 #: The marker adapters put on their hook implementations.
@@ -220,4 +222,37 @@ def raft_snapshot_leader(backend: str, node: object) -> str | None:
         @hookimpl
         def raft_snapshot_leader(backend, node):
             return node.leader_address()
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_drill(
+    backend: str, meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None
+) -> Mapping[str, tuple[int, int]] | None:
+    """Restore a verified state offline into a throwaway instance, start it, and read it back.
+
+    A restore drill (``raft-snapshot drill``, the agent's ``drill_interval``) proves that a stored
+    snapshot would restore: the instance is private (its own ports on 127.0.0.1, its files under
+    ``workdir``), never joins a real cluster, and is stopped before the hook returns. The core
+    compares the counts the hook returns with ``raft_snapshot_describe``'s of the archive, row by
+    row where both name one; the adapter checks what else it can (a sample of keys). Optional:
+    without it a drill of this backend's snapshots fails with ``BackendError`` ("cannot drill").
+
+    :param backend: the archive's backend name.
+    :param meta: the archive's metadata.
+    :param source: a binary file positioned at state.bin's first byte. Do not close it.
+    :param workdir: an empty private folder for the instance's files; the core removes it after.
+    :param timeout: seconds the drill may last, or ``None``; on expiry stop the instance and raise
+        ``TimeoutError``.
+    :return: ``{name: (count, size_in_bytes)}`` of the state the started instance holds, with the
+        names ``raft_snapshot_describe`` uses. Raise ``StateRejectedError`` when the bytes do not
+        load, anything else when the instance does not start or holds another state.
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_drill(backend, meta, source, workdir, timeout):
+            with start_single_node(workdir, state=source.read(), timeout=timeout) as node:
+                data = node.read_all()
+            return {"keys": (len(data), sum(len(v) for v in data.values()))}
     """

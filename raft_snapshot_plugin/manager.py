@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import IO, Any, cast
 
 import pluggy
@@ -275,16 +276,25 @@ class PluginManager(pluggy.PluginManager):
                                 backend=backend, meta=meta, source=source)
         if result is None:
             return None
-        rows = cast(Mapping[str, tuple[int, int]],
-                    _expect(result, Mapping, backend, "raft_snapshot_describe"))
-        for key, value in rows.items():
-            if not (isinstance(key, str) and isinstance(value, tuple) and len(value) == 2
-                    and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-                raise BackendError(
-                    f"adapter {backend!r} returned {key!r}: {value!r} from raft_snapshot_describe,"
-                    " not name: (count, size)", backend=backend,
-                )
-        return rows
+        return _rows(result, backend, "raft_snapshot_describe")
+
+    def drill(
+        self, backend: str, meta: SnapshotMeta, source: IO[bytes], workdir: Path,
+        timeout: float | None,
+    ) -> Mapping[str, tuple[int, int]]:
+        """Call ``raft_snapshot_drill``: the breakdown of what the throwaway instance holds.
+
+        :raises BackendError: the adapter does not implement the hook (it cannot be drilled),
+            failed, or answered something other than ``{name: (count, size)}``.
+        """
+        caller = self._caller(backend, "raft_snapshot_drill")
+        if caller is None:
+            raise BackendError(f"adapter {backend!r} cannot drill: it does not implement "
+                               "raft_snapshot_drill", backend=backend)
+        with _hook_edge(backend, "raft_snapshot_drill"):
+            result = caller(backend=backend, meta=meta, source=source, workdir=workdir,
+                            timeout=timeout)
+        return _rows(result, backend, "raft_snapshot_drill")
 
     def _optional(self, backend: str, hook_name: str, /, **kwargs: Any) -> Any:
         caller = self._caller(backend, hook_name)
@@ -359,6 +369,19 @@ def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
 
 def _describe(plugin: object) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__qualname__
+
+
+def _rows(result: Any, backend: str, hook_name: str) -> Mapping[str, tuple[int, int]]:
+    """A breakdown ``{name: (count, size)}`` as a hook must return it."""
+    rows = cast(Mapping[str, tuple[int, int]], _expect(result, Mapping, backend, hook_name))
+    for key, value in rows.items():
+        if not (isinstance(key, str) and isinstance(value, tuple) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+            raise BackendError(
+                f"adapter {backend!r} returned {key!r}: {value!r} from {hook_name},"
+                " not name: (count, size)", backend=backend,
+            )
+    return rows
 
 
 def _expect(result: Any, kind: Any, backend: str, hook_name: str) -> Any:

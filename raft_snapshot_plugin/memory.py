@@ -207,5 +207,16 @@ class MemoryPlugin:
 
     @hookimpl
     def raft_snapshot_describe(self, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
-        data = decode_memory_state(source.read())
-        return {"keys": (len(data), sum(len(k) + len(v) for k, v in data.items()))}
+        return _breakdown(decode_memory_state(source.read()))
+
+    @hookimpl
+    def raft_snapshot_drill(self, meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
+        # the throwaway instance: a one-node cluster of its own, restored through the log as a
+        # live restore would be, and read back from its applied state
+        node = MemoryCluster(1, name="drill").nodes[0]
+        self.raft_snapshot_restore(node, meta, source)
+        return _breakdown(node.data)
+
+
+def _breakdown(data: Mapping[str, str]) -> dict[str, tuple[int, int]]:
+    return {"keys": (len(data), sum(len(k) + len(v) for k, v in data.items()))}

@@ -9,20 +9,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import shutil
+import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any, cast
 
-from ._files import remove_quietly, temp_file
+from ._files import remove_quietly, temp_dir, temp_file
 from .archive import ArchiveSource
-from .errors import BackendError, NotLeaderError, SnapshotTimeoutError
+from .errors import (
+    BackendError,
+    BackendNotFoundError,
+    DrillError,
+    NotLeaderError,
+    SnapshotTimeoutError,
+)
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
 from .seal import SealKey, VerifyKey
 from .snapshot import Identities, Snapshot, open_verified
 
-__all__ = ["Inspection", "Stat", "inspect", "restore", "take"]
+__all__ = ["DrillReport", "Inspection", "Stat", "drill", "inspect", "restore", "take"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +249,73 @@ def inspect(
         rows = pm.describe(name, meta, verified.file)
         stats = tuple(Stat(k, v[0], v[1]) for k, v in (rows or {}).items())
         return Inspection(meta, stats, seal=sealed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillReport:
+    """What a restore drill found: the archive's metadata, its breakdown (``expected``), what the
+    throwaway instance held (``restored``), and how long the drill took (seconds)."""
+
+    meta: SnapshotMeta
+    expected: tuple[Stat, ...]
+    restored: tuple[Stat, ...]
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Meta": self.meta.to_dict(), "Duration": self.duration,
+                "Expected": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.expected],
+                "Restored": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.restored]}
+
+
+def drill(
+    source: ArchiveSource,
+    *,
+    backend: str | None = None,
+    timeout: float | None = None,
+    verify_key: VerifyKey | None = None,
+    identity: Identities | None = None,
+    manager: PluginManager | None = None,
+) -> DrillReport:
+    """Prove that an archive restores: verify it, restore it offline into a throwaway instance of
+    its backend (the adapter's ``raft_snapshot_drill``), and compare what that instance holds with
+    the archive's breakdown (``raft_snapshot_describe``), count by count.
+
+    :param source: the archive: a path or a binary stream.
+    :param backend: the adapter to drill with, instead of the archive's Backend.
+    :param timeout: seconds the adapter's drill may last.
+    :param verify_key: require a seal made with this key.
+    :param identity: decrypt an age-encrypted archive first (see :func:`restore`).
+    :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :raises ArchiveError: the archive is bad.
+    :raises StateRejectedError: the adapter cannot load the state's bytes.
+    :raises DrillError: the instance holds another state than the archive describes.
+    :raises BackendError: no adapter can drill the archive's backend, or the instance failed.
+    """
+    started = time.monotonic()
+    pm = manager if manager is not None else get_plugin_manager()
+    with open_verified(source, verify_key=verify_key, prefix="raft-snapshot-drill-",
+                       identity=identity) as verified:
+        meta = verified.meta
+        name = backend or meta.backend
+        if not name:
+            raise BackendNotFoundError("the archive names no backend (no Backend key): give one")
+        expected = pm.describe(name, meta, verified.file) or {}
+        verified.file.seek(0)
+        work = Path(tempfile.mkdtemp(prefix="raft-snapshot-drill-", dir=temp_dir()))
+        try:
+            restored = pm.drill(name, meta, verified.file, work, timeout)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    differ = [f"{key}: {expected[key][0]} in the archive, {restored[key][0]} restored"
+              for key in expected if key in restored and expected[key][0] != restored[key][0]]
+    if differ:
+        raise DrillError(f"the {name} instance restored from index {meta.index} holds another "
+                         f"state: {'; '.join(differ)}", backend=name)
+    return DrillReport(meta, _stats(expected), _stats(restored), time.monotonic() - started)
+
+
+def _stats(rows: Any) -> tuple[Stat, ...]:
+    return tuple(Stat(k, v[0], v[1]) for k, v in rows.items())
 
 
 # --- one restore at a time per node; takes wait for it --------------------------------------------

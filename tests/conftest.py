@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apps.s3_server import S3Server
 
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryPlugin
@@ -77,3 +79,13 @@ def memory_manager() -> PluginManager:
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
     return manager
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    """moto's standalone S3 server in its own process on 127.0.0.1, one per test module."""
+    server = S3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -38,6 +38,9 @@ names, storing, downloading), :mod:`.retention`, :mod:`.config` (the TOML file) 
 from __future__ import annotations
 
 from .config import AgentConfig, load_config
+from .drill import DrillResult, drill_newest
+from .metrics import AgentMetrics, metrics_asgi_app
+from .objects import LockOptions
 from .retention import Retention, retained
 from .schedule import Agent
 from .status import AgentStatus, read_status
@@ -47,6 +50,7 @@ from .storage import (
     StoredSnapshot,
     download,
     list_snapshots,
+    next_store_time,
     object_name,
     open_store,
     parse_name,
@@ -58,12 +62,18 @@ __all__ = [
     "NAME_PATTERN",
     "Agent",
     "AgentConfig",
+    "AgentMetrics",
     "AgentStatus",
+    "DrillResult",
+    "LockOptions",
     "Retention",
     "StoredSnapshot",
     "download",
+    "drill_newest",
     "list_snapshots",
     "load_config",
+    "metrics_asgi_app",
+    "next_store_time",
     "object_name",
     "open_store",
     "parse_name",

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .metrics import parse_address
+from .objects import LockOptions
 from .retention import Retention
 
 __all__ = ["AgentConfig", "load_config"]
@@ -31,13 +33,24 @@ class AgentConfig:
     verify_key: str | None = None
     #: age recipients: store ``.snap.age`` objects encrypted to them
     encrypt_to: tuple[str, ...] = ()
+    #: S3 Object Lock retention set on every upload
+    object_lock: LockOptions | None = None
+    partial_grace: float = 3600.0
+    drill_interval: float | None = None
+    drill_timeout: float = 600.0
+    #: age identity file, to drill ``.snap.age`` objects
+    identity: str | None = None
+    metrics_address: str | None = None
 
 
+_NUMBER = (int, float)
 _KEYS: dict[str, dict[str, Any]] = {
-    "agent": {"addr": str, "token": str, "stale": bool, "interval": (int, float),
+    "agent": {"addr": str, "token": str, "stale": bool, "interval": _NUMBER,
               "max_failures": int, "state_dir": str, "seal_key": str, "verify_key": str,
-              "encrypt_to": list},
-    "storage": {"url": str, "options": dict},
+              "encrypt_to": list, "partial_grace": _NUMBER, "drill_interval": _NUMBER,
+              "drill_timeout": _NUMBER, "identity": str, "metrics_address": str},
+    "storage": {"url": str, "options": dict, "object_lock_days": _NUMBER,
+                "object_lock_mode": str},
     "retention": {"keep": int, "hourly": int, "daily": int},
 }
 
@@ -53,9 +66,16 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         max_failures = 3
         state_dir = "/var/lib/raft-snapshot-agent"
         encrypt_to = ["age1..."]          # store .snap.age objects (the 'age' extra)
+        identity = "key.txt"             # decrypts them for drills
+        drill_interval = 86400           # restore the newest snapshot into a throwaway instance
+        drill_timeout = 600
+        metrics_address = "127.0.0.1:9102"   # serve /metrics (the 'metrics' extra)
+        partial_grace = 3600             # remove .tmp- objects of killed uploads after this
 
         [storage]
         url = "s3://bucket/prefix"
+        object_lock_days = 30            # S3 Object Lock retention on every upload
+        object_lock_mode = "GOVERNANCE"  # or "COMPLIANCE"
         [storage.options]                # passed to fsspec (s3fs: key, secret, endpoint_url, ...)
         anon = false
 
@@ -64,7 +84,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         hourly = 24
         daily = 7
 
-    :raises ValueError: the file is not valid TOML, or a key is unknown or of the wrong type.
+    :raises ValueError: the file is not valid TOML, or a key is unknown, of the wrong type or
+        out of range (``interval = 0``), each in one line naming the file and the key.
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -88,9 +109,17 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     agent, storage, retention = (data.get(s, {}) for s in ("agent", "storage", "retention"))
     if "url" not in storage:
         raise ValueError(f"{where}: [storage] url is required")
-    state_dir, seal_key, verify_key = (
+    _check_ranges(agent, where)
+    state_dir, seal_key, verify_key, identity = (
         None if agent.get(k) is None else str(Path(where).parent / Path(agent[k]).expanduser())
-        for k in ("state_dir", "seal_key", "verify_key"))
+        for k in ("state_dir", "seal_key", "verify_key", "identity"))
+    try:
+        kept = Retention(**retention)
+        lock = (LockOptions(storage["object_lock_days"], storage.get("object_lock_mode",
+                                                                     "GOVERNANCE"))
+                if "object_lock_days" in storage else None)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
     return AgentConfig(
         url=storage["url"],
         storage_options=dict(storage.get("options", {})),
@@ -100,11 +129,35 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         interval=float(agent.get("interval", 3600.0)),
         max_failures=agent.get("max_failures", 3),
         state_dir=state_dir,
-        retention=Retention(**retention),
+        retention=kept,
         seal_key=seal_key,
         verify_key=verify_key,
         encrypt_to=_recipients(agent.get("encrypt_to", []), where),
+        object_lock=lock,
+        partial_grace=float(agent.get("partial_grace", 3600.0)),
+        drill_interval=(float(agent["drill_interval"]) if "drill_interval" in agent else None),
+        drill_timeout=float(agent.get("drill_timeout", 600.0)),
+        identity=identity,
+        metrics_address=agent.get("metrics_address"),
     )
+
+
+#: [agent] numbers and the least each may be: (bound, whether the bound itself is allowed)
+_RANGES = {"interval": (0, False), "drill_interval": (0, False), "drill_timeout": (0, False),
+           "max_failures": (1, True), "partial_grace": (0, True)}
+
+
+def _check_ranges(agent: Mapping[str, Any], where: str) -> None:
+    for key, (bound, inclusive) in _RANGES.items():
+        value = agent.get(key)
+        if value is not None and not (value >= bound if inclusive else value > bound):
+            rule = f">= {bound}" if inclusive else f"> {bound}"
+            raise ValueError(f"{where}: [agent] {key} must be {rule}, not {value!r}")
+    if "metrics_address" in agent:
+        try:
+            parse_address(agent["metrics_address"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: [agent] {exc}") from exc
 
 
 def _recipients(values: list[Any], where: str) -> tuple[str, ...]:

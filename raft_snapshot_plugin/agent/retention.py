@@ -38,10 +38,18 @@ class Retention:
                 raise ValueError(f"retention {name} must be a whole number >= 0, not {value!r}")
 
 
-def retained(snapshots: Iterable[StoredSnapshot], now: float, retention: Retention) -> set[str]:
-    """The names of ``snapshots`` that ``retention`` keeps at time ``now``."""
+def retained(snapshots: Iterable[StoredSnapshot], now: float, retention: Retention, *,
+             protect_since: float | None = None) -> set[str]:
+    """The names of ``snapshots`` that ``retention`` keeps at time ``now``.
+
+    :param protect_since: keep every snapshot whose store time is after this, whatever the
+        rules say: with several agents on one prefix, what another one stored within the last
+        interval stays (it may be what that agent's round is still checking or counting).
+    """
     ordered = sorted(snapshots, key=lambda s: s.order, reverse=True)
     keep = {s.name for s in ordered[: max(retention.keep, 1)]}
+    if protect_since is not None:
+        keep |= {s.name for s in ordered if s.time > protect_since}
     for width, count in ((_HOUR, retention.hourly), (_DAY, retention.daily)):
         current = int(now) // width
         seen: set[int] = set()

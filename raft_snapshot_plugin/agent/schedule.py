@@ -1,4 +1,5 @@
-"""The agent itself: rounds (take, verify, store, prune), retries, and the background thread."""
+"""The agent itself: rounds (take, verify, store, check, prune), retries, drills, and the
+background thread. The status and the metrics are kept by :mod:`.bookkeeping`."""
 
 from __future__ import annotations
 
@@ -15,21 +16,33 @@ from .. import encryption
 from .._files import remove_quietly, temp_file
 from ..archive import read_archive_contents
 from ..client import DEFAULT_TIMEOUT, Client
-from ..errors import ArchiveError, NotLeaderError, RaftSnapshotError, RemoteError, StorageError
+from ..errors import (
+    ArchiveError,
+    NotLeaderError,
+    RaftSnapshotError,
+    RemoteError,
+    StorageError,
+)
 from ..manager import PluginManager
 from ..operations import take
 from ..seal import SealKey, VerifyKey, load_seal_key, load_verify_key
+from ..snapshot import Identities
+from .bookkeeping import Bookkeeper
 from .config import AgentConfig
-from .retention import Retention, retained
-from .status import STATUS_FILE, STORED_FILE, AgentStatus, read_json, write_json
+from .drill import DrillResult, drill_newest
+from .metrics import AgentMetrics, MetricsServer
+from .objects import LockOptions, check_stored, put_whole, sha256_of_file, supports_object_lock
+from .prune import prune
+from .retention import Retention
+from .status import AgentStatus
 from .storage import (
     SkipRoundError,
     StoredSnapshot,
     describe,
     list_stored,
+    next_store_time,
     object_name,
     open_store,
-    put_whole,
     storage_errors,
 )
 
@@ -37,13 +50,17 @@ __all__ = ["Agent"]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
+#: HTTP statuses that no retry will change: the endpoint refused the agent's token
+_AUTH_REFUSED = frozenset({401, 403})
+
 
 class Agent:
     """Takes snapshots of one node on a schedule and stores them under a storage URL.
 
     :param node: the node (an object an installed adapter claims); ``None`` when ``addr`` is given.
     :param url: the prefix to store under: a local path, ``file://``, ``memory://``, ``s3://``,
-        ``gs://``, ``az://`` (the last three need the ``s3``/``gcs``/``azure`` extras).
+        ``gs://``, ``az://`` (the last three need the ``s3``/``gcs``/``azure`` extras, checked
+        here, not at the first upload).
     :param interval: seconds between the starts of two rounds in :meth:`start`.
     :param storage_options: passed to fsspec (credentials, ``endpoint_url``, ...).
     :param retention: what stays after each store.
@@ -66,6 +83,14 @@ class Agent:
         pair (the endpoint is then ``serve(..., seal_key=...)``); ``[agent] verify_key``.
     :param encrypt_to: age recipients (``age1...``, ``ssh-ed25519 ...``): store each verified
         archive encrypted to them, as ``.snap.age`` (the ``age`` extra); ``[agent] encrypt_to``.
+    :param object_lock: S3 Object Lock retention to set on every upload (S3 only).
+    :param partial_grace: seconds after which a ``.tmp-`` object left by a killed upload is
+        removed by retention.
+    :param drill_interval: seconds between two restore drills of the newest stored snapshot in
+        :meth:`start` (``None``: no drills).
+    :param drill_timeout: seconds a drill may last.
+    :param identity: age identities to decrypt ``.snap.age`` objects with, for drills.
+    :param metrics_address: serve ``/metrics`` on ``host:port`` while :meth:`start` runs.
     """
 
     def __init__(
@@ -92,13 +117,14 @@ class Agent:
         seal_key: SealKey | None = None,
         verify_key: VerifyKey | None = None,
         encrypt_to: Sequence[str] = (),
+        object_lock: LockOptions | None = None,
+        partial_grace: float = 3600.0,
+        drill_interval: float | None = None,
+        drill_timeout: float | None = 600.0,
+        identity: Identities | None = None,
+        metrics_address: str | None = None,
     ) -> None:
-        if node is None and addr is None:
-            raise ValueError("give a node, or the addr of its snapshot endpoint")
-        if interval <= 0:
-            raise ValueError(f"interval must be positive, not {interval!r}")
-        if max_failures < 1:
-            raise ValueError(f"max_failures must be at least 1, not {max_failures!r}")
+        _check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace)
         self.node = node
         self.url = url.rstrip("/")
         self.interval = float(interval)
@@ -107,7 +133,6 @@ class Agent:
         self.stale = stale
         self.clock = clock
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.max_failures = max_failures
         self.backend = backend
         self.timeout = timeout
         self.retries = max(1, retries)
@@ -116,19 +141,27 @@ class Agent:
         self.seal_key = seal_key
         self.verify_key = verify_key
         self.recipients = encryption.parse_recipients(encrypt_to) if encrypt_to else []
+        self.object_lock = object_lock
+        self.partial_grace = partial_grace
+        self.drill_interval = drill_interval
+        self.drill_timeout = drill_timeout
+        self.identity = identity
+        self.metrics_address = metrics_address
+        #: the agent's Prometheus series (a registry of its own); see :mod:`.metrics`
+        self.metrics = AgentMetrics(required=metrics_address is not None)
         self._manager = manager
         self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, cafile=cafile)
                         if addr is not None else None)
-        self._store: tuple[Any, str] | None = None
-        self._lock = threading.Lock()       # one round at a time
+        # opened now, so that a missing storage library (s3fs, gcsfs, adlfs) fails at startup
+        self._store = open_store(self.url, self.storage_options)
+        if object_lock is not None and not supports_object_lock(self._store[0]):
+            raise ValueError(f"object_lock_days needs an s3:// URL, not {url}: on GCS and Azure "
+                             "set a retention policy on the bucket or container instead")
+        self._lock = threading.Lock()       # one round (or drill) at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._status = AgentStatus()
-        self._stored: dict[str, Any] = {}   # name, url, state_sha256 of the newest we know
-        if self.state_dir is not None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            self._status = AgentStatus.from_dict(read_json(self.state_dir / STATUS_FILE))
-            self._stored = read_json(self.state_dir / STORED_FILE)
+        self._metrics_server: MetricsServer | None = None
+        self._books = Bookkeeper(self.state_dir, self.metrics, max_failures, self.interval, clock)
 
     @classmethod
     def from_config(
@@ -141,81 +174,126 @@ class Agent:
             "max_failures": config.max_failures, "addr": config.addr, "token": config.token,
             "seal_key": load_seal_key(config.seal_key) if config.seal_key else None,
             "verify_key": load_verify_key(config.verify_key) if config.verify_key else None,
-            "encrypt_to": config.encrypt_to,
+            "encrypt_to": config.encrypt_to, "object_lock": config.object_lock,
+            "partial_grace": config.partial_grace, "drill_interval": config.drill_interval,
+            "drill_timeout": config.drill_timeout, "identity": config.identity,
+            "metrics_address": config.metrics_address,
         }
         options.update(kwargs)
         return cls(node, config.url, **options)
 
     # --- the public surface ---------------------------------------------------------------------
 
+    @property
+    def max_failures(self) -> int:
+        return self._books.max_failures
+
     def run_once(self) -> str | None:
         """Run one round now: the URL of the snapshot stored, or ``None`` when the round skipped.
 
         :raises RaftSnapshotError: every attempt failed (the last error; the status counts it).
+            An endpoint refusing the token (HTTP 401/403) is not retried: the status says so
+            (``fatal``) and :meth:`start`'s thread stops.
         """
         with self._lock:
             started = self.clock()
             error: BaseException | None = None
             for attempt in range(self.retries):
-                if attempt:
-                    delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
-                    log.warning("snapshot round failed (attempt %d of %d): %s; retrying in %.1f s",
-                                attempt, self.retries, error, delay)
-                    if self._stop.wait(delay):
-                        break
+                if attempt and self._backoff(attempt, error):
+                    break
                 try:
-                    url = self._attempt()
+                    url, size = self._attempt()
                 except SkipRoundError as skip:
                     log.info("snapshot round skipped: %s", skip)
-                    self._succeeded(None)
+                    self._books.skipped()
                     return None
                 except (RaftSnapshotError, OSError) as exc:
                     error = exc
+                    if _auth_refused(exc):
+                        break
                 else:
-                    self._succeeded(url)
+                    self._books.stored(url, size, duration=self.clock() - started)
                     return url
-            assert error is not None or self._stop.is_set()
             if error is None:
                 error = RaftSnapshotError("the agent stopped during the round")
-            self._failed(error, started)
+            self._books.failed(error, self.retries, fatal=_fatal_message(error))
             if isinstance(error, RaftSnapshotError):
                 raise error
             raise StorageError(str(error), url=self.url) from error
 
+    def drill(self) -> DrillResult:
+        """Drill the newest stored snapshot now (see :mod:`.drill`); the status and the metrics
+        record the result, and a failed drill makes the agent unhealthy until one succeeds.
+
+        :raises RaftSnapshotError: the drill failed (the error says why).
+        """
+        with self._lock:
+            started = time.monotonic()
+            try:
+                result = drill_newest(self.url, identity=self.identity, verify_key=self.verify_key,
+                                      timeout=self.drill_timeout, manager=self._manager,
+                                      store=self._store)
+            except RaftSnapshotError as exc:
+                self._books.drilled(None, exc, time.monotonic() - started)
+                raise
+            self._books.drilled(result.snapshot.url, None, time.monotonic() - started)
+            return result
+
     def start(self) -> None:
-        """Run rounds in a background thread: one now, then one every ``interval`` seconds."""
+        """Run rounds in a background thread: one now, then one every ``interval`` seconds (and a
+        drill every ``drill_interval``); serve ``/metrics`` when ``metrics_address`` is set."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the agent is already running")
         self._stop.clear()
+        if self.metrics_address is not None and self._metrics_server is None:
+            self._metrics_server = MetricsServer(self.metrics, self.metrics_address)
+            log.info("metrics at %s", self._metrics_server.url)
         self._thread = threading.Thread(target=self._loop, name="raft-snapshot-agent", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the background thread; a round in progress ends at its next wait."""
+        """Stop the background thread (a round in progress ends at its next wait) and the
+        metrics listener."""
         self._stop.set()
         thread, self._thread = self._thread, None
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.close()
         with self._lock:
-            self._update(next_run=None)
+            self._books.update(next_run=None)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` is called (or ``timeout`` passes); whether it was."""
+        """Block until :meth:`stop` is called or the agent stops itself (``timeout``: give up);
+        whether it stopped."""
         return self._stop.wait(timeout)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The ``/metrics`` URL while the listener runs."""
+        return self._metrics_server.url if self._metrics_server is not None else None
 
     def status(self) -> AgentStatus:
         """How the agent is doing (:class:`~.status.AgentStatus`; ``.to_dict()`` for JSON)."""
-        return self._status
+        return self._books.status
 
     def list(self) -> list[StoredSnapshot]:
         """The snapshots stored under the agent's prefix, oldest first."""
-        fs, root = self._fs()
+        fs, root = self._store
         with storage_errors(f"listing {self.url}", self.url):
             return list_stored(fs, root)
 
     # --- one round --------------------------------------------------------------------------------
 
-    def _attempt(self) -> str:
+    def _backoff(self, attempt: int, error: BaseException | None) -> bool:
+        """Wait before another attempt; whether the agent was stopped meanwhile."""
+        delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+        log.warning("snapshot round failed (attempt %d of %d): %s; retrying in %.1f s",
+                    attempt, self.retries, error, delay)
+        return self._stop.wait(delay)
+
+    def _attempt(self) -> tuple[str, int]:
         with temp_file(prefix="raft-snapshot-agent-") as (file, path):
             file.close()
             try:
@@ -263,51 +341,56 @@ class Agent:
             snap.save(path)
             return snap.index
 
-    def _store_file(self, path: str, index: int, state_sha256: str) -> str:
-        fs, root = self._fs()
+    def _store_file(self, path: str, index: int, state_sha256: str) -> tuple[str, int]:
+        """Store ``path`` unless its state is the newest stored one's; read it back; prune."""
+        fs, root = self._store
         with storage_errors(f"storing into {self.url}", self.url):
             existing = list_stored(fs, root)
             if existing and self._hash_of(fs, existing[-1]) == state_sha256:
                 raise SkipRoundError(f"the state is unchanged since {existing[-1].url}")
             now = self.clock()
-            name = object_name(now, index, encrypted=bool(self.recipients))
-            size = os.path.getsize(path)
-            final = put_whole(fs, root, path, name)
-            stored_size = fs.info(final).get("size")
-            if stored_size is not None and stored_size != size:
-                raise StorageError(f"{name} stored with {stored_size} bytes, not {size}",
-                                   url=self.url)
+            name = object_name(next_store_time(now, existing), index,
+                               encrypted=bool(self.recipients))
+            size, digest = os.path.getsize(path), sha256_of_file(path)
+            lock = self.object_lock.put_options(now) if self.object_lock else None
+            final = put_whole(fs, root, path, name, lock)
+            check_stored(fs, final, size, digest, self.url)
             url = str(fs.unstrip_protocol(final))
-            self._remember(name, url, state_sha256)
+            self._books.remember(name, url, state_sha256)
             log.info("stored snapshot at index %d: %s", index, url)
-        self._apply_retention(fs, root, name, now)
-        return url
+        self._prune(name, now)
+        return url, size
 
     def _hash_of(self, fs: Any, snap: StoredSnapshot) -> str | None:
         """The state hash of a stored snapshot: remembered, or read back once from the store."""
-        if self._stored.get("name") == snap.name and self._stored.get("url") == snap.url:
-            return str(self._stored.get("state_sha256"))
+        remembered = self._books.remembered(snap.name, snap.url)
+        if remembered is not None:
+            return remembered
         if snap.name.endswith(".age"):
             return None  # encrypted: only the agent that stored it knows its hash
         try:
             with fs.open(snap.path, "rb") as source:
                 digest = read_archive_contents(source, None).state_sha256
+        except FileNotFoundError:
+            return None  # another agent's retention removed it meanwhile
         except ArchiveError as exc:
             log.warning("the newest stored snapshot %s does not verify: %s", snap.url, exc)
             return None
-        self._remember(snap.name, snap.url, digest)
+        self._books.remember(snap.name, snap.url, digest)
         return digest
 
-    def _apply_retention(self, fs: Any, root: str, newest: str, now: float) -> None:
+    def _prune(self, newest: str, now: float) -> None:
+        fs, root = self._store
         try:
-            existing = list_stored(fs, root)
-            keep = retained(existing, now, self.retention) | {newest}
-            for snap in existing:
-                if snap.name not in keep:
-                    fs.rm(snap.path)
-                    log.info("retention removed %s", snap.url)
+            report = prune(fs, root, now=now, retention=self.retention, newest=newest,
+                           protect=self.interval, partial_grace=self.partial_grace,
+                           by_version=self.object_lock is not None)
+            left = list_stored(fs, root)
         except Exception as exc:  # the store succeeded; the next round tries again
             log.warning("retention in %s failed: %s", self.url, describe(exc))
+            self._books.pruned(None, None, error=describe(exc))
+            return
+        self._books.pruned(report, left)
 
     # --- the background thread --------------------------------------------------------------------
 
@@ -317,45 +400,54 @@ class Agent:
             started = self.clock()
             with contextlib.suppress(RaftSnapshotError):  # logged and counted by run_once
                 self.run_once()
+            if self._books.status.fatal:
+                log.error("snapshot agent stopped: %s", self._books.status.fatal)
+                self._stop.set()
+                break
+            self._maybe_drill()
             next_run = started + self.interval
             with self._lock:
-                self._update(next_run=next_run)
+                self._books.update(next_run=next_run)
             if self._stop.wait(max(0.0, next_run - self.clock())):
                 break
         log.info("snapshot agent stopped")
 
-    # --- the status -------------------------------------------------------------------------------
+    def _maybe_drill(self) -> None:
+        if self.drill_interval is None:
+            return
+        last = self._books.status.last_drill
+        if last is not None and self.clock() - last < self.drill_interval:
+            return
+        try:
+            result = self.drill()
+        except RaftSnapshotError as exc:
+            log.error("restore drill failed: %s", exc)
+        else:
+            log.info("restore drill of %s succeeded in %.1f s", result.snapshot.url,
+                     result.report.duration)
 
-    def _fs(self) -> tuple[Any, str]:
-        if self._store is None:
-            self._store = open_store(self.url, self.storage_options)
-        return self._store
 
-    def _remember(self, name: str, url: str, state_sha256: str) -> None:
-        self._stored = {"name": name, "url": url, "state_sha256": state_sha256}
-        if self.state_dir is not None:
-            write_json(self.state_dir / STORED_FILE, self._stored)
+def _check_arguments(node: object | None, addr: str | None, interval: float, max_failures: int,
+                     drill_interval: float | None, partial_grace: float) -> None:
+    if node is None and addr is None:
+        raise ValueError("give a node, or the addr of its snapshot endpoint")
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, not {interval!r}")
+    if max_failures < 1:
+        raise ValueError(f"max_failures must be at least 1, not {max_failures!r}")
+    if drill_interval is not None and not drill_interval > 0:
+        raise ValueError(f"drill_interval must be positive, not {drill_interval!r}")
+    if not partial_grace >= 0:
+        raise ValueError(f"partial_grace must be >= 0, not {partial_grace!r}")
 
-    def _succeeded(self, url: str | None) -> None:
-        changes: dict[str, Any] = {"last_success": self.clock(), "consecutive_failures": 0,
-                                   "healthy": True}
-        if url is not None:
-            changes.update(stored=self._status.stored + 1, last_stored=url)
-        self._update(**changes)
 
-    def _failed(self, error: BaseException, started: float) -> None:
-        failures = self._status.consecutive_failures + 1
-        healthy = failures < self.max_failures
-        self._update(consecutive_failures=failures, healthy=healthy,
-                     last_error=f"{type(error).__name__}: {error}", last_error_at=self.clock())
-        log_at = log.warning if healthy else log.error
-        log_at("snapshot round failed after %d attempt(s) (%d consecutive failed round(s)%s): %s",
-               self.retries, failures, "" if healthy else ", unhealthy", error)
+def _auth_refused(error: BaseException) -> bool:
+    return isinstance(error, RemoteError) and error.status in _AUTH_REFUSED
 
-    def _update(self, **changes: Any) -> None:
-        self._status = self._status.replace(**changes)
-        if self.state_dir is not None:
-            try:
-                write_json(self.state_dir / STATUS_FILE, self._status.to_dict())
-            except OSError as exc:
-                log.warning("could not write the agent's status: %s", exc)
+
+def _fatal_message(error: BaseException) -> str | None:
+    if not _auth_refused(error):
+        return None
+    assert isinstance(error, RemoteError)
+    return (f"the endpoint refused the agent's token (HTTP {error.status}): {error}; fix [agent] "
+            "token (or RAFT_SNAPSHOT_TOKEN) and restart the agent")

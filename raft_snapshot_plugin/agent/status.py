@@ -12,19 +12,23 @@ from typing import Any
 
 from .._files import atomic_output
 
-__all__ = ["STATUS_FILE", "STORED_FILE", "AgentStatus", "read_json", "read_status", "write_json"]
+__all__ = ["STALE_GRACE", "STATUS_FILE", "STORED_FILE", "AgentStatus", "read_json", "read_status",
+           "write_json"]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
 STATUS_FILE = "status.json"
 STORED_FILE = "stored.json"
+#: seconds beyond two intervals before a status is stale (a round's own length, a slow store)
+STALE_GRACE = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentStatus:
     """How the agent is doing; times are Unix seconds, or ``None`` for never.
 
-    :param healthy: fewer than ``max_failures`` rounds in a row have failed.
+    :param healthy: fewer than ``max_failures`` rounds in a row have failed, the last restore
+        drill (if any) restored, and the agent has not stopped itself (``fatal``).
     :param last_success: when a round last ended well (stored, or skipped by design).
     :param last_error: the last failed round's error, ``"Type: message"``.
     :param last_error_at: when it failed.
@@ -32,6 +36,18 @@ class AgentStatus:
     :param stored: snapshots this agent has stored.
     :param last_stored: the URL of the last one.
     :param consecutive_failures: failed rounds since the last good one.
+    :param updated_at: when the agent last wrote its status; a running agent writes it at least
+        once per round, so an old one means the agent is dead or stuck (:meth:`is_stale`).
+    :param interval: the agent's interval, for :meth:`is_stale` without its configuration.
+    :param last_drill: when the last restore drill ended.
+    :param last_drill_ok: whether it restored (``None``: no drill yet).
+    :param last_drill_error: why it failed, ``"Type: message"``.
+    :param last_drill_url: the snapshot it drilled.
+    :param retention_refused: deletions the store refused in the last retention pass (Object
+        Lock, a retention policy): reported, not a failure.
+    :param last_retention_error: the last refusal or failure of a retention pass.
+    :param fatal: why the agent stopped itself (the endpoint refused its token, say); it stays
+        unhealthy until restarted with a fixed configuration.
     """
 
     healthy: bool = True
@@ -42,6 +58,22 @@ class AgentStatus:
     stored: int = 0
     last_stored: str | None = None
     consecutive_failures: int = 0
+    updated_at: float | None = None
+    interval: float | None = None
+    last_drill: float | None = None
+    last_drill_ok: bool | None = None
+    last_drill_error: str | None = None
+    last_drill_url: str | None = None
+    retention_refused: int = 0
+    last_retention_error: str | None = None
+    fatal: str | None = None
+
+    def is_stale(self, now: float, grace: float = STALE_GRACE) -> bool:
+        """Whether the status is too old to believe: not written within two intervals plus
+        ``grace`` seconds (an agent that died reads unhealthy, not as it last was)."""
+        if self.updated_at is None or self.interval is None:
+            return True
+        return now - self.updated_at > 2 * self.interval + grace
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``raft-snapshot agent status`` prints and the state dir keeps."""
@@ -88,6 +120,15 @@ _FITS: dict[str, Callable[[object], bool]] = {
     "stored": _is_count,
     "last_stored": _is_text,
     "consecutive_failures": _is_count,
+    "updated_at": _is_time,
+    "interval": _is_time,
+    "last_drill": _is_time,
+    "last_drill_ok": lambda value: value is None or isinstance(value, bool),
+    "last_drill_error": _is_text,
+    "last_drill_url": _is_text,
+    "retention_refused": _is_count,
+    "last_retention_error": _is_text,
+    "fatal": _is_text,
 }
 
 

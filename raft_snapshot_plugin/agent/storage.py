@@ -10,23 +10,27 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, Any
 
 from ..archive import CHUNK
 from ..errors import RaftSnapshotError, StorageError
 
 __all__ = [
-    "LATEST", "NAME_PATTERN", "SkipRoundError", "StoredSnapshot", "download", "is_object_store",
-    "list_snapshots", "list_stored", "object_name", "open_store", "parse_name", "put_whole",
-    "resolve", "storage_errors",
+    "LATEST", "NAME_PATTERN", "TEMP_PATTERN", "SkipRoundError", "StoredSnapshot", "download",
+    "install_hint", "is_object_store", "list_partials", "list_snapshots", "list_stored", "modified_time",
+    "next_store_time", "object_name", "open_store", "parse_name", "resolve", "storage_errors",
 ]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
-#: An object in the prefix is a snapshot exactly when its name matches this (``.snap.age``: one
-#: the agent stored age-encrypted).
-NAME_PATTERN = re.compile(r"^(?P<time>\d{8}T\d{6}Z)-(?P<index>\d+)\.snap(?:\.age)?$")
+#: An object in the prefix is a snapshot exactly when its name matches this: the store time, the
+#: Raft index, a random suffix that keeps two agents' names apart (absent in the first version's
+#: names, which are still listed), ``.snap`` (``.snap.age``: stored age-encrypted).
+NAME_PATTERN = re.compile(
+    r"^(?P<time>\d{8}T\d{6}Z)-(?P<index>\d+)(?:-(?P<suffix>[0-9a-f]{4,16}))?\.snap(?:\.age)?$")
+#: What the agent uploads through on stores without atomic uploads: ``.tmp-<hex>-<final name>``.
+TEMP_PATTERN = re.compile(r"^\.tmp-[0-9a-f]+-(?P<name>.+)$")
 #: The alias ``restore`` and :func:`resolve` accept for the newest snapshot of a prefix.
 LATEST = "latest"
 
@@ -42,17 +46,21 @@ class SkipRoundError(Exception):
 class StoredSnapshot:
     """One snapshot object in a prefix."""
 
-    name: str      #: ``YYYYmmddTHHMMSSZ-<index>.snap`` (or ``.snap.age``)
+    name: str      #: ``YYYYmmddTHHMMSSZ-<index>-<suffix>.snap`` (or ``.snap.age``)
     path: str      #: the path inside the file system
     url: str       #: the full URL (``s3://bucket/prefix/<name>``)
     time: int      #: the store time the name carries, Unix seconds
     index: int     #: the Raft index the name carries
     size: int | None = None
+    #: when the store says the object was last written (Unix seconds), if it says
+    modified: float | None = None
 
     @property
-    def order(self) -> tuple[int, int]:
-        """Sort key: newer snapshots sort later (by name's time, then index)."""
-        return self.time, self.index
+    def order(self) -> tuple[int, int, str]:
+        """Sort key: newer snapshots sort later. The store time comes first because it never goes
+        back within a prefix (:func:`next_store_time`), while the index restarts in a cluster
+        rebuilt from a snapshot; the index, then the name, break ties between two agents."""
+        return self.time, self.index, self.name
 
 
 def parse_name(name: str) -> tuple[int, int] | None:
@@ -67,14 +75,31 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return int(stamp.timestamp()), int(match["index"])
 
 
-def object_name(when: float, index: int, *, encrypted: bool = False) -> str:
-    """The object name for a snapshot at ``index`` stored at ``when`` (Unix seconds)."""
-    suffix = ".snap.age" if encrypted else ".snap"
-    return f"{time.strftime(_TIME_FORMAT, time.gmtime(when))}-{index}{suffix}"
+def object_name(when: float, index: int, *, encrypted: bool = False, suffix: str | None = None
+                ) -> str:
+    """The object name for a snapshot at ``index`` stored at ``when`` (Unix seconds); ``suffix``
+    (default: 6 random hex digits) keeps two agents storing in the same second apart."""
+    unique = secrets.token_hex(3) if suffix is None else suffix
+    ending = ".snap.age" if encrypted else ".snap"
+    return f"{time.strftime(_TIME_FORMAT, time.gmtime(when))}-{index}-{unique}{ending}"
+
+
+def next_store_time(now: float, existing: Sequence[StoredSnapshot]) -> int:
+    """The store time for a new snapshot: ``now``, but never at or before the newest stored one's.
+
+    A clock stepped back (or another agent's clock ahead of ours) would otherwise name the newest
+    state older than what is stored: ``latest`` would keep pointing at an old state and retention
+    would delete the new one. The names' times therefore only grow within a prefix.
+    """
+    newest = max((s.time for s in existing), default=None)
+    stamp = int(now)
+    return stamp if newest is None or stamp > newest else newest + 1
 
 
 def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """``(filesystem, root path)`` for a storage URL (a local path, ``file://``, ``s3://``, ...).
+
+    Nothing is contacted; the storage library is imported, so a missing one is found here.
 
     :raises StorageError: fsspec is not installed, or the URL's scheme is unknown or its
         implementation (s3fs, gcsfs, adlfs) is missing.
@@ -82,13 +107,27 @@ def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     try:
         from fsspec.core import url_to_fs
     except ImportError as exc:
-        raise StorageError("storage needs fsspec: pip install 'raft-snapshot-plugin[agent]'",
-                           url=url) from exc
+        raise StorageError(f"storage needs fsspec: {install_hint('agent')}", url=url) from exc
     try:
         fs, root = url_to_fs(url, **dict(storage_options or {}))
-    except (ImportError, ValueError) as exc:
+    except ImportError as exc:
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        extra = _EXTRAS.get(scheme)
+        hint = f": {install_hint(extra)}" if extra else ""
+        raise StorageError(f"cannot open {url}: {exc}{hint}", url=url) from exc
+    except ValueError as exc:
         raise StorageError(f"cannot open {url}: {exc}", url=url) from exc
     return fs, str(root).rstrip("/")
+
+
+#: the extra that installs each scheme's fsspec implementation
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
+           "abfss": "azure", "adl": "azure"}
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra, worded as the README does for a checkout (not on an index)."""
+    return f"install the '{extra}' extra: pip install '.[{extra}]' in raft-snapshot-plugin's folder"
 
 
 def _protocols(fs: Any) -> set[str]:
@@ -116,8 +155,48 @@ def list_stored(fs: Any, root: str) -> list[StoredSnapshot]:
         if parsed is None or entry.get("type") == "directory":
             continue
         found.append(StoredSnapshot(name, path, fs.unstrip_protocol(path), parsed[0], parsed[1],
-                                    entry.get("size")))
+                                    entry.get("size"), modified_time(entry)))
     return sorted(found, key=lambda s: s.order)
+
+
+def list_partials(fs: Any, root: str) -> list[tuple[str, float | None]]:
+    """The ``.tmp-`` objects directly under ``root``: ``(path, the newest time known for it)``,
+    which is the later of the store time in its name and the store's own modification time."""
+    try:
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        path = str(entry["name"]).rstrip("/")
+        match = TEMP_PATTERN.match(path.rsplit("/", 1)[-1])
+        if match is None or entry.get("type") == "directory":
+            continue
+        parsed = parse_name(match["name"])
+        times = [t for t in (parsed[0] if parsed else None, modified_time(entry)) if t is not None]
+        found.append((path, max(times) if times else None))
+    return found
+
+
+#: where fsspec implementations put an object's modification time: local, s3fs, adlfs, gcsfs,
+#: memory (creation is its only time)
+_MODIFIED_KEYS = ("mtime", "LastModified", "last_modified", "updated", "created")
+
+
+def modified_time(entry: Mapping[str, Any]) -> float | None:
+    """An ``ls``/``info`` entry's modification time in Unix seconds, whatever form it takes."""
+    for key in _MODIFIED_KEYS:
+        value = entry.get(key)
+        if isinstance(value, _dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=_dt.timezone.utc)
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def list_snapshots(url: str, storage_options: Mapping[str, Any] | None = None) -> list[StoredSnapshot]:
@@ -173,26 +252,3 @@ def storage_errors(doing: str, url: str) -> Iterator[None]:
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-
-
-def put_whole(fs: Any, root: str, path: str, name: str) -> str:
-    """Store the local file ``path`` as ``root/name`` so that it appears whole or not at all: one
-    upload on an object store; elsewhere a hidden ``.tmp-`` object in the prefix, then a move.
-    Return the object's path."""
-    final = f"{root}/{name}"
-    if is_object_store(fs):
-        fs.put_file(path, final)  # an object appears whole, or not at all
-        return final
-    with contextlib.suppress(Exception):
-        fs.makedirs(root, exist_ok=True)
-    partial = f"{root}/.tmp-{secrets.token_hex(8)}-{name}"
-    try:
-        fs.put_file(path, partial)
-        fs.mv(partial, final)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(partial)
-        raise
-    return final

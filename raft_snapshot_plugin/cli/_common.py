@@ -181,7 +181,8 @@ def agent_module() -> Any:
         from .. import agent
     except ImportError as exc:
         raise click.ClickException(
-            "storage URLs need fsspec: pip install 'raft-snapshot-plugin[agent]'") from exc
+            "storage URLs need fsspec: install the 'agent' extra: pip install '.[agent]' in "
+            "raft-snapshot-plugin's folder") from exc
     return agent
 
 

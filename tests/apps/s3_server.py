@@ -54,9 +54,12 @@ class S3Server:
                     raise RuntimeError("moto's S3 server did not start") from None
                 time.sleep(0.1)
 
-    def create_bucket(self, name: str) -> None:
-        """Create a bucket with a plain unsigned PUT (moto without auth accepts it)."""
-        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+    def create_bucket(self, name: str, *, object_lock: bool = False) -> None:
+        """Create a bucket with a plain unsigned PUT (moto without auth accepts it);
+        ``object_lock``: with S3 Object Lock enabled (and so versioning), as
+        ``ObjectLockEnabledForBucket=True`` does."""
+        headers = {"x-amz-bucket-object-lock-enabled": "true"} if object_lock else {}
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT", headers=headers)
         with urllib.request.urlopen(request, timeout=10):
             pass
 
