@@ -8,6 +8,7 @@ from ``moto[server]``) in its own process on 127.0.0.1, reached by s3fs over HTT
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -510,3 +511,68 @@ def test_encrypted_objects_are_stored_listed_deduplicated_and_restored(
         download(f"{store}/latest", sink)
     rsp.restore(target, tmp_path / "dl.age", identity=identity, manager=manager)
     assert target.data == cluster.nodes[0].data
+
+
+# --- operator slips (issue 22's agent part) ---------------------------------------------------------
+
+def test_agent_status_exit_codes_last_updated_and_config_before_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path / "agent.toml",
+                          f'[agent]\ninterval = 60\nstate_dir = "state"\n'
+                          f'[storage]\nurl = "{(tmp_path / "store").as_uri()}"\n')
+    state = tmp_path / "state"
+    state.mkdir()
+    now = time.time()
+    cases = [(AgentStatus(healthy=True, updated_at=now, interval=60.0), 0, None),
+             (AgentStatus(healthy=False, updated_at=now, interval=60.0, last_error="E: x"), 1,
+              "unhealthy: E: x"),
+             (AgentStatus(healthy=True, updated_at=now - 3600, interval=60.0), 2, "stale")]
+    for status, code, said in cases:
+        (state / "status.json").write_text(json.dumps(status.to_dict()))
+        for argv in (["agent", "status", "--config", str(config)],
+                     ["agent", "--config", str(config), "status"]):
+            assert main(argv) == code, (status, argv)
+            out, err = capsys.readouterr()
+            shown = json.loads(out)
+            assert shown["last_updated"].endswith("UTC") and shown["stale"] is (code == 2)
+            assert (said or "") in err and (not said or err.count("\n") == 1)
+
+
+def test_bad_numbers_in_the_config_are_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in (("interval", "0"), ("interval", "-5"), ("max_failures", "0"),
+                       ("drill_interval", "0"), ("metrics_address", '"9102"')):
+        config = write_config(tmp_path / "a.toml", f'[agent]\naddr = "http://127.0.0.1:1"\n'
+                                                   f"{key} = {value}\n[storage]\nurl = \"x\"\n")
+        assert main(["agent", "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert key in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_a_missing_storage_library_is_found_at_startup(
+    cluster: MemoryCluster, manager: PluginManager,
+) -> None:
+    # gcsfs is not installed with the test extra; fsspec imports it when the store is opened
+    pytest.importorskip("fsspec")
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    with pytest.raises(StorageError, match=r"gcs.*pip install '\.\[gcs\]'"):
+        Agent(cluster.nodes[0], "gs://bucket/prefix", manager=manager)
+
+
+def test_a_refused_token_is_not_retried_and_stops_the_agent(
+    cluster: MemoryCluster, manager: PluginManager, tmp_path: Path,
+) -> None:
+    with serve(cluster.nodes[0], token=TOKEN, manager=manager) as server:
+        agent = Agent(None, str(tmp_path / "store"), addr=server.url, token="wrong", retries=5,
+                      backoff=30.0, state_dir=tmp_path / "s", interval=3600)
+        started = time.monotonic()
+        agent.start()
+        assert agent.wait(20), "the agent keeps going with a refused token"
+        agent.stop()
+    assert time.monotonic() - started < 20  # no 30 s backoff: not retried
+    status = agent.status()
+    assert not status.healthy and status.fatal and "HTTP 403" in status.fatal
+    assert status.consecutive_failures == 1

@@ -198,9 +198,11 @@ class Agent:
         with self._lock:
             started = self.clock()
             error: BaseException | None = None
+            attempts = 0
             for attempt in range(self.retries):
                 if attempt and self._backoff(attempt, error):
                     break
+                attempts += 1
                 try:
                     url, size = self._attempt()
                 except SkipRoundError as skip:
@@ -216,7 +218,7 @@ class Agent:
                     return url
             if error is None:
                 error = RaftSnapshotError("the agent stopped during the round")
-            self._books.failed(error, self.retries, fatal=_fatal_message(error))
+            self._books.failed(error, attempts, fatal=_fatal_message(error))
             if isinstance(error, RaftSnapshotError):
                 raise error
             raise StorageError(str(error), url=self.url) from error

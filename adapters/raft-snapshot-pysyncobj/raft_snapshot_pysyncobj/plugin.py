@@ -6,6 +6,7 @@ The core calls these only for nodes this module claimed, so none checks its ``ba
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO
 
 from pysyncobj import SyncObj
@@ -13,6 +14,7 @@ from pysyncobj import SyncObj
 from raft_snapshot_plugin import SnapshotMeta, hookimpl
 
 from . import _node
+from .drill import drill_state
 from .restore import restore_state
 from .state import STATE_FORMAT, describe_state
 from .take import take_state
@@ -56,3 +58,10 @@ def raft_snapshot_describe(meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str
 @hookimpl
 def raft_snapshot_leader(node: SyncObj) -> str | None:
     return _node.leader_address(node)
+
+
+@hookimpl
+def raft_snapshot_drill(
+    meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None,
+) -> Mapping[str, tuple[int, int]]:
+    return drill_state(meta, source, workdir, timeout)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,52 @@ def test_restore_from_s3_into_a_fresh_cluster_through_the_cli(
             break
         time.sleep(0.05)
     assert all(s == expected for s in other_cluster.states())
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The agent's /metrics over real HTTP, as ``{series: value}``."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_move_while_the_agent_runs_against_a_cluster(cluster: Cluster, tmp_path: Path
+                                                             ) -> None:
+    leader = cluster.leader()
+    agent = Agent(leader, str(tmp_path / "store"), interval=0.3, timeout=WAIT, backoff=0.0,
+                  state_dir=tmp_path / "state", metrics_address="127.0.0.1:0",
+                  drill_interval=3600.0, drill_timeout=120.0)
+    stored = 'raft_snapshot_agent_rounds_total{result="stored"}'
+    agent.start()
+    try:
+        assert agent.metrics_url is not None
+        deadline = time.monotonic() + WAIT
+        while _scrape(agent.metrics_url).get(stored, 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first = _scrape(agent.metrics_url)
+        leader.put("note", "changed", sync=True, timeout=WAIT)
+        while _scrape(agent.metrics_url).get(stored, 0) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        while _scrape(agent.metrics_url).get("raft_snapshot_agent_last_drill_success", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        second = _scrape(agent.metrics_url)
+    finally:
+        agent.stop()
+    assert second["raft_snapshot_agent_last_success_timestamp_seconds"] > first[
+        "raft_snapshot_agent_last_success_timestamp_seconds"]
+    assert second["raft_snapshot_agent_snapshots_in_storage"] == 2
+    assert second["raft_snapshot_agent_total_snapshot_size_bytes"] > 0
+    assert second["raft_snapshot_agent_snapshot_size_bytes"] > 0
+    assert second["raft_snapshot_agent_healthy"] == 1
+    assert second["raft_snapshot_agent_consecutive_failures"] == 0
+    assert second['raft_snapshot_agent_rounds_total{result="skipped"}'] >= first[
+        'raft_snapshot_agent_rounds_total{result="skipped"}']
+    assert agent.metrics_url is None  # the listener stopped with the agent
