@@ -20,19 +20,32 @@ A round (:meth:`Agent.run_once`):
    SHA-256 of its state;
 3. skips when that hash equals the newest stored snapshot's (known from the state dir, else read
    back from the store, once per newest object);
-4. stores it as ``<prefix>/<UTC YYYYmmddTHHMMSSZ>-<index>.snap`` (time from ``clock``; ``.snap.age``
-   when ``encrypt_to`` names age recipients: the verified archive encrypted whole): on object
-   stores (s3, gs, az) with one upload of the finished file, which appears whole or not at all;
-   elsewhere under ``.tmp-<random>`` in the same prefix, then moved to its name;
-5. deletes what the retention rules no longer keep.
+4. stores it as ``<prefix>/<UTC YYYYmmddTHHMMSSZ>-<index>-<random>.snap`` (``.snap.age`` when
+   ``encrypt_to`` names age recipients: the verified archive encrypted whole). The time is
+   ``clock``'s, but never at or before the newest name's in the prefix, so a clock stepped back
+   cannot name the newest state older than an old one; the random suffix keeps two agents apart.
+   On object stores (s3, gs, az) one upload of the finished file, which appears whole or not at
+   all (with ``object_lock``: S3 Object Lock retention set on it); elsewhere under
+   ``.tmp-<random>-<name>`` in the same prefix, then moved to its name;
+5. reads the object back whole: a length or SHA-256 that differs from the local file's deletes it
+   and fails the round (a short upload never becomes ``latest``);
+6. deletes what the retention rules no longer keep, except what any agent stored within the last
+   ``interval``; an object that vanished meanwhile is skipped, a deletion the store refuses
+   (Object Lock, a retention policy) is reported in the status and the metrics, and ``.tmp-``
+   objects older than ``partial_grace`` (a killed upload's) are removed.
 
-A failed round is retried with exponential backoff (``retries`` attempts); after ``max_failures``
-consecutive failed rounds :meth:`Agent.status` says ``healthy`` is false. The status and what the
-agent last stored live as JSON in ``state_dir``, so a restarted agent keeps them.
+A failed round is retried with exponential backoff (``retries`` attempts), except an endpoint
+refusing the token (HTTP 401/403), which stops the agent; after ``max_failures`` consecutive failed
+rounds :meth:`Agent.status` says ``healthy`` is false. Every ``drill_interval`` the newest stored
+snapshot is restored offline into a throwaway instance (:mod:`.drill`); a failed drill makes the
+agent unhealthy until one succeeds. The status and what the agent last stored live as JSON in
+``state_dir``, so a restarted agent keeps them; ``metrics_address`` serves Prometheus metrics.
 
-The package by job: :mod:`.schedule` (the agent and its rounds), :mod:`.storage` (fsspec: listing,
-names, storing, downloading), :mod:`.retention`, :mod:`.config` (the TOML file) and :mod:`.status`
-(the typed status and its file).
+The package by job: :mod:`.schedule` (the agent, its rounds and thread), :mod:`.storing` (one
+snapshot into the prefix), :mod:`.objects` (uploads, read-back checks, deletions, Object Lock),
+:mod:`.prune` and :mod:`.retention`, :mod:`.storage` (fsspec: listing, names, downloading),
+:mod:`.drill`, :mod:`.metrics`, :mod:`.config` (the TOML file), :mod:`.status` (the typed status
+and its file) and :mod:`.bookkeeping` (what a round, a pass or a drill records).
 """
 
 from __future__ import annotations

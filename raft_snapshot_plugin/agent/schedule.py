@@ -1,5 +1,6 @@
-"""The agent itself: rounds (take, verify, store, check, prune), retries, drills, and the
-background thread. The status and the metrics are kept by :mod:`.bookkeeping`."""
+"""The agent itself: rounds (take and verify here; store, check and prune in :mod:`.storing`),
+retries, drills, and the background thread. The status and the metrics are kept by
+:mod:`.bookkeeping`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from .._files import remove_quietly, temp_file
 from ..archive import read_archive_contents
 from ..client import DEFAULT_TIMEOUT, Client
 from ..errors import (
-    ArchiveError,
     NotLeaderError,
     RaftSnapshotError,
     RemoteError,
@@ -31,20 +31,11 @@ from .bookkeeping import Bookkeeper
 from .config import AgentConfig
 from .drill import DrillResult, drill_newest
 from .metrics import AgentMetrics, MetricsServer
-from .objects import LockOptions, check_stored, put_whole, sha256_of_file, supports_object_lock
-from .prune import prune
+from .objects import LockOptions, supports_object_lock
 from .retention import Retention
 from .status import AgentStatus
-from .storage import (
-    SkipRoundError,
-    StoredSnapshot,
-    describe,
-    list_stored,
-    next_store_time,
-    object_name,
-    open_store,
-    storage_errors,
-)
+from .storage import SkipRoundError, StoredSnapshot, list_stored, open_store, storage_errors
+from .storing import Storer
 
 __all__ = ["Agent"]
 
@@ -162,6 +153,9 @@ class Agent:
         self._thread: threading.Thread | None = None
         self._metrics_server: MetricsServer | None = None
         self._books = Bookkeeper(self.state_dir, self.metrics, max_failures, self.interval, clock)
+        self._storer = Storer(self._store, self.url, self._books, retention=self.retention,
+                              interval=self.interval, partial_grace=partial_grace,
+                              encrypted=bool(self.recipients), object_lock=object_lock)
 
     @classmethod
     def from_config(
@@ -302,7 +296,7 @@ class Agent:
                 index = self._take(path)
                 contents = read_archive_contents(path, None)
                 with self._encrypted(path) as stored:
-                    return self._store_file(stored, index, contents.state_sha256)
+                    return self._storer.store(stored, index, contents.state_sha256, self.clock())
             finally:
                 remove_quietly(path)
 
@@ -342,57 +336,6 @@ class Agent:
         with snap:
             snap.save(path)
             return snap.index
-
-    def _store_file(self, path: str, index: int, state_sha256: str) -> tuple[str, int]:
-        """Store ``path`` unless its state is the newest stored one's; read it back; prune."""
-        fs, root = self._store
-        with storage_errors(f"storing into {self.url}", self.url):
-            existing = list_stored(fs, root)
-            if existing and self._hash_of(fs, existing[-1]) == state_sha256:
-                raise SkipRoundError(f"the state is unchanged since {existing[-1].url}")
-            now = self.clock()
-            name = object_name(next_store_time(now, existing), index,
-                               encrypted=bool(self.recipients))
-            size, digest = os.path.getsize(path), sha256_of_file(path)
-            lock = self.object_lock.put_options(now) if self.object_lock else None
-            final = put_whole(fs, root, path, name, lock)
-            check_stored(fs, final, size, digest, self.url)
-            url = str(fs.unstrip_protocol(final))
-            self._books.remember(name, url, state_sha256)
-            log.info("stored snapshot at index %d: %s", index, url)
-        self._prune(name, now)
-        return url, size
-
-    def _hash_of(self, fs: Any, snap: StoredSnapshot) -> str | None:
-        """The state hash of a stored snapshot: remembered, or read back once from the store."""
-        remembered = self._books.remembered(snap.name, snap.url)
-        if remembered is not None:
-            return remembered
-        if snap.name.endswith(".age"):
-            return None  # encrypted: only the agent that stored it knows its hash
-        try:
-            with fs.open(snap.path, "rb") as source:
-                digest = read_archive_contents(source, None).state_sha256
-        except FileNotFoundError:
-            return None  # another agent's retention removed it meanwhile
-        except ArchiveError as exc:
-            log.warning("the newest stored snapshot %s does not verify: %s", snap.url, exc)
-            return None
-        self._books.remember(snap.name, snap.url, digest)
-        return digest
-
-    def _prune(self, newest: str, now: float) -> None:
-        fs, root = self._store
-        try:
-            report = prune(fs, root, now=now, retention=self.retention, newest=newest,
-                           protect=self.interval, partial_grace=self.partial_grace,
-                           by_version=self.object_lock is not None)
-            left = list_stored(fs, root)
-        except Exception as exc:  # the store succeeded; the next round tries again
-            log.warning("retention in %s failed: %s", self.url, describe(exc))
-            self._books.pruned(None, None, error=describe(exc))
-            return
-        self._books.pruned(report, left)
 
     # --- the background thread --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,7 +65,7 @@ def test_one_store_per_round_failover_and_no_duplicate(cluster: Cluster, tmp_pat
         urls = [r for r in results if r is not None]
         if expect_index is not None:
             assert len(urls) == 1, results
-            assert urls[0].endswith(f"-{expect_index}.snap")
+            assert re.search(rf"-{expect_index}-[0-9a-f]{{6}}\.snap$", urls[0]), urls[0]
         return urls
 
     for value in ("one", "two"):
