@@ -10,6 +10,9 @@ clock is injected, through the agent's ``clock`` parameter.
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,8 @@ from raft_snapshot_plugin.agent import (
     object_name,
     objects,
 )
+from raft_snapshot_plugin.agent import prune as prune_module
+from raft_snapshot_plugin.agent.storage import list_stored
 from raft_snapshot_plugin.errors import StorageError
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.testing import MemoryCluster
@@ -156,6 +161,44 @@ def test_leftover_temp_objects_are_removed_after_the_grace_period(
     assert len(names(url, options)) == 2
 
 
+_KILLED_MID_UPLOAD = """
+import os, signal, sys
+import fsspec
+from raft_snapshot_plugin.agent import Agent
+from raft_snapshot_plugin.manager import get_plugin_manager
+from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+
+pm = get_plugin_manager(load_entrypoints=False)
+pm.register(MemoryPlugin(), name=MEMORY_BACKEND)
+node = MemoryCluster(1, name="killed").nodes[0]
+node.set("k", "v")
+# SIGKILL between the upload of the .tmp- object and its move: what a kill at the worst moment does
+type(fsspec.filesystem("file")).mv = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+Agent(node, sys.argv[1], manager=pm).run_once()
+"""
+
+
+def test_an_agent_killed_mid_upload_leaves_what_the_next_rounds_remove(
+    cluster: MemoryCluster, memory_manager: PluginManager, tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_UPLOAD, str(store)],
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (leftover,) = [p.name for p in store.iterdir()]
+    assert leftover.startswith(".tmp-") and (store / leftover).stat().st_size > 0
+    clock = Clock(time.time())
+    agent = Agent(cluster.nodes[0], str(store), manager=memory_manager, clock=clock,
+                  partial_grace=600.0)
+    assert agent.run_once() is not None
+    assert (store / leftover).exists()  # young: it could be another agent's upload in progress
+    clock.now += 601
+    cluster.nodes[0].set("greeting", "changed")
+    assert agent.run_once() is not None
+    assert not (store / leftover).exists()
+    assert sorted(p.name for p in store.iterdir()) == names(str(store), {})
+
+
 # --- the clock steps back a day -------------------------------------------------------------------
 
 def test_a_clock_stepped_back_a_day_neither_hides_nor_deletes_the_newest_state(
@@ -218,6 +261,35 @@ def test_two_agents_pruning_one_prefix_at_once(
     assert all(a.status().healthy for a in agents)
 
 
+def test_an_object_deleted_between_listing_and_deleting_is_skipped(
+    store: tuple[str, dict[str, Any]], cluster: MemoryCluster, memory_manager: PluginManager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deterministically, what the race above hits by chance: the pass lists an object that
+    another agent deletes before this pass gets to it."""
+    url, options = store
+    clock = Clock()
+    agent = agent_for(cluster.nodes[0], url, options, memory_manager, clock=clock,
+                      retention=Retention(keep=1, hourly=0, daily=0))
+    assert agent.run_once() is not None
+    fs, _root = fsspec.core.url_to_fs(url, **options)
+    real_list = list_stored
+
+    def listed_then_deleted(fs_: Any, root: str) -> list[Any]:
+        found = real_list(fs_, root)
+        fs.rm_file(found[0].path)  # the other agent's pass, between our listing and our delete
+        fs.invalidate_cache()
+        return found
+
+    monkeypatch.setattr(prune_module, "list_stored", listed_then_deleted)
+    clock.now += 3600
+    cluster.nodes[0].set("greeting", "changed")
+    assert agent.run_once() is not None
+    monkeypatch.undo()
+    assert agent.status().healthy and agent.status().last_retention_error is None
+    assert [s.index for s in list_snapshots(url, options)] == [cluster.nodes[0].applied]
+
+
 def _race(agent: Agent, barrier: threading.Barrier, results: list[Any], i: int) -> None:
     barrier.wait(10)
     try:
@@ -257,6 +329,39 @@ def test_object_lock_is_set_on_upload_and_refused_deletions_are_reported(
     assert latest_index(url, options, tmp_path) == leader.applied
     value = agent.metrics.registry.get_sample_value("raft_snapshot_agent_retention_refused_total")
     assert value is not None and value >= 2
+
+
+def test_a_locked_local_file_is_reported_not_fatal(
+    cluster: MemoryCluster, memory_manager: PluginManager, tmp_path: Path,
+) -> None:
+    """The local analog of a retention lock: an immutable file (``chattr +i``), which even root
+    may not delete."""
+    store = tmp_path / "store"
+    clock = Clock()
+    leader = cluster.nodes[0]
+    agent = Agent(leader, str(store), manager=memory_manager, clock=clock,
+                  retention=Retention(keep=1, hourly=0, daily=0))
+    first = agent.run_once()
+    assert first is not None
+    locked = store / first.rsplit("/", 1)[1]
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True, check=False).returncode:
+        pytest.skip("chattr +i is not available here (needs root and ext4/xfs)")
+    try:
+        urls = [first]
+        for i in range(2):
+            clock.now += 3600
+            leader.set("k", str(i))
+            stored = agent.run_once()
+            assert stored is not None
+            urls.append(stored)
+        status = agent.status()
+        assert status.healthy and status.retention_refused == 1
+        assert "refused" in (status.last_retention_error or "") and locked.name in (
+            status.last_retention_error or "")
+        assert [s.url for s in list_snapshots(str(store))] == [urls[0], urls[2]]
+        assert latest_index(str(store), {}, tmp_path) == leader.applied
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=False)
 
 
 def test_object_lock_needs_s3(cluster: MemoryCluster, memory_manager: PluginManager,
