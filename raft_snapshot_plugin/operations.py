@@ -299,13 +299,13 @@ def drill(
         name = backend or meta.backend
         if not name:
             raise BackendNotFoundError("the archive names no backend (no Backend key): give one")
-        expected = pm.describe(name, meta, verified.file) or {}
-        verified.file.seek(0)
         work = Path(tempfile.mkdtemp(prefix="raft-snapshot-drill-", dir=temp_dir()))
-        try:
+        try:  # the drill first: its refusal of the bytes says more than describe's failure
             restored = pm.drill(name, meta, verified.file, work, timeout)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        verified.file.seek(0)
+        expected = pm.describe(name, meta, verified.file) or {}
     differ = [f"{key}: {expected[key][0]} in the archive, {restored[key][0]} restored"
               for key in expected if key in restored and expected[key][0] != restored[key][0]]
     if differ:

@@ -6,6 +6,7 @@ The core calls these only for nodes this module claimed, so none checks its ``ba
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import IO, Any
 
 from raft_snapshot_plugin.toolkit import (
@@ -19,6 +20,7 @@ from raft_snapshot_plugin.toolkit import (
 )
 
 from .cluster import EtcdCluster, NewCluster
+from .drill import drill_state
 from .restore import BACKEND, STATE_FORMAT_PREFIX, restore_state
 from .tools import snapshot_status
 
@@ -101,6 +103,13 @@ def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
         "keys (etcd totalKey)": (status.total_key, status.total_size),
         "revision": (status.revision, 0),
     }
+
+
+@hookimpl
+def raft_snapshot_drill(
+    meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None,
+) -> Mapping[str, tuple[int, int]]:
+    return drill_state(meta, source, workdir, timeout)
 
 
 def _running(node: EtcdCluster | NewCluster, what: str) -> EtcdCluster:
