@@ -67,3 +67,17 @@ def test_metrics_address_is_host_and_port(bad: str) -> None:
     assert parse_address("[::1]:9102") == ("::1", 9102)
     with pytest.raises(ValueError, match="host:port"):
         parse_address(bad)
+
+
+def test_a_restarted_agent_starts_its_series_from_its_status_file(
+    memory_manager: PluginManager, tmp_path: Path,
+) -> None:
+    cluster = MemoryCluster(1, name="restart")
+    first = Agent(cluster.nodes[0], str(tmp_path / "s"), manager=memory_manager,
+                  state_dir=tmp_path / "state")
+    assert first.run_once() is not None
+    again = Agent(cluster.nodes[0], str(tmp_path / "s"), manager=memory_manager,
+                  state_dir=tmp_path / "state")
+    value = again.metrics.registry.get_sample_value(
+        "raft_snapshot_agent_last_success_timestamp_seconds")
+    assert value == first.status().last_success

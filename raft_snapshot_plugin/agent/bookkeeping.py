@@ -35,6 +35,7 @@ class Bookkeeper:
             self._stored = read_json(state_dir / STORED_FILE)
         # a restart with a fixed configuration clears what made the last run stop itself
         self.status = self.status.replace(interval=interval, fatal=None)
+        self.metrics.restored(self.status)
 
     # --- what the agent stored last -----------------------------------------------------------
 

@@ -107,6 +107,21 @@ class AgentMetrics:
             self.total.set(total)
             self.refused.inc(refused)
 
+    def restored(self, status: Any) -> None:
+        """Start from what a restarted agent's status file says (an :class:`AgentStatus`), so a
+        restart does not read as "never succeeded"."""
+        if not self.enabled:
+            return
+        for gauge, value in ((self.last_success, status.last_success),
+                             (self.last_failure, status.last_error_at),
+                             (self.drill_time, status.last_drill)):
+            if value is not None:
+                gauge.set(value)
+        self.failures.set(status.consecutive_failures)
+        self.healthy.set(1 if status.healthy else 0)
+        if status.last_drill_ok is not None:
+            self.drill_ok.set(1 if status.last_drill_ok else 0)
+
     def drill(self, ok: bool, *, when: float, duration: float, healthy: bool) -> None:
         if self.enabled:
             self.drill_ok.set(1 if ok else 0)
