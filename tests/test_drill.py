@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
@@ -125,3 +126,23 @@ def test_cli_drill_of_an_empty_prefix_is_one_line_and_exit_1(
     err = capsys.readouterr().err
     assert err.startswith("raft-snapshot: error:") and "nothing to drill" in err
     assert err.count("\n") == 1
+
+
+def test_in_the_background_only_the_storing_agent_drills(
+    cluster: MemoryCluster, memory_manager: PluginManager, tmp_path: Path,
+) -> None:
+    """One drill per cluster, by the leader's agent; a follower's agent neither drills nor turns
+    unhealthy for lack of a drill."""
+    store = str(tmp_path / "store")
+    agents = [Agent(node, store, manager=memory_manager, interval=3600, drill_interval=3600,
+                    state_dir=tmp_path / f"s{i}") for i, node in enumerate(cluster.nodes)]
+    for agent in reversed(agents):  # the followers first: the prefix is still empty for them
+        agent.start()
+        deadline = time.monotonic() + 20
+        while agent.status().next_run is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        agent.stop()
+    leader, *followers = agents
+    assert leader.status().last_drill_ok is True and leader.status().healthy
+    assert all(f.status().last_drill is None and f.status().healthy for f in followers)

@@ -8,12 +8,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import RemoteError
 from .metrics import AgentMetrics
 from .prune import PruneReport
 from .status import STATUS_FILE, STORED_FILE, AgentStatus, read_json, write_json
 from .storage import StoredSnapshot
 
-__all__ = ["Bookkeeper"]
+__all__ = ["Bookkeeper", "fatal_message"]
+
+#: HTTP statuses that no retry will change: the endpoint refused the agent's token
+_AUTH_REFUSED = frozenset({401, 403})
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
@@ -64,7 +68,7 @@ class Bookkeeper:
     def failed(self, error: BaseException, attempts: int, *, fatal: str | None = None) -> None:
         failures = self.status.consecutive_failures + 1
         self.update(consecutive_failures=failures, last_error=f"{type(error).__name__}: {error}",
-                    last_error_at=self.clock(), fatal=fatal)
+                    last_error_at=self.clock(), **({"fatal": fatal} if fatal else {}))
         healthy = self.status.healthy
         self.metrics.round("failed", when=self.clock(), failures=failures, healthy=healthy)
         log_at = log.warning if healthy else log.error
@@ -94,7 +98,8 @@ class Bookkeeper:
     # --- the status ---------------------------------------------------------------------------
 
     def _succeeded(self, **changes: Any) -> None:
-        self.update(last_success=self.clock(), consecutive_failures=0, **changes)
+        # a good round also clears a refused token's mark: the token works again
+        self.update(last_success=self.clock(), consecutive_failures=0, fatal=None, **changes)
 
     def update(self, **changes: Any) -> None:
         """Apply ``changes``, work out ``healthy`` again, stamp and write the status."""
@@ -107,3 +112,12 @@ class Bookkeeper:
                 write_json(self.state_dir / STATUS_FILE, self.status.to_dict())
             except OSError as exc:
                 log.warning("could not write the agent's status: %s", exc)
+
+
+def fatal_message(error: BaseException) -> str | None:
+    """Why ``error`` must stop the agent, or ``None``: the endpoint refused its token (HTTP 401 or
+    403), which no retry changes."""
+    if not isinstance(error, RemoteError) or error.status not in _AUTH_REFUSED:
+        return None
+    return (f"the endpoint refused the agent's token (HTTP {error.status}): {error}; fix [agent] "
+            "token (or RAFT_SNAPSHOT_TOKEN) and restart the agent")

@@ -13,7 +13,7 @@ from .metrics import parse_address
 from .objects import LockOptions
 from .retention import Retention
 
-__all__ = ["AgentConfig", "load_config"]
+__all__ = ["AgentConfig", "check_arguments", "load_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,3 +164,21 @@ def _recipients(values: list[Any], where: str) -> tuple[str, ...]:
     if not all(isinstance(v, str) for v in values):
         raise ValueError(f"{where}: [agent] encrypt_to is a list of age recipients (strings)")
     return tuple(values)
+
+
+def check_arguments(node: object | None, addr: str | None, interval: float, max_failures: int,
+                     drill_interval: float | None, partial_grace: float) -> None:
+    """The :class:`~.schedule.Agent`'s own checks of its arguments.
+
+    :raises ValueError: one is out of range.
+    """
+    if node is None and addr is None:
+        raise ValueError("give a node, or the addr of its snapshot endpoint")
+    if not interval > 0:
+        raise ValueError(f"interval must be positive, not {interval!r}")
+    if max_failures < 1:
+        raise ValueError(f"max_failures must be at least 1, not {max_failures!r}")
+    if drill_interval is not None and not drill_interval > 0:
+        raise ValueError(f"drill_interval must be positive, not {drill_interval!r}")
+    if not partial_grace >= 0:
+        raise ValueError(f"partial_grace must be >= 0, not {partial_grace!r}")

@@ -138,11 +138,25 @@ def delete_object(fs: Any, path: str, *, by_version: bool = False) -> bool:
             fs.rm_file(path)
     except FileNotFoundError:
         return False
-    except PermissionError as exc:
-        raise DeletionRefusedError(describe(exc)) from exc
+    except Exception as exc:
+        if _refusal(exc):
+            raise DeletionRefusedError(describe(exc)) from exc
+        raise
     with contextlib.suppress(Exception):
         fs.invalidate_cache(path)
     return True
+
+
+def _refusal(exc: BaseException) -> bool:
+    """Whether a deletion failed because the store forbids it: s3fs and local files raise
+    ``PermissionError`` (S3 AccessDenied, an immutable file); gcsfs an ``OSError`` saying
+    "Forbidden" (a bucket retention policy: HTTP 403); adlfs azure-core's ``HttpResponseError``
+    with ``status_code`` 403 or 409 (an immutability policy)."""
+    if isinstance(exc, PermissionError):
+        return True
+    if getattr(exc, "status_code", None) in (403, 409) or getattr(exc, "code", None) == 403:
+        return True
+    return isinstance(exc, OSError) and str(exc).startswith("Forbidden")
 
 
 def _delete_version(fs: Any, path: str) -> None:

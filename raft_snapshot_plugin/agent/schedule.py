@@ -17,18 +17,13 @@ from .. import encryption
 from .._files import remove_quietly, temp_file
 from ..archive import read_archive_contents
 from ..client import DEFAULT_TIMEOUT, Client
-from ..errors import (
-    NotLeaderError,
-    RaftSnapshotError,
-    RemoteError,
-    StorageError,
-)
+from ..errors import NotLeaderError, RaftSnapshotError, RemoteError, StorageError
 from ..manager import PluginManager
 from ..operations import take
 from ..seal import SealKey, VerifyKey, load_seal_key, load_verify_key
 from ..snapshot import Identities
-from .bookkeeping import Bookkeeper
-from .config import AgentConfig
+from .bookkeeping import Bookkeeper, fatal_message
+from .config import AgentConfig, check_arguments
 from .drill import DrillResult, drill_newest
 from .metrics import AgentMetrics, MetricsServer
 from .objects import LockOptions, supports_object_lock
@@ -40,9 +35,6 @@ from .storing import Storer
 __all__ = ["Agent"]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
-
-#: HTTP statuses that no retry will change: the endpoint refused the agent's token
-_AUTH_REFUSED = frozenset({401, 403})
 
 
 class Agent:
@@ -115,7 +107,7 @@ class Agent:
         identity: Identities | None = None,
         metrics_address: str | None = None,
     ) -> None:
-        _check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace)
+        check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace)
         self.node = node
         self.url = url.rstrip("/")
         self.interval = float(interval)
@@ -152,6 +144,7 @@ class Agent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._metrics_server: MetricsServer | None = None
+        self._leads = False  # the last round ran here (stored, or found the state unchanged)
         self._books = Bookkeeper(self.state_dir, self.metrics, max_failures, self.interval, clock)
         self._storer = Storer(self._store, self.url, self._books, retention=self.retention,
                               interval=self.interval, partial_grace=partial_grace,
@@ -201,18 +194,20 @@ class Agent:
                     url, size = self._attempt()
                 except SkipRoundError as skip:
                     log.info("snapshot round skipped: %s", skip)
+                    self._leads = not skip.not_leader
                     self._books.skipped()
                     return None
                 except (RaftSnapshotError, OSError) as exc:
                     error = exc
-                    if _auth_refused(exc):
+                    if fatal_message(exc):  # a refused token: no retry will change that
                         break
                 else:
+                    self._leads = True
                     self._books.stored(url, size, duration=self.clock() - started)
                     return url
             if error is None:
                 error = RaftSnapshotError("the agent stopped during the round")
-            self._books.failed(error, attempts, fatal=_fatal_message(error))
+            self._books.failed(error, attempts, fatal=fatal_message(error))
             if isinstance(error, RaftSnapshotError):
                 raise error
             raise StorageError(str(error), url=self.url) from error
@@ -324,7 +319,8 @@ class Agent:
             except RemoteError as exc:
                 if exc.not_leader and not self.stale:  # another 503 (a timeout) is a failure
                     raise SkipRoundError(f"{self._client.url} is not the leader "
-                                f"(leader: {exc.leader or 'unknown'})") from exc
+                                         f"(leader: {exc.leader or 'unknown'})",
+                                         not_leader=True) from exc
                 raise
             return meta.index
         try:
@@ -332,7 +328,7 @@ class Agent:
                         seal_key=self.seal_key, leader_only=not self.stale,
                         manager=self._manager)
         except NotLeaderError as exc:
-            raise SkipRoundError(str(exc)) from exc
+            raise SkipRoundError(str(exc), not_leader=True) from exc
         with snap:
             snap.save(path)
             return snap.index
@@ -358,10 +354,18 @@ class Agent:
         log.info("snapshot agent stopped")
 
     def _maybe_drill(self) -> None:
-        if self.drill_interval is None:
+        """Drill when it is time, on the agent whose node stores (one drill per cluster, not one
+        per node), once something is stored (an empty prefix is not yet a failed drill)."""
+        if self.drill_interval is None or not self._leads:
             return
         last = self._books.status.last_drill
         if last is not None and self.clock() - last < self.drill_interval:
+            return
+        try:
+            if not self.list():
+                return
+        except RaftSnapshotError as exc:
+            log.warning("restore drill postponed: %s", exc)
             return
         try:
             result = self.drill()
@@ -370,29 +374,3 @@ class Agent:
         else:
             log.info("restore drill of %s succeeded in %.1f s", result.snapshot.url,
                      result.report.duration)
-
-
-def _check_arguments(node: object | None, addr: str | None, interval: float, max_failures: int,
-                     drill_interval: float | None, partial_grace: float) -> None:
-    if node is None and addr is None:
-        raise ValueError("give a node, or the addr of its snapshot endpoint")
-    if not interval > 0:
-        raise ValueError(f"interval must be positive, not {interval!r}")
-    if max_failures < 1:
-        raise ValueError(f"max_failures must be at least 1, not {max_failures!r}")
-    if drill_interval is not None and not drill_interval > 0:
-        raise ValueError(f"drill_interval must be positive, not {drill_interval!r}")
-    if not partial_grace >= 0:
-        raise ValueError(f"partial_grace must be >= 0, not {partial_grace!r}")
-
-
-def _auth_refused(error: BaseException) -> bool:
-    return isinstance(error, RemoteError) and error.status in _AUTH_REFUSED
-
-
-def _fatal_message(error: BaseException) -> str | None:
-    if not _auth_refused(error):
-        return None
-    assert isinstance(error, RemoteError)
-    return (f"the endpoint refused the agent's token (HTTP {error.status}): {error}; fix [agent] "
-            "token (or RAFT_SNAPSHOT_TOKEN) and restart the agent")

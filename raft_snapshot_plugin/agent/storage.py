@@ -39,7 +39,14 @@ _OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "ad
 
 
 class SkipRoundError(Exception):
-    """This round stores nothing, by design (not the leader, unchanged state)."""
+    """This round stores nothing, by design (not the leader, unchanged state).
+
+    :param not_leader: the node does not lead its cluster (its agent neither stores nor drills).
+    """
+
+    def __init__(self, message: str, *, not_leader: bool = False) -> None:
+        super().__init__(message)
+        self.not_leader = not_leader
 
 
 @dataclasses.dataclass(frozen=True)
