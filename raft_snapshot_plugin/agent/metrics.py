@@ -27,18 +27,18 @@ from __future__ import annotations
 import logging
 import socketserver
 import threading
-from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..errors import RaftSnapshotError
+from .storage import install_hint
 
 __all__ = ["PREFIX", "AgentMetrics", "MetricsServer", "metrics_asgi_app"]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
 PREFIX = "raft_snapshot_agent_"
-_HINT = "metrics need prometheus-client, the 'metrics' extra: pip install '.[metrics]'"
+_HINT = f"metrics need prometheus-client: {install_hint('metrics')}"
 
 
 def _prometheus(required: bool) -> Any:
@@ -61,8 +61,10 @@ class AgentMetrics:
         if prom is None:
             return
         self.registry = prom.CollectorRegistry(auto_describe=True)
-        gauge: Callable[..., Any] = lambda name, doc: prom.Gauge(  # noqa: E731
-            PREFIX + name, doc, registry=self.registry)
+
+        def gauge(name: str, doc: str) -> Any:
+            return prom.Gauge(PREFIX + name, doc, registry=self.registry)
+
         self.last_success = gauge("last_success_timestamp_seconds", "When a round last ended well.")
         self.last_failure = gauge("last_failure_timestamp_seconds", "When a round last failed.")
         self.failures = gauge("consecutive_failures", "Failed rounds since the last good one.")
