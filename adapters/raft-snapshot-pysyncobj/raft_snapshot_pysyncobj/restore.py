@@ -35,9 +35,11 @@ from raft_snapshot_plugin import SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError, StateRejectedError
 
 from . import _node, direct
-from .direct import DirectTransferError, Payload, PayloadServer, StateRefusedError
+from .appstate import check_consumers
+from .direct import DirectTransferError, StateRefusedError
+from .serving import Payload, PayloadServer
 from .state import STATE_FORMAT, YieldingReader, load_state
-from .support import SnapshotSupport, check_consumers, find_support
+from .support import SnapshotSupport, find_support
 
 try:
     from isal import isal_zlib as _zlib
@@ -106,7 +108,7 @@ def restore_state(
         raise BackendError(f"unknown state format {meta.state_format!r} (this adapter reads "
                            f"{STATE_FORMAT!r})", backend=_node.BACKEND)
     # The state stays in its file: hashed, served and compressed from there, never read whole
-    # into this process (a 2 GiB state once took the restoring node from 44 MB to 2 GB).
+    # into this process (its memory would grow by the state's size: bench/PYSYNCOBJ.md).
     source = _seekable_file(source)
     start = source.tell()
     size, sha256 = _measure(source)
@@ -233,11 +235,11 @@ class _Restore:
         now = time.monotonic()
         if now - self.renewed > LEASE_SECONDS / 3:
             self.renewed = now
-            self.support._rsp_renew(self.rid, time.time(), callback=_node.ignore_result)
+            self.support.renew(self.rid, time.time(), callback=_node.ignore_result)
 
     def begin(self, *args: Any) -> None:
         try:
-            answer = self.call(self.support._rsp_begin, self.rid, *args)
+            answer = self.call(self.support.begin, self.rid, *args)
         except BaseException:
             self.abort()  # a begin applied late must not block the next restore for a lease
             raise
@@ -246,7 +248,7 @@ class _Restore:
                                backend=_node.BACKEND)
 
     def commit(self) -> None:
-        result = self.call(self.support._rsp_commit, self.rid)
+        result = self.call(self.support.commit, self.rid)
         if isinstance(result, str) and result.startswith("refused"):  # the nodes would not load it
             raise StateRejectedError(f"the cluster did not apply the snapshot: {result}",
                                      backend=_node.BACKEND)
@@ -279,14 +281,14 @@ class _Restore:
                 raise
             refusals = {m: v for m, v in verdicts.items() if v != "ok"}
             if refusals:
-                local = self.support._stages.get(self.rid)
+                local = self.support.refusal(self.rid)
                 self.abort()
                 member, verdict = sorted(refusals.items())[0]
                 kind, _, reason = verdict.partition(" ")
                 if kind != "error":
                     raise DirectTransferError(f"{member}: {reason.lstrip(': ')}")
-                if local is not None and local.refusal is not None:
-                    raise local.refusal  # this node's own reason, as the log transport gives it
+                if local is not None:
+                    raise local  # this node's own reason, as the log transport gives it
                 # another member would not load the state (this node's own stage may not have
                 # finished saying so yet): a refusal of the bytes, as when this node refuses
                 raise StateRejectedError(f"{member} refused the snapshot: {reason}",
@@ -340,7 +342,7 @@ class _Restore:
             failure = self._send_from(view, step, total, start)
             if failure is None:
                 return
-            held = self.call(self.support._rsp_progress, self.rid)
+            held = self.call(self.support.progress, self.rid)
             if held < 0:
                 raise BackendError(f"the restore was lost ({failure})", backend=_node.BACKEND)
             log.info("restore %s: %s; resuming at chunk %d of %d", self.rid, failure, held, total)
@@ -376,14 +378,14 @@ class _Restore:
                 in_flight[0] += 1
                 settled.clear()
             text = base64.b64encode(view[seq * step:(seq + 1) * step]).decode("ascii")
-            self.support._rsp_chunk(self.rid, seq, text, time.time(), callback=on_result)
+            self.support.chunk(self.rid, seq, text, time.time(), callback=on_result)
         while not settled.wait(0.1):
             self.remaining()
         return failures[0] if failures else None
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
-            self.support._rsp_abort(self.rid, callback=lambda result, error: None)
+            self.support.abort(self.rid, callback=lambda result, error: None)
 
 
 def chunk_chars(node: SyncObj) -> int:

@@ -195,8 +195,8 @@ def dump_state(
     """Pickle a state into ``sink`` (on the tick thread, or in a forked child).
 
     ``shared_references=False`` pickles without the memo (the pickler's ``fast`` mode): for
-    1.6 M small tuples, 0.19 s instead of 1.98 s in-process, as the memo entries are most of the
-    work. But an object reached twice is written twice (and loads as two objects), and a cycle
+    states of many small objects the memo entries are most of the work (``bench/PYSYNCOBJ.md``).
+    But an object reached twice is written twice (and loads as two objects), and a cycle
     raises :class:`ValueError`. The bytes are an ordinary pickle either way.
     """
     document = {"format": 1, "attributes": dict(attributes), "consumers": list(consumers)}
@@ -215,8 +215,7 @@ def dump_state(
 class YieldingReader(io.RawIOBase):
     """``buffer`` (in memory, or a file) read through a Python-level ``read``: the C unpickler
     then calls back into the interpreter once per frame, where other threads get the GIL.
-    Reading a plain ``BytesIO``, it
-    held the GIL for the whole load (1.6 s for a 100 MB state), starving the node's own tick
+    Reading a plain ``BytesIO``, it held the GIL for the whole load, starving the node's own tick
     thread: no heartbeats, and the followers elected a new leader in the middle of the restore.
     """
 
@@ -248,10 +247,10 @@ def _paused_gc() -> Iterator[None]:
 
     Unpickling millions of small containers otherwise triggers a collection every few hundred
     allocations, each scanning the young objects just made, and full collections as the heap
-    grows: 40% of the load's time for a state of 1.6 M small tuples (1.73 s with, 1.05 s
-    without). Nothing is lost: garbage made meanwhile is collected after. Loads may overlap (one
-    per restore stage and thread), so the last to end turns the collector back on, and only if it
-    was on when the first began.
+    grows: a large share of the load's time for states of many small objects
+    (``bench/PYSYNCOBJ.md``). Nothing is lost: garbage made meanwhile is collected after. Loads
+    may overlap (one per restore stage and thread), so the last to end turns the collector back
+    on, and only if it was on when the first began.
     """
     global _gc_pausers, _gc_was_enabled
     with _gc_lock:

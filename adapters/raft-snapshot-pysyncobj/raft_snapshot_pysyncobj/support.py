@@ -6,7 +6,7 @@ node ever shows a half-restored state, and nothing pending is ever part of the a
 (nor of a take). The bytes travel one of two ways:
 
 - **direct** (the default when every member is connected): ``begin`` names the restoring node's
-  :class:`~raft_snapshot_pysyncobj.direct.PayloadServer`; each member fetches, checks and decodes
+  :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; each member fetches, checks and decodes
   its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), and ``commit``
   is only submitted once all have it. After applying it each node compacts its log, so that a
   node catching up later receives the restored state in PySyncObj's own dump rather than
@@ -45,7 +45,9 @@ from pysyncobj import SyncObj, SyncObjConsumer, replicated
 from raft_snapshot_plugin.toolkit import RaftSnapshotError, SnapshotMeta, VerifyKey, check_seal
 
 from . import _node
+from .appstate import InternalConsumer, apply_state, check_consumers
 from .direct import DirectTransferError, Stage, State
+from .record import PendingRestore
 from .state import PickleSource, load_state
 
 try:  # the same zlib format, several times faster
@@ -68,7 +70,7 @@ STAGE_WAIT = 120.0
 WATCH_PERIOD = 1.0
 
 
-class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
+class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
     """Add to every node's ``consumers``, last: ``SyncObj(self_addr, partners, consumers=[...,
     SnapshotSupport()])``. Configure it the same way on every node.
 
@@ -82,9 +84,9 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     :param shared_references: whether one object of the state may be reached from two places
         (or from itself) and must stay one object after a restore, as pickle's memo keeps it.
         ``False`` pickles takes without the memo, which is most of the cost for states of
-        millions of small objects (a take of 1.7 M small tuples, 100 MB: 3.4 s down to 1.0 s,
-        ``bench/PYSYNCOBJ.md``); but a shared object comes back as separate copies, and a state
-        holding a cycle cannot be taken (the take fails; nothing is written).
+        millions of small objects (``bench/PYSYNCOBJ.md`` has the figures); but a shared object
+        comes back as separate copies, and a state holding a cycle cannot be taken (the take
+        fails; nothing is written).
     :param transport: how a restore started on this node moves the state's bytes: ``"auto"``
         (direct when every member is connected and the node has no ``password``, else the log),
         ``"direct"`` or ``"log"``. The direct transfer is unencrypted (PySyncObj's ``password``
@@ -128,7 +130,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         self._watched: set[str] = set()  # restores whose lease this node's watcher looks at
         super().__init__()
         #: the restore in progress (replicated state, never the application's)
-        self._pending: dict[str, Any] | None = None
+        self._pending: PendingRestore | None = None
         #: the last restore committed: a commit sent again (after a leader change) is answered "ok"
         self._committed: str | None = None
 
@@ -139,19 +141,19 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
                    meta_json: bytes | None = None, source: tuple[str, int, str] | None = None,
                    ) -> str:
         pending = self._pending
-        if pending is not None and pending["rid"] == rid:
+        if pending is not None and pending.rid == rid:
             return "ok"  # sent again, its first answer lost: already begun (chunks kept)
         if rid == self._committed:
             return "ok"  # sent again after it was committed: nothing to begin
-        if pending is not None and issued_at < pending["expires"]:
+        if pending is not None and issued_at < pending.expires:
             return "busy"
         if pending is not None:
-            self._drop_stage(pending["rid"])
-        self._pending = {"rid": rid, "size": size, "sha256": sha256, "parts": [],
-                         "lease": lease, "expires": issued_at + lease,
-                         # anything but bytes (an old log's trust flag) is no claim at all
-                         "meta_json": meta_json if isinstance(meta_json, bytes) else None,
-                         "source": source}
+            self._drop_stage(pending.rid)
+        self._pending = PendingRestore(
+            rid=rid, size=size, sha256=sha256, lease=lease, expires=issued_at + lease,
+            # anything but bytes (an old log's trust flag) is no claim at all
+            meta_json=meta_json if isinstance(meta_json, bytes) else None,
+            source=None if source is None else (source[0], source[1], source[2]))
         if source is not None and rid not in self._stages:
             self._stages[rid] = self._stage(self._pending).start()
         self._watch_lease(rid)
@@ -161,9 +163,9 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     def _rsp_renew(self, rid: str, issued_at: float) -> bool:
         """The restoring process is alive: its lease runs from ``issued_at`` again."""
         pending = self._pending
-        if pending is None or pending["rid"] != rid:
+        if pending is None or pending.rid != rid:
             return False
-        pending["expires"] = max(pending["expires"], issued_at + pending["lease"])
+        pending.expires = max(pending.expires, issued_at + pending.lease)
         return True
 
     @replicated  # type: ignore[untyped-decorator]
@@ -171,7 +173,7 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         """Drop restore ``rid`` if its lease had run out at ``now`` (the leader's clock, carried
         in the entry, so every node decides alike)."""
         pending = self._pending
-        if pending is None or pending["rid"] != rid or now < pending["expires"]:
+        if pending is None or pending.rid != rid or now < pending.expires:
             return False
         log.warning("restore %s abandoned: its lease ran out; dropped", rid)
         self._pending = None
@@ -181,12 +183,12 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_chunk(self, rid: str, seq: int, text: str, issued_at: float) -> bool:
         pending = self._pending
-        if pending is None or pending["rid"] != rid or seq > len(pending["parts"]):
+        if pending is None or pending.rid != rid or seq > len(pending.parts):
             return False
-        if seq < len(pending["parts"]):  # a resent chunk: fine if it is the same
-            return bool(pending["parts"][seq] == text)
-        pending["parts"].append(text)
-        pending["expires"] = issued_at + pending["lease"]
+        if seq < len(pending.parts):  # a resent chunk: fine if it is the same
+            return bool(pending.parts[seq] == text)
+        pending.parts.append(text)
+        pending.expires = issued_at + pending.lease
         return True
 
     @replicated  # type: ignore[untyped-decorator]
@@ -194,34 +196,34 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         if rid == self._committed:
             return "ok"
         pending, self._pending = self._pending, None
-        if pending is None or pending["rid"] != rid:
+        if pending is None or pending.rid != rid:
             self._pending = pending
             # every node applied the same begin before this commit: a node without it has lost
             # it (a dump installed from a leader that did not hold it yet?) and keeps its state
             log.error("restore %s: commit of a restore this node does not hold (it holds %s); "
-                      "its state stays", rid, None if pending is None else pending["rid"])
+                      "its state stays", rid, None if pending is None else pending.rid)
             return "unknown restore"
-        if pending.get("source") is not None:
+        if pending.direct:
             return self._commit_direct(pending)
         try:
-            raw = zlib.decompress(base64.b64decode("".join(pending["parts"])))
+            raw = zlib.decompress(base64.b64decode("".join(pending.parts)))
         except _DECODE_ERRORS as exc:
             return f"corrupt chunks: {exc}"
-        if len(raw) != pending["size"] or hashlib.sha256(raw).hexdigest() != pending["sha256"]:
+        if len(raw) != pending.size or hashlib.sha256(raw).hexdigest() != pending.sha256:
             return "the assembled state does not match its length and SHA-256"
         try:
             attributes, consumer_states = self.decode(io.BytesIO(raw), self.trusts(pending), len(raw))
         except Exception as exc:  # refused here means refused on every node alike
             return f"refused: {exc}"
         apply_state(self._syncObj, attributes, consumer_states)
-        self._committed = pending["rid"]
+        self._committed = pending.rid
         return "ok"
 
-    def _commit_direct(self, pending: dict[str, Any]) -> str:
+    def _commit_direct(self, pending: PendingRestore) -> str:
         """Swap in this node's copy. Every member reported its copy good before the commit was
         submitted, so a node without one (restarted since) fetches it now; if it cannot, it
         stops at this entry rather than diverge (raising here leaves the entry unapplied)."""
-        rid = pending["rid"]
+        rid = pending.rid
         stage = self._stages.pop(rid, None)
         if stage is None:
             stage = self._stage(pending)
@@ -250,17 +252,54 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
     def _rsp_progress(self, rid: str) -> int:
         """How many chunks of restore ``rid`` the cluster holds; -1 when it holds no such restore."""
         pending = self._pending
-        if pending is None or pending["rid"] != rid:
+        if pending is None or pending.rid != rid:
             return -1
-        return len(pending["parts"])
+        return len(pending.parts)
 
     @replicated  # type: ignore[untyped-decorator]
     def _rsp_abort(self, rid: str) -> bool:
         self._drop_stage(rid)
-        if self._pending is not None and self._pending["rid"] == rid:
+        if self._pending is not None and self._pending.rid == rid:
             self._pending = None
             return True
         return False
+
+    # --- what a restore started on this node sends (restore.py) ------------------------------------
+    # Each takes PySyncObj's keywords for a replicated call (``sync``, ``timeout``, ``callback``)
+    # and returns what it does; every command is idempotent, so one sent again is harmless.
+
+    def begin(self, rid: str, size: int, sha256: str, issued_at: float, lease: float,
+              meta_json: bytes | None, source: tuple[str, int, str] | None = None,
+              **replicated_call: Any) -> Any:
+        """Start restore ``rid``; ``"busy"`` while another one's lease runs."""
+        return self._rsp_begin(rid, size, sha256, issued_at, lease, meta_json, source,
+                               **replicated_call)
+
+    def renew(self, rid: str, issued_at: float, **replicated_call: Any) -> Any:
+        """Restore ``rid``'s process is alive: its lease runs from ``issued_at`` again."""
+        return self._rsp_renew(rid, issued_at, **replicated_call)
+
+    def chunk(self, rid: str, seq: int, text: str, issued_at: float,
+              **replicated_call: Any) -> Any:
+        """Chunk ``seq`` of a log restore's base64 text; true once held."""
+        return self._rsp_chunk(rid, seq, text, issued_at, **replicated_call)
+
+    def progress(self, rid: str, **replicated_call: Any) -> Any:
+        """How many chunks of restore ``rid`` the cluster holds (-1: no such restore)."""
+        return self._rsp_progress(rid, **replicated_call)
+
+    def commit(self, rid: str, **replicated_call: Any) -> Any:
+        """Swap in restore ``rid``'s state on every node: ``"ok"``, ``"refused: ..."`` or why not."""
+        return self._rsp_commit(rid, **replicated_call)
+
+    def abort(self, rid: str, **replicated_call: Any) -> Any:
+        """Drop restore ``rid`` everywhere; nothing of it is applied."""
+        return self._rsp_abort(rid, **replicated_call)
+
+    def refusal(self, rid: str) -> Exception | None:
+        """Why this node refused restore ``rid``'s state, once its copy was decoded (direct)."""
+        stage = self._stages.get(rid)
+        return None if stage is None else stage.refusal
 
     # --- local to this node ----------------------------------------------------------------------
 
@@ -269,8 +308,9 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         leader sent): a restore pending in it is watched here, as one whose ``begin`` this node
         applied is. Otherwise a cluster restarted from its dumps would expire nothing."""
         super()._deserialize(data)
+        self._pending = PendingRestore.adopt(self._pending)
         if self._pending is not None:
-            self._watch_lease(self._pending["rid"])
+            self._watch_lease(self._pending.rid)
 
     def _watch_lease(self, rid: str) -> None:
         """While restore ``rid`` is pending here, look at its lease; once it has run out, if this
@@ -290,20 +330,20 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
             sent = float("-inf")
             while True:
                 node, pending = self._syncObj, self._pending
-                if node is None or pending is None or pending["rid"] != rid:
+                if node is None or pending is None or pending.rid != rid:
                     return  # committed, aborted, replaced, expired, or the node stopped
                 now = time.time()
-                if (now >= pending["expires"] and now - sent >= pending["lease"]
+                if (now >= pending.expires and now - sent >= pending.lease
                         and _node.is_leader(node)):
                     self._rsp_expire(rid, now, callback=_node.ignore_result)
                     sent = now
-                time.sleep(min(max(pending["expires"] - now, 0.05), WATCH_PERIOD))
+                time.sleep(min(max(pending.expires - now, 0.05), WATCH_PERIOD))
 
         threading.Thread(target=watch, name=f"rsp-lease-{rid[:8]}", daemon=True).start()
 
-    def _stage(self, pending: dict[str, Any]) -> Stage:
+    def _stage(self, pending: PendingRestore) -> Stage:
         restricted = not (self.allow_unsafe_pickle or self.trusts(pending))
-        return Stage(pending["rid"], pending, self.member_id(), self.decode, restricted=restricted,
+        return Stage(pending.rid, pending, self.member_id(), self.decode, restricted=restricted,
                      alive=lambda: self._syncObj is not None)
 
     def _drop_stage(self, rid: str) -> None:
@@ -316,18 +356,18 @@ class SnapshotSupport(SyncObjConsumer):  # type: ignore[misc]
         me = self._syncObj.selfNode
         return "readonly" if me is None else str(me.id)
 
-    def trusts(self, pending: dict[str, Any]) -> bool:
+    def trusts(self, pending: PendingRestore) -> bool:
         """Whether this node's own verify key vouches for a restore's state: the archive's seal,
         carried in ``begin`` with its meta.json, holds over the SHA-256 every copy is checked
         against before it is decoded unrestricted."""
-        meta_json = pending.get("meta_json")
+        meta_json = pending.meta_json
         if self.verify_key is None or meta_json is None:
             return False
         try:
-            check_seal(SnapshotMeta.from_json(meta_json), pending["sha256"], self.verify_key)
+            check_seal(SnapshotMeta.from_json(meta_json), pending.sha256, self.verify_key)
         except RaftSnapshotError as exc:
             log.warning("restore %s: its seal does not hold under this node's key (%s); its state "
-                        "loads restricted", pending["rid"], exc)
+                        "loads restricted", pending.rid, exc)
             return False
         return True
 
@@ -352,47 +392,3 @@ def find_support(node: SyncObj) -> SnapshotSupport | None:
         if isinstance(consumer, SnapshotSupport):
             return consumer
     return None
-
-
-def user_consumers(node: SyncObj) -> list[SyncObjConsumer]:
-    return [c for c in _node.consumers(node) if not isinstance(c, SnapshotSupport)]
-
-
-def consumer_name(consumer: SyncObjConsumer) -> str:
-    cls = type(consumer)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def check_consumers(node: SyncObj, states: list[tuple[str, dict[str, Any]]]) -> None:
-    """Refuse a state whose consumers are not the node's (same classes, same order)."""
-    have = [consumer_name(c) for c in user_consumers(node)]
-    want = [name for name, _ in states]
-    if have != want:
-        raise ValueError(f"the snapshot's consumers {want} are not this node's {have}")
-
-
-def capture_state(node: SyncObj) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """The application's state: call on the tick thread only."""
-    attributes = {k: v for k, v in _node.user_attributes(node).items()
-                  if not k.startswith("_SyncObj__")}
-    return attributes, [(consumer_name(c), c._serialize()) for c in user_consumers(node)]
-
-
-def apply_state(
-    node: SyncObj, attributes: dict[str, Any], consumer_states: list[tuple[str, dict[str, Any]]]
-) -> None:
-    """Make the node's state exactly ``attributes`` and ``consumer_states``: on the tick thread.
-
-    Unlike PySyncObj's own dump loading, which only assigns, names absent from the snapshot are
-    removed, so the result equals the source.
-    """
-    excluded = _node.own_attribute_names(node)
-    for name in [k for k in node.__dict__
-                 if k not in excluded and not k.startswith("_SyncObj__") and k not in attributes]:
-        del node.__dict__[name]
-    node.__dict__.update(attributes)
-    for consumer, (_, fields) in zip(user_consumers(node), consumer_states, strict=True):
-        own = _node.consumer_own_names(consumer)
-        for name in [k for k in consumer.__dict__ if k not in own and k not in fields]:
-            del consumer.__dict__[name]
-        consumer._deserialize(fields)

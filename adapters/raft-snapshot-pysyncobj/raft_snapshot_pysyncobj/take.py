@@ -22,8 +22,9 @@ from raft_snapshot_plugin import SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError
 
 from . import _node
+from .appstate import capture_state
 from .state import STATE_FORMAT, dump_state
-from .support import capture_state, find_support
+from .support import find_support
 
 __all__ = ["take_state"]
 

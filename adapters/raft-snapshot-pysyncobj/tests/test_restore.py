@@ -25,10 +25,11 @@ from cluster import Bank, Cluster, default_consumers, running_cluster, transfer_
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport, _node
 from raft_snapshot_pysyncobj import restore as restore_module
+from raft_snapshot_pysyncobj.appstate import capture_state
 from raft_snapshot_pysyncobj.demo import free_ports
-from raft_snapshot_pysyncobj.direct import Payload, PayloadServer
+from raft_snapshot_pysyncobj.serving import Payload, PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
-from raft_snapshot_pysyncobj.support import Transport, capture_state, find_support
+from raft_snapshot_pysyncobj.support import Transport, find_support
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import ArchiveError, BackendError

@@ -19,7 +19,7 @@ import pytest
 from cluster import WAIT, Bank, Cluster, running_cluster, transfer_args
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
-from raft_snapshot_pysyncobj.direct import PayloadServer
+from raft_snapshot_pysyncobj.serving import PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, find_support
 

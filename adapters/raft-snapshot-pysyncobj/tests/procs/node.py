@@ -128,7 +128,7 @@ class Node:
                 pending = support._pending
                 return {"state": plain(user_state(node)), "applied": node.raftLastApplied,
                         "restoring": pending is not None,
-                        "parts": len(pending["parts"]) if pending else 0}
+                        "parts": len(pending.parts) if pending else 0}
 
             return _node.run_on_tick(node, read, 10.0)
         if op == "writer_start":
