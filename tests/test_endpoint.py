@@ -65,6 +65,13 @@ def request(
         conn.close()
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The error at the bottom of the chain (httpx wraps httpcore's, which wraps the socket's)."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
+    return exc
+
+
 def error_of(data: bytes) -> str:
     doc = json.loads(data)
     assert isinstance(doc, dict) and isinstance(doc["error"], str) and doc["error"]
@@ -336,7 +343,7 @@ def test_client_unreachable(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     with pytest.raises(RemoteError) as info:
         Client(f"http://127.0.0.1:{port}", TOKEN, timeout=5).save(tmp_path / "s.snap")
-    assert info.value.status is None and isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert info.value.status is None and isinstance(root_cause(info.value), ConnectionRefusedError)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="http"):
         Client("ftp://127.0.0.1:21", TOKEN)
@@ -381,17 +388,17 @@ def test_tls_round_trip(
     with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager, certfile=cert,
                keyfile=key) as server:
         assert server.url.startswith("https://127.0.0.1:")
-        meta = Client(server.url, TOKEN, cafile=cert).save(tmp_path / "s.snap")
+        meta = Client(server.url, TOKEN, ca_file=cert).save(tmp_path / "s.snap")
         assert meta == rsp.verify(tmp_path / "s.snap")
 
         with pytest.raises(RemoteError) as info:
             Client(server.url, TOKEN).save(tmp_path / "untrusted.snap")
-        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+        assert isinstance(root_cause(info.value), ssl.SSLCertVerificationError)
         with pytest.raises(RemoteError):
             Client(server.url.replace("https:", "http:"), TOKEN, timeout=5).save(tmp_path / "p.snap")
 
         cluster.nodes[0].set("k3", "changed")
-        assert Client(server.url, TOKEN, cafile=cert).restore(tmp_path / "s.snap") == meta
+        assert Client(server.url, TOKEN, ca_file=cert).restore(tmp_path / "s.snap") == meta
     assert states(cluster) == expected
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith((".snap", ".unverified"))) \
         == ["s.snap"]

@@ -117,7 +117,7 @@ class Agent:
         self.verify_key = verify_key
         self.recipients = encryption.parse_recipients(encrypt_to) if encrypt_to else []
         self._manager = manager
-        self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, cafile=cafile)
+        self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, ca_file=cafile)
                         if addr is not None else None)
         self._store: tuple[Any, str] | None = None
         self._lock = threading.Lock()       # one round at a time
