@@ -187,7 +187,7 @@ class SnapshotApp:
         if isinstance(exc, UploadBrokenError):
             log.warning("upload not applied: %s", exc)
             return f"{exc}; nothing was applied"
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, RaftSnapshotError):  # (a timeout is both)
             log.error("PUT %s failed on this server: %s", PATH, exc)
             return f"I/O error on the server: {exc}; nothing was applied"
         if not isinstance(exc, RaftSnapshotError):

@@ -52,8 +52,9 @@ def unreachable(url: str, exc: httpx.HTTPError, *, during: str | None = None) ->
 
 
 def refusal(url: str, response: httpx.Response, no_token: bool,
-            restore_id: str | None = None) -> RemoteError:
-    """The error for an answer other than 200: the endpoint's JSON ``error`` as the message."""
+            restore_id: str | None = None, what: str | None = None) -> RemoteError:
+    """The error for an answer other than 200: the endpoint's JSON ``error`` as the message
+    (after ``what`` failed, when given: ``restore <id>``)."""
     raw = _read_some(response)
     message, leader, leader_url, not_leader = "", None, None, False
     try:
@@ -70,6 +71,8 @@ def refusal(url: str, response: httpx.Response, no_token: bool,
         message = raw.decode("utf-8", "replace").strip()[:200] or response.reason_phrase
     if no_token:
         message += _HINTS.get(response.status_code, "")
+    if what is not None:
+        message = f"{what} failed: {message}"
     return RemoteError(f"{url}: {response.status_code} {response.reason_phrase}: {message}",
                        status=response.status_code, url=url, leader=leader, leader_url=leader_url,
                        not_leader=not_leader, restore_id=restore_id)

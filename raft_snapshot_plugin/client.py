@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import ssl
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -47,6 +48,9 @@ __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "DEFAULT_WAIT", "Client
            "RestoreStatus", "new_restore_id"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two questions about a restore whose answer was lost.
+_POLL_SECONDS = 0.5
 
 #: ``progress(done_bytes, total_bytes)``, called as a transfer advances (first with ``done == 0``).
 Progress = Callable[[int, int], None]
@@ -242,9 +246,15 @@ class Client:
                     if not upload.finished:
                         raise unreachable(self.url, exc, during=upload.during()) from exc
                     log.info("restore %s: %s after the upload; asking its status", rid, exc)
-                    return self._outcome_after(rid, exc)
+                    # the wait's budget runs from the upload's end; a timeout has spent it
+                    deadline = (upload.finished_at + self._timeouts[1]
+                                if not isinstance(exc, httpx.TimeoutException) else 0.0)
+                    return self._outcome_after(rid, exc, deadline)
         if response.status_code != 200:
-            raise refusal(self.url, response, self._token is None, restore_id=rid)
+            # an answer naming the restore is its outcome; any other refused it before it began
+            named = response.headers.get(RESTORE_ID_HEADER) == rid
+            raise refusal(self.url, response, self._token is None,
+                          restore_id=rid if named else None, what=f"restore {rid}" if named else None)
         try:
             return SnapshotMeta.from_json(response.content)
         except ArchiveError as exc:
@@ -289,18 +299,24 @@ class Client:
         raise RestorePendingError(f"{self.url}: the node is still applying restore {restore_id}",
                                   restore_id=restore_id, url=self.url)
 
-    def _outcome_after(self, restore_id: str, cause: httpx.HTTPError) -> SnapshotMeta:
-        try:
-            return self.outcome(restore_id)
-        except RestorePendingError:
-            raise
-        except RemoteError as exc:
-            if exc.restore_id == restore_id and exc.status not in (None, 404):
-                raise  # the node's word: the restore failed
-            raise RestorePendingError(
-                f"{self.url}: the outcome of restore {restore_id} is unknown: the upload was sent, "
-                f"then {transport_words(cause)}; asking its status: {exc}",
-                restore_id=restore_id, url=self.url, confirmed=False) from exc
+    def _outcome_after(self, restore_id: str, cause: httpx.HTTPError, deadline: float) -> SnapshotMeta:
+        """The outcome of a restore whose answer was lost: asked of its status resource while the
+        node says pending and ``deadline`` (``time.monotonic()``) has not passed. A node that
+        cannot be asked (gone, restarted) leaves the outcome unknown at once."""
+        while True:
+            try:
+                return self.outcome(restore_id)
+            except RestorePendingError:
+                if time.monotonic() >= deadline:
+                    raise
+            except RemoteError as exc:
+                if exc.restore_id == restore_id and exc.status not in (None, 404):
+                    raise  # the node's word: the restore failed
+                raise RestorePendingError(
+                    f"{self.url}: the outcome of restore {restore_id} is unknown: the upload was "
+                    f"sent, then {transport_words(cause)}; asking its status: {exc}",
+                    restore_id=restore_id, url=self.url, confirmed=False) from exc
+            time.sleep(max(0.0, min(_POLL_SECONDS, deadline - time.monotonic())))
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -331,6 +347,7 @@ class _Upload:
         self.progress = progress
         self.sent = 0
         self.finished = False
+        self.finished_at = 0.0
 
     def chunks(self) -> Iterator[bytes]:
         if self.progress is not None:
@@ -341,6 +358,7 @@ class _Upload:
             if self.progress is not None:
                 self.progress(self.sent, self.total)
         self.finished = self.sent == self.total
+        self.finished_at = time.monotonic()
 
     def during(self) -> str | None:
         if self.sent == 0:

@@ -42,8 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         return 1
-    except RestorePendingError as exc:
-        fail(pending_words(exc))
+    except RestorePendingError as exc:  # not an error: an outcome still to come
+        click.echo(f"raft-snapshot: {pending_words(exc)}", err=True)
         return PENDING
     except RaftSnapshotError as exc:
         fail(str(exc))

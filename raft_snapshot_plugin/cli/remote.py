@@ -203,7 +203,8 @@ def restore_status(restore_id: str, remote: RemoteOptions) -> int:
                    f"{meta.term}) at {_when(found.finished)}")
         return 0
     if found.state == "failed":
-        raise RemoteError(f"restore {restore_id} (started {started}) failed: {found.error}",
+        raise RemoteError(f"restore {restore_id} (started {started}) failed ({found.status}): "
+                          f"{found.error}",
                           status=found.status, url=remote.addr, restore_id=restore_id)
     click.echo(f"Restore {restore_id}: pending (started {started}); the node is still applying it")
     return 3
