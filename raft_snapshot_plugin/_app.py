@@ -38,8 +38,8 @@ from .seal import SealKey, VerifyKey
 
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
-#: How often a PUT looks whether its restore (a plain thread) has ended.
-_POLL_SECONDS = 0.02
+#: PUTs waiting at once for their restore's outcome (each on a thread of its own).
+_MAX_WAITING = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,7 @@ class SnapshotApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.restores = Restores()
+        self._waiters = anyio.CapacityLimiter(_MAX_WAITING)
         self._router = Router(
             routes=[Route(PATH, _Endpoint(self._snapshot)),
                     Route(RESTORES_PATH + "/{restore_id}", _Endpoint(self._status))],
@@ -172,8 +173,10 @@ class SnapshotApp:
                                               f"{RESTORE_ID_HEADER}", headers={RESTORE_ID_HEADER: restore_id})
         # Only now is the body asked for (and 100 Continue sent). The restore reads it as it comes.
         await pump_body(request.receive, feed, config.io_timeout)
-        while not job.done.is_set():  # polled: the restore is a plain thread, and may outlive us
-            await anyio.sleep(_POLL_SECONDS)
+        # waited for on a thread of a limiter of our own: waiting PUTs must not starve the takes
+        # of the default pool; a cancelled request leaves the thread to end with the restore
+        await anyio.to_thread.run_sync(job.done.wait, abandon_on_cancel=True,
+                                       limiter=self._waiters)
         answer_headers = {RESTORE_ID_HEADER: restore_id}
         if job.meta is not None:
             return JSONResponse(job.meta.to_dict(), headers=answer_headers)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +31,8 @@ __all__ = ["Feed", "RestoreJob", "Restores", "UploadBrokenError", "status_for"]
 
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
-#: chunks (of up to about 1 MiB) queued between the request and its restore: bounds memory
-FEED_DEPTH = 4
+#: bytes queued between the request and its restore at most: bounds memory
+FEED_BYTES = 4 << 20
 
 #: The one mapping of what the core raises to what the endpoint answers. A refusal of the upload
 #: (a bad archive, bytes the adapter will not load, an upload that broke off) is the client's 400;
@@ -62,73 +61,91 @@ def status_for(exc: BaseException) -> HTTPStatus:
 
 
 class Feed:
-    """The upload as a blocking stream for the restore's thread, fed chunk by chunk by the request.
+    """The upload as a blocking stream for the restore's thread, fed piece by piece by the request.
 
-    ``put`` blocks while ``FEED_DEPTH`` chunks wait, so memory stays flat however fast the client
-    sends; it returns ``False`` once the reader has stopped (a refused archive), so the request
-    stops reading the body.
+    At most ``FEED_BYTES`` wait in it, so memory stays flat however fast the client sends. The
+    request offers each piece as it arrives (:meth:`offer`, which never blocks: the event loop
+    must not) and waits on a worker thread only when the restore is behind (:meth:`put`). Once
+    the reader has stopped (a refused archive) both answer ``None``: the request stops reading.
     """
 
     def __init__(self, length: int) -> None:
         self.length = length
-        self.received = 0
-        self._chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(FEED_DEPTH)
-        self._left = b""
-        self._ended = False
-        self._abandoned = threading.Event()
+        self._pieces: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._end: BaseException | None = None
+        self._ended = False  # the writer is done: no more pieces will come
+        self._abandoned = False  # the reader is done: no more pieces are wanted
+        self._cond = threading.Condition()
 
     # --- the request's side ---------------------------------------------------------------------
 
-    def put(self, chunk: bytes) -> bool:
-        while not self._abandoned.is_set():
-            try:
-                self._chunks.put(chunk, timeout=0.1)
-            except queue.Full:
-                continue
-            self.received += len(chunk)
+    def offer(self, piece: bytes) -> bool | None:
+        """Queue ``piece`` if there is room: ``True``; ``False`` when full; ``None`` when the
+        reader has stopped."""
+        with self._cond:
+            if self._abandoned:
+                return None
+            if self._queued and self._queued + len(piece) > FEED_BYTES:
+                return False
+            self._pieces.append(piece)
+            self._queued += len(piece)
+            self._cond.notify_all()
             return True
-        return False
+
+    def put(self, piece: bytes) -> bool | None:
+        """Queue ``piece``, waiting for room (on a worker thread); ``None`` if the reader stopped."""
+        with self._cond:
+            while True:
+                accepted = self.offer(piece)
+                if accepted is not False:
+                    return accepted
+                self._cond.wait()
 
     def fail(self, exc: BaseException) -> None:
-        """End the stream with ``exc`` (a broken upload); the reader raises it."""
-        self._finish(exc)
+        """End the stream with ``exc`` (a broken upload): the reader raises it."""
+        with self._cond:
+            self._end, self._ended = exc, True
+            self._cond.notify_all()
 
     def end(self) -> None:
-        """All ``Content-Length`` bytes were put."""
-        self._finish(None)
-
-    def _finish(self, last: BaseException | None) -> None:
-        while not self._abandoned.is_set():
-            try:
-                self._chunks.put(last, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        """All ``Content-Length`` bytes were queued."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
 
     # --- the restore's side ---------------------------------------------------------------------
 
     def read(self, size: int = -1, /) -> bytes:
         want = None if size is None or size < 0 else size
-        parts = [self._left]
-        have = len(self._left)
-        while (want is None or have < want) and not self._ended:
-            item = self._chunks.get()
-            if item is None:
-                self._ended = True
-            elif isinstance(item, BaseException):
-                self._ended = True
-                raise item
-            else:
-                parts.append(item)
-                have += len(item)
-        data = b"".join(parts)
-        cut = len(data) if want is None else want
-        self._left = data[cut:]
-        return data[:cut]
+        parts: list[bytes] = []
+        have = 0
+        with self._cond:
+            while want is None or have < want:
+                if not self._pieces:
+                    if self._ended:
+                        break
+                    self._cond.wait()
+                    continue
+                piece = self._pieces.popleft()
+                if want is not None and have + len(piece) > want:  # split: keep the rest first
+                    self._pieces.appendleft(piece[want - have:])
+                    piece = piece[: want - have]
+                self._queued -= len(piece)
+                parts.append(piece)
+                have += len(piece)
+            self._cond.notify_all()
+            if not parts and self._end is not None:
+                raise self._end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def abandon(self) -> None:
         """The reader is done, whatever is left: let the request stop feeding."""
-        self._abandoned.set()
+        with self._cond:
+            self._abandoned = True
+            self._pieces.clear()
+            self._queued = 0
+            self._cond.notify_all()
 
 
 @dataclasses.dataclass

@@ -34,10 +34,10 @@ def _allowed_wait(started: float, done: int, io_timeout: float) -> float:
 
 
 async def pump_body(receive: Receive, feed: Feed, io_timeout: float) -> None:
-    """Read the request's body into ``feed`` in about ``CHUNK``-sized pieces, then end it; a body
-    that breaks off, stalls or trickles fails it instead (its restore then applies nothing)."""
+    """Read the request's body into ``feed`` as it arrives, then end it; a body that breaks off,
+    stalls or trickles fails it instead (its restore then applies nothing)."""
     started = time.monotonic()
-    done, pending, pending_bytes = 0, [], 0
+    done = 0
     try:
         while done < feed.length:
             try:
@@ -52,13 +52,12 @@ async def pump_body(receive: Receive, feed: Feed, io_timeout: float) -> None:
                 return
             body: bytes = message.get("body", b"")[: feed.length - done]
             done += len(body)
-            pending.append(body)
-            pending_bytes += len(body)
-            if pending_bytes >= CHUNK or done >= feed.length:
-                # handed over on a worker thread: the feed blocks while the restore is behind
-                if not await anyio.to_thread.run_sync(feed.put, b"".join(pending)):
+            if body:
+                accepted = feed.offer(body)
+                if accepted is False:  # the restore is behind: wait for room off the event loop
+                    accepted = await anyio.to_thread.run_sync(feed.put, body)
+                if accepted is None:
                     return  # the restore stopped reading (a refused archive): the rest is moot
-                pending, pending_bytes = [], 0
             if not message.get("more_body", False) and done < feed.length:
                 feed.fail(UploadBrokenError(f"the upload ended after {done} of {feed.length} bytes"))
                 return
