@@ -38,8 +38,8 @@ from .seal import SealKey, VerifyKey
 
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
-#: PUTs waiting at once for their restore's outcome (each on a thread of its own).
-_MAX_WAITING = 1024
+#: How often a PUT looks whether its restore has ended (its answer waits this long at most).
+_POLL_SECONDS = 0.005
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,6 @@ class SnapshotApp:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.restores = Restores()
-        self._waiters = anyio.CapacityLimiter(_MAX_WAITING)
         self._router = Router(
             routes=[Route(PATH, _Endpoint(self._snapshot)),
                     Route(RESTORES_PATH + "/{restore_id}", _Endpoint(self._status))],
@@ -173,10 +172,11 @@ class SnapshotApp:
                                               f"{RESTORE_ID_HEADER}", headers={RESTORE_ID_HEADER: restore_id})
         # Only now is the body asked for (and 100 Continue sent). The restore reads it as it comes.
         await pump_body(request.receive, feed, config.io_timeout)
-        # waited for on a thread of a limiter of our own: waiting PUTs must not starve the takes
-        # of the default pool; a cancelled request leaves the thread to end with the restore
-        await anyio.to_thread.run_sync(job.done.wait, abandon_on_cancel=True,
-                                       limiter=self._waiters)
+        # Polled: the restore is a plain thread that may outlive this request, and a thread
+        # parked per waiting PUT would come from the pool the takes need (or from a limiter tied
+        # to one event loop, when hosts may run several).
+        while not job.done.is_set():
+            await anyio.sleep(_POLL_SECONDS)
         answer_headers = {RESTORE_ID_HEADER: restore_id}
         if job.meta is not None:
             return JSONResponse(job.meta.to_dict(), headers=answer_headers)
