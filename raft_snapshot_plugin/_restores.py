@@ -94,13 +94,14 @@ class Feed:
             return True
 
     def put(self, piece: bytes) -> bool | None:
-        """Queue ``piece``, waiting for room (on a worker thread); ``None`` if the reader stopped."""
+        """Queue ``piece`` once the restore has read the queue down to half (on a worker thread);
+        ``None`` if the reader stopped. Half, not just room for one piece: the request then
+        offers many pieces before it needs a thread again (a thread hop per piece costs more CPU
+        than the copying, on a machine the restore's own threads keep busy)."""
         with self._cond:
-            while True:
-                accepted = self.offer(piece)
-                if accepted is not False:
-                    return accepted
+            while not self._abandoned and self._queued > FEED_BYTES // 2:
                 self._cond.wait()
+            return self.offer(piece)
 
     def fail(self, exc: BaseException) -> None:
         """End the stream with ``exc`` (a broken upload): the reader raises it."""

@@ -4,6 +4,7 @@ body into its restore (``PUT``), each in chunks, never whole in memory, and neit
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -39,32 +40,40 @@ async def pump_body(receive: Receive, feed: Feed, io_timeout: float) -> None:
     started = time.monotonic()
     done = 0
     try:
-        while done < feed.length:
-            try:
-                with anyio.fail_after(_allowed_wait(started, done, io_timeout)):
-                    message = await receive()
-            except TimeoutError:
-                feed.fail(_too_slow(started, done, feed.length, io_timeout))
-                return
-            if message["type"] == "http.disconnect":
-                feed.fail(UploadBrokenError(f"the upload broke off after {done} of {feed.length} "
-                                            "bytes: the client disconnected"))
-                return
-            body: bytes = message.get("body", b"")[: feed.length - done]
-            done += len(body)
-            if body:
-                accepted = feed.offer(body)
-                if accepted is False:  # the restore is behind: wait for room off the event loop
-                    accepted = await anyio.to_thread.run_sync(feed.put, body)
-                if accepted is None:
+        # one cancel scope whose deadline moves with each piece: a scope per receive() would cost
+        # the event loop more than the piece's bytes do
+        with anyio.CancelScope() as scope:
+            while done < feed.length:
+                scope.deadline = anyio.current_time() + _allowed_wait(started, done, io_timeout)
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    feed.fail(UploadBrokenError(f"the upload broke off after {done} of "
+                                                f"{feed.length} bytes: the client disconnected"))
+                    return
+                body: bytes = message.get("body", b"")[: feed.length - done]
+                done += len(body)
+                if body and not await _hand_over(feed, body, scope):
                     return  # the restore stopped reading (a refused archive): the rest is moot
-            if not message.get("more_body", False) and done < feed.length:
-                feed.fail(UploadBrokenError(f"the upload ended after {done} of {feed.length} bytes"))
-                return
+                if not message.get("more_body", False) and done < feed.length:
+                    feed.fail(UploadBrokenError(f"the upload ended after {done} of {feed.length} "
+                                                "bytes"))
+                    return
+        if scope.cancelled_caught:
+            feed.fail(_too_slow(started, done, feed.length, io_timeout))
+            return
         feed.end()
     except BaseException:  # cancelled (the server stops): the restore must not wait for more
         feed.fail(UploadBrokenError(f"the request ended after {done} of {feed.length} bytes"))
         raise
+
+
+async def _hand_over(feed: Feed, body: bytes, scope: anyio.CancelScope) -> bool:
+    """Queue ``body`` for the restore; ``False`` once it stopped reading."""
+    accepted = feed.offer(body)
+    if accepted is False:  # the restore is behind: wait for room off the event loop, however
+        scope.deadline = math.inf  # long it takes (the client is not the slow one)
+        accepted = await anyio.to_thread.run_sync(feed.put, body)
+    return accepted is not None
 
 
 def _too_slow(started: float, done: int, length: int, io_timeout: float) -> UploadBrokenError:
