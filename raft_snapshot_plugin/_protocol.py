@@ -26,3 +26,25 @@ def content_length(value: str | None) -> int | None:
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
         return None
     return int(text)
+
+
+#: The restores' status resources live under this path: ``GET {RESTORES_PATH}/<id>``.
+RESTORES_PATH = PATH + "/restores"
+#: The header naming a restore: proposed by the client on ``PUT``, echoed on every answer to it.
+RESTORE_ID_HEADER = "X-Raft-Restore-Id"
+#: Seconds a client waits to connect (TCP and TLS) unless told otherwise.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds a client waits for the node to act (a take before the download's first byte, a restore
+#: to be applied after the upload) unless told otherwise: the server's own limit and a margin.
+DEFAULT_WAIT = DEFAULT_OPERATION_TIMEOUT + 30.0
+#: Seconds a finished restore's outcome stays answerable at its status URL.
+RESTORE_RETENTION_SECONDS = 3600.0
+#: Finished restores remembered at most (the oldest are forgotten first).
+RESTORE_RETENTION_COUNT = 1000
+
+_ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def valid_restore_id(value: str) -> bool:
+    """Whether ``value`` can name a restore: 16 to 64 URL-safe characters (a random token)."""
+    return 16 <= len(value) <= 64 and set(value) <= _ID_CHARACTERS

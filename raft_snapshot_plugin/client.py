@@ -1,34 +1,81 @@
-"""The client of a snapshot endpoint (:mod:`raft_snapshot_plugin.endpoint`): what the command
-line and the agent use to save a snapshot to a file and to restore one."""
+"""The client of a snapshot endpoint (:mod:`raft_snapshot_plugin.endpoint`), on httpx: what the
+command line and the agent use to save a snapshot to a file, to restore one, and to ask what became
+of a restore.
+
+Three waits are apart: connecting (``connect_timeout``), each piece of an upload or a download
+(``io_timeout``: the other side stalled), and the node's own work (``timeout``: a take before the
+download's first byte, a restore being applied after the upload). When the connection drops or the
+wait ends after the whole upload was sent, the client asks the restore's status resource and
+reports what the node says: applied (the metadata is returned), failed (:class:`RemoteError`), or
+still pending (:class:`RestorePendingError`, with the ID to ask about later).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import http.client
+import dataclasses
 import json
 import logging
 import os
+import secrets
 import ssl
+import time
 import urllib.parse
-from collections.abc import Callable
-from http import HTTPStatus
+import urllib.request
+from collections.abc import Callable, Iterator
 from typing import IO
+
+import httpx
 
 from . import __version__
 from ._files import remove_quietly
-from ._protocol import DEFAULT_TIMEOUT, MAX_ERROR_BODY, PATH, content_length
+from ._http_errors import refusal, transport_words, unreachable
+from ._protocol import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WAIT,
+    PATH,
+    RESTORE_ID_HEADER,
+    RESTORES_PATH,
+    content_length,
+)
 from .archive import CHUNK
-from .errors import ArchiveError, RemoteError
+from .errors import ArchiveError, RemoteError, RestorePendingError
 from .meta import SnapshotMeta
 from .seal import VerifyKey
 from .snapshot import verify
 
-__all__ = ["DEFAULT_TIMEOUT", "Client", "Progress"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "DEFAULT_WAIT", "Client", "Progress",
+           "RestoreStatus", "new_restore_id"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two questions about a restore whose answer was lost.
+_POLL_SECONDS = 0.5
+
 #: ``progress(done_bytes, total_bytes)``, called as a transfer advances (first with ``done == 0``).
 Progress = Callable[[int, int], None]
+
+
+def new_restore_id() -> str:
+    """A fresh restore ID: 24 URL-safe random characters."""
+    return secrets.token_urlsafe(18)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreStatus:
+    """What a node says of one restore (``GET /v1/snapshot/restores/<id>``)."""
+
+    id: str
+    #: ``pending``, ``applied`` or ``failed``
+    state: str
+    started: float | None = None
+    finished: float | None = None
+    #: the restored archive's metadata, when applied
+    meta: SnapshotMeta | None = None
+    #: why it failed, and the status its PUT answered
+    error: str | None = None
+    status: int | None = None
 
 
 class Client:
@@ -37,40 +84,57 @@ class Client:
     :param url: the endpoint's base URL, as :attr:`SnapshotServer.url` gives it
         (``http://127.0.0.1:8500`` or ``https://...``; a path prefix is kept).
     :param token: the endpoint's token; ``None`` sends none (the endpoint then answers 401).
-    :param timeout: seconds each network operation may wait (the first byte of a download waits
-        for the whole take).
-    :param cafile: a PEM file of the certificate authorities to trust for ``https`` (default: the
+    :param ca_file: a PEM file of the certificate authorities to trust for ``https`` (default: the
         system's).
-    :param ssl_context: a ready ``ssl.SSLContext``, instead of ``cafile``.
+    :param cert: a PEM client certificate (chain) for mutual TLS; ``key``: its private key, if not
+        inside ``cert``.
+    :param tls_server_name: the name to expect on the server's certificate (and send as SNI), when
+        the URL's host is not it (an IP address, a tunnel).
+    :param connect_timeout: seconds to connect (TCP and TLS).
+    :param timeout: seconds to wait for the node's work: a take before the download's first byte,
+        a restore to be applied once the upload is in.
+    :param io_timeout: seconds any one read or write may stall mid-transfer.
+    :param ssl_context: a ready ``ssl.SSLContext``, instead of ``ca_file``, ``cert`` and ``key``.
 
-    Every failure to talk to the endpoint raises :class:`~raft_snapshot_plugin.errors.RemoteError`:
-    with ``.status`` when the endpoint answered (its JSON ``error`` as the message), with the network
-    error chained when it did not. Local file errors are ``OSError``.
+    Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``...). Every failure to talk to
+    the endpoint raises :class:`~raft_snapshot_plugin.errors.RemoteError`: with ``.status`` when
+    the endpoint answered (its JSON ``error`` as the message), with the network error chained when
+    it did not. Local file errors are ``OSError``.
     """
 
     def __init__(
         self,
         url: str,
-        token: str | None,
+        token: str | None = None,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
-        cafile: str | os.PathLike[str] | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = DEFAULT_WAIT,
+        io_timeout: float = DEFAULT_TIMEOUT,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
+        if key is not None and cert is None:
+            raise ValueError("a client key given without its certificate")
         self.url = url
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path.rstrip("/") + PATH
+        self._base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"),
+                                              "", ""))
         self._token = token
-        self._timeout = timeout
-        if self._https and ssl_context is None:
+        self._timeouts = (connect_timeout, timeout, io_timeout)
+        self._extensions = {"sni_hostname": tls_server_name} if tls_server_name else {}
+        if ssl_context is None and parts.scheme == "https":
             ssl_context = ssl.create_default_context(
-                cafile=os.fspath(cafile) if cafile is not None else None)
+                cafile=os.fspath(ca_file) if ca_file is not None else None)
+            if cert is not None:
+                ssl_context.load_cert_chain(cert, key)
         self._ssl_context = ssl_context
+
+    # --- save -----------------------------------------------------------------------------------
 
     def save(
         self,
@@ -96,186 +160,225 @@ class Client:
         """
         target = os.fspath(path)
         partial = target + ".unverified"
-        conn = self._connection()
-        try:
-            response = self._call(conn, "GET", self._path + ("?stale" if stale else ""))
-            total = content_length(response.getheader("Content-Length"))
-            if total is None:
-                raise RemoteError("the endpoint sent a snapshot without Content-Length",
-                                  status=response.status, url=self.url)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with self._http(wait=True) as http:
             try:
-                with os.fdopen(fd, "wb") as out:
-                    self._download(response, out, total, progress)
-                    out.flush()
-                    os.fsync(out.fileno())
-                meta = verify(partial, verify_key=verify_key)
-                announced = response.getheader("X-Raft-Index")
-                if announced is not None and announced != str(meta.index):
-                    raise RemoteError(f"the endpoint announced index {announced} but sent a "
-                                      f"snapshot at index {meta.index}", status=response.status,
-                                      url=self.url)
-                os.replace(partial, target)
-            except BaseException:
-                remove_quietly(partial)
-                raise
-        finally:
-            conn.close()
+                with http.stream("GET", self._base + PATH + ("?stale" if stale else ""),
+                                 headers=self._headers(), extensions=self._extensions) as response:
+                    if response.status_code != 200:
+                        raise refusal(self.url, response, self._token is None)
+                    meta = self._download(response, partial, progress, verify_key)
+            except httpx.HTTPError as exc:
+                raise unreachable(self.url, exc) from exc
+        os.replace(partial, target)
         _fsync_folder(os.path.dirname(os.path.abspath(target)))
         return meta
 
+    def _download(self, response: httpx.Response, partial: str, progress: Progress | None,
+                  verify_key: VerifyKey | None) -> SnapshotMeta:
+        total = content_length(response.headers.get("Content-Length"))
+        if total is None:
+            raise RemoteError("the endpoint sent a snapshot without Content-Length",
+                              status=response.status_code, url=self.url)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # the pieces come as the socket gives them (64 KiB): written in 1 MiB strides
+            with os.fdopen(fd, "wb", buffering=CHUNK) as out:
+                done = 0
+                if progress is not None:
+                    progress(0, total)
+                try:
+                    for chunk in response.iter_raw():  # as they come: no re-chunking copies
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+                except httpx.HTTPError as exc:
+                    raise unreachable(self.url, exc, during="the download") from exc
+                if done != total:
+                    raise RemoteError(f"{self.url}: the download ended after {done} of {total} "
+                                      "bytes", status=response.status_code, url=self.url)
+                out.flush()
+                os.fsync(out.fileno())
+            meta = verify(partial, verify_key=verify_key)
+            announced = response.headers.get("X-Raft-Index")
+            if announced is not None and announced != str(meta.index):
+                raise RemoteError(f"the endpoint announced index {announced} but sent a snapshot "
+                                  f"at index {meta.index}", status=response.status_code,
+                                  url=self.url)
+            return meta
+        except BaseException:
+            remove_quietly(partial)
+            raise
+
+    # --- restore --------------------------------------------------------------------------------
+
     def restore(
-        self, path: str | os.PathLike[str], *, progress: Progress | None = None,
-        allow_incompatible: bool = False,
+        self, source: str | os.PathLike[str] | IO[bytes], *, progress: Progress | None = None,
+        allow_incompatible: bool = False, restore_id: str | None = None,
     ) -> SnapshotMeta:
-        """Upload the archive at ``path`` and have the endpoint's cluster restore it.
+        """Upload an archive and have the endpoint's cluster restore it; return once applied.
 
         The endpoint verifies the whole upload before anything is applied.
 
-        :param path: the archive to upload.
-        :param progress: called with ``(bytes_sent, total_bytes)`` as the upload advances.
+        :param source: the archive: a path, or a binary file open for reading (read from its
+            current position to its end; not closed).
+        :param progress: called with ``(bytes_sent, total_bytes)`` as the upload advances; once
+            it reports ``total_bytes`` sent, the restore's outcome belongs to the node.
         :param allow_incompatible: ask the endpoint to restore another backend's archive or a
             newer state format (``?allow_incompatible``).
+        :param restore_id: the restore's ID (default: :func:`new_restore_id`), to ask about it
+            later if this call ends without an outcome.
         :return: the restored archive's metadata, as the endpoint read it.
         :raises RemoteError: the endpoint refused (a bad archive is ``.status == 400``, a too
-            large one 413) or could not be reached.
+            large one 413), could not be reached, or the restore failed (``.restore_id``).
+        :raises RestorePendingError: the upload is in, but the restore had not ended when the wait
+            (``timeout``) or the connection did.
         """
-        with open(path, "rb") as source:
-            total = os.fstat(source.fileno()).st_size
-            conn = self._connection()
-            try:
-                path_query = self._path + ("?allow_incompatible" if allow_incompatible else "")
-                response = self._call(conn, "PUT", path_query, body=source, length=total,
-                                      progress=progress)
-                raw = self._read(response, MAX_ERROR_BODY)
-            finally:
-                conn.close()
+        rid = restore_id or new_restore_id()
+        with _opened(source) as file:
+            upload = _Upload(file, progress)
+            headers = {**self._headers(), "Content-Type": "application/octet-stream",
+                       "Content-Length": str(upload.total), RESTORE_ID_HEADER: rid}
+            query = "?allow_incompatible" if allow_incompatible else ""
+            with self._http(wait=True) as http:
+                try:
+                    response = http.request("PUT", self._base + PATH + query, headers=headers,
+                                            content=upload.chunks(), extensions=self._extensions)
+                except httpx.HTTPError as exc:
+                    if not upload.finished:
+                        raise unreachable(self.url, exc, during=upload.during()) from exc
+                    log.info("restore %s: %s after the upload; asking its status", rid, exc)
+                    # the wait's budget runs from the upload's end; a timeout has spent it
+                    deadline = (upload.finished_at + self._timeouts[1]
+                                if not isinstance(exc, httpx.TimeoutException) else 0.0)
+                    return self._outcome_after(rid, exc, deadline)
+        if response.status_code != 200:
+            # an answer naming the restore is its outcome; any other refused it before it began
+            named = response.headers.get(RESTORE_ID_HEADER) == rid
+            raise refusal(self.url, response, self._token is None,
+                          restore_id=rid if named else None, what=f"restore {rid}" if named else None)
         try:
-            return SnapshotMeta.from_json(raw)
+            return SnapshotMeta.from_json(response.content)
         except ArchiveError as exc:
             raise RemoteError(f"the endpoint answered the restore with unreadable metadata: {exc}",
-                              status=response.status, url=self.url) from exc
+                              status=response.status_code, url=self.url, restore_id=rid) from exc
+
+    def restore_status(self, restore_id: str) -> RestoreStatus:
+        """What the node says of restore ``restore_id``.
+
+        :raises RemoteError: the node does not know it (``.status == 404``: it never arrived, or
+            finished longer ago than the endpoint keeps outcomes), or could not be asked.
+        """
+        with self._http(wait=False) as http:
+            try:
+                response = http.get(f"{self._base}{RESTORES_PATH}/{restore_id}",
+                                    headers=self._headers(), extensions=self._extensions)
+            except httpx.HTTPError as exc:
+                raise unreachable(self.url, exc) from exc
+        if response.status_code != 200:
+            raise refusal(self.url, response, self._token is None, restore_id=restore_id)
+        try:
+            doc = response.json()
+            meta = doc.get("meta")
+            return RestoreStatus(
+                id=str(doc["id"]), state=str(doc["state"]), started=doc.get("started"),
+                finished=doc.get("finished"), error=doc.get("error"), status=doc.get("status"),
+                meta=SnapshotMeta.from_json(json.dumps(meta).encode()) if meta else None)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RemoteError(f"{self.url}: unreadable status of restore {restore_id}: {exc}",
+                              status=response.status_code, url=self.url,
+                              restore_id=restore_id) from exc
+
+    def outcome(self, restore_id: str) -> SnapshotMeta:
+        """Restore ``restore_id``'s outcome as :meth:`restore` reports it: the metadata when
+        applied, :class:`RemoteError` when failed, :class:`RestorePendingError` while pending."""
+        found = self.restore_status(restore_id)
+        if found.state == "applied" and found.meta is not None:
+            return found.meta
+        if found.state == "failed":
+            raise RemoteError(f"{self.url}: restore {restore_id} failed: {found.error}",
+                              status=found.status, url=self.url, restore_id=restore_id)
+        raise RestorePendingError(f"{self.url}: the node is still applying restore {restore_id}",
+                                  restore_id=restore_id, url=self.url)
+
+    def _outcome_after(self, restore_id: str, cause: httpx.HTTPError, deadline: float) -> SnapshotMeta:
+        """The outcome of a restore whose answer was lost: asked of its status resource while the
+        node says pending and ``deadline`` (``time.monotonic()``) has not passed. A node that
+        cannot be asked (gone, restarted) leaves the outcome unknown at once."""
+        while True:
+            try:
+                return self.outcome(restore_id)
+            except RestorePendingError:
+                if time.monotonic() >= deadline:
+                    raise
+            except RemoteError as exc:
+                if exc.restore_id == restore_id and exc.status not in (None, 404):
+                    raise  # the node's word: the restore failed
+                raise RestorePendingError(
+                    f"{self.url}: the outcome of restore {restore_id} is unknown: the upload was "
+                    f"sent, then {transport_words(cause)}; asking its status: {exc}",
+                    restore_id=restore_id, url=self.url, confirmed=False) from exc
+            time.sleep(max(0.0, min(_POLL_SECONDS, deadline - time.monotonic())))
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
-                                               context=self._ssl_context)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+    @contextlib.contextmanager
+    def _http(self, *, wait: bool) -> Iterator[httpx.Client]:
+        connect, node_wait, io = self._timeouts
+        timeout = httpx.Timeout(connect=connect, read=node_wait if wait else io, write=io,
+                                pool=connect)
+        verify: ssl.SSLContext | bool = self._ssl_context if self._ssl_context is not None else True
+        if self._ssl_context is None and not urllib.request.getproxies():
+            # plain http and no proxy: no TLS is spoken, so there is no certificate to check, and
+            # loading the system's authorities would cost every command ~40 ms for nothing
+            verify = False
+        with httpx.Client(timeout=timeout, verify=verify, trust_env=True) as http:
+            yield http
 
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": f"raft-snapshot/{__version__}"}
+        headers = {"User-Agent": f"raft-snapshot/{__version__}", "Accept-Encoding": "identity"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
 
-    def _call(
-        self,
-        conn: http.client.HTTPConnection,
-        method: str,
-        path: str,
-        *,
-        body: IO[bytes] | None = None,
-        length: int = 0,
-        progress: Progress | None = None,
-    ) -> http.client.HTTPResponse:
-        """Send one request; return a 200 response, or raise the endpoint's error."""
-        send_error: OSError | None = None
-        try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            for key, value in self._headers().items():
-                conn.putheader(key, value)
-            if body is not None:
-                conn.putheader("Content-Type", "application/octet-stream")
-                conn.putheader("Content-Length", str(length))
-            conn.endheaders()
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(exc) from exc
-        if body is not None:
-            send_error = self._upload(conn, body, length, progress)
-        try:
-            response = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            cause = send_error or exc
-            raise self._unreachable(cause, during="the upload" if send_error else None) from cause
-        if response.status != HTTPStatus.OK:
-            raise self._refusal(response)
-        return response
 
-    def _upload(
-        self, conn: http.client.HTTPConnection, body: IO[bytes], total: int,
-        progress: Progress | None,
-    ) -> OSError | None:
-        """Send the body; a network error ends it early (the endpoint may have answered)."""
-        done = 0
-        if progress is not None:
-            progress(0, total)
-        while chunk := body.read(CHUNK):
-            try:
-                conn.send(chunk)
-            except OSError as exc:
-                return exc
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-        return None
+class _Upload:
+    """An archive's bytes as the request's body, counting what was sent."""
 
-    def _download(
-        self, response: http.client.HTTPResponse, out: IO[bytes], total: int,
-        progress: Progress | None,
-    ) -> None:
-        done = 0
-        if progress is not None:
-            progress(0, total)
-        while True:
-            try:
-                chunk = response.read(min(CHUNK, total - done)) if done < total else b""
-            except (OSError, http.client.HTTPException) as exc:
-                raise self._unreachable(exc, during="the download") from exc
-            if not chunk:
-                break
-            out.write(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-        if done != total:
-            raise RemoteError(f"{self.url}: the download ended after {done} of {total} bytes",
-                              status=response.status, url=self.url)
+    def __init__(self, file: IO[bytes], progress: Progress | None) -> None:
+        self.file = file
+        start = file.tell()
+        self.total = file.seek(0, os.SEEK_END) - start
+        file.seek(start)
+        self.progress = progress
+        self.sent = 0
+        self.finished = False
+        self.finished_at = 0.0
 
-    def _read(self, response: http.client.HTTPResponse, limit: int) -> bytes:
-        try:
-            return response.read(limit)
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(exc) from exc
+    def chunks(self) -> Iterator[bytes]:
+        if self.progress is not None:
+            self.progress(0, self.total)
+        while self.sent < self.total and (chunk := self.file.read(min(CHUNK, self.total - self.sent))):
+            yield chunk  # resumed once the transport has written it
+            self.sent += len(chunk)
+            if self.progress is not None:
+                self.progress(self.sent, self.total)
+        self.finished = self.sent == self.total
+        self.finished_at = time.monotonic()
 
-    def _refusal(self, response: http.client.HTTPResponse) -> RemoteError:
-        try:
-            raw = response.read(MAX_ERROR_BODY)
-        except (OSError, http.client.HTTPException):
-            raw = b""
-        message, leader, not_leader = "", None, False
-        with contextlib.suppress(ValueError):
-            doc = json.loads(raw)
-            if isinstance(doc, dict):
-                message = str(doc.get("error") or "")
-                leader = doc.get("leader") if isinstance(doc.get("leader"), str) else None
-                # the endpoint's not-the-leader refusal always carries the key, null or not
-                not_leader = response.status == HTTPStatus.SERVICE_UNAVAILABLE and "leader" in doc
-        if not message:
-            message = raw.decode("utf-8", "replace").strip()[:200] or response.reason
-        if response.status == HTTPStatus.UNAUTHORIZED and self._token is None:
-            message += " (give --token or set RAFT_SNAPSHOT_TOKEN)"
-        return RemoteError(f"{self.url}: {response.status} {response.reason}: {message}",
-                           status=response.status, url=self.url, leader=leader,
-                           not_leader=not_leader)
+    def during(self) -> str | None:
+        if self.sent == 0:
+            return None
+        return f"the upload, after {self.sent} of {self.total} bytes (nothing was applied)"
 
-    def _unreachable(self, exc: BaseException, during: str | None = None) -> RemoteError:
-        what = f"lost the connection during {during}" if during else "cannot reach the endpoint"
-        detail = str(exc) or type(exc).__name__
-        if isinstance(exc, http.client.IncompleteRead):
-            detail = f"the connection closed after {len(exc.partial)} more bytes"
-        return RemoteError(f"{self.url}: {what}: {detail}", url=self.url)
+
+@contextlib.contextmanager
+def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            yield file
+    else:
+        yield source
 
 
 def _fsync_folder(folder: str) -> None:

@@ -15,6 +15,7 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── KeyFileError (also ValueError)        a seal or verify key file is not what it should be
     ├── EncryptionError                       an age key, or an age file, is not what it should be
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
+    │   └── RestorePendingError               a restore's outcome is not known yet       .restore_id
     ├── StorageError                          the agent's storage (fsspec) failed          .url
     └── DrillError                            a restore drill's instance holds another state .backend
 
@@ -37,6 +38,7 @@ __all__ = [
     "PluginConflictError",
     "RaftSnapshotError",
     "RemoteError",
+    "RestorePendingError",
     "SnapshotTimeoutError",
     "StateRejectedError",
     "StorageError",
@@ -132,15 +134,19 @@ class SnapshotTimeoutError(RaftSnapshotError, TimeoutError):
 
 
 class RemoteError(RaftSnapshotError):
-    """A snapshot endpoint (``raft_snapshot_plugin.endpoint``) refused a request or could not be reached.
+    """A snapshot endpoint (``raft_snapshot_plugin.endpoint``) refused a request, could not be
+    reached, or answered that a restore failed.
 
     :param message: what went wrong: the endpoint's own ``{"error": ...}`` text when it answered.
     :param status: the HTTP status code, or ``None`` when no answer came (connection refused, TLS
         failure, timeout, a connection lost mid-transfer: then the network error is chained).
+        For a restore that failed after its upload, the status its ``PUT`` answered.
     :param url: the endpoint asked.
     :param leader: the leader's Raft address, when a follower refused a request and named it.
     :param not_leader: the endpoint refused because its node is not the leader (with or without
         naming one), as opposed to any other 503 (a timeout, say).
+    :param leader_url: the leader's endpoint URL, when the follower was told its peers' URLs.
+    :param restore_id: the restore the error is about (``X-Raft-Restore-Id``), once it has one.
     """
 
     def __init__(
@@ -151,12 +157,32 @@ class RemoteError(RaftSnapshotError):
         url: str | None = None,
         leader: str | None = None,
         not_leader: bool = False,
+        leader_url: str | None = None,
+        restore_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.url = url
         self.leader = leader
         self.not_leader = not_leader
+        self.leader_url = leader_url
+        self.restore_id = restore_id
+
+
+class RestorePendingError(RemoteError):
+    """The endpoint has the whole upload, but the restore's outcome is not known yet: the node
+    said it is still applying it (``confirmed``), or the wait, or the connection, ended and the
+    node could not be asked (``confirmed`` false). Ask again with the restore's ID
+    (``Client.restore_status``, ``raft-snapshot restore-status ID``).
+
+    :param restore_id: the restore's ID.
+    :param confirmed: the node itself answered ``pending``.
+    """
+
+    def __init__(self, message: str, *, restore_id: str, url: str | None = None,
+                 confirmed: bool = True) -> None:
+        super().__init__(message, url=url, restore_id=restore_id)
+        self.confirmed = confirmed
 
 
 class StorageError(RaftSnapshotError):

@@ -154,9 +154,9 @@ def test_a_thousand_slow_clients_leave_a_normal_get_answering(server: SnapshotSe
 def test_headers_that_trickle_are_dropped(
     server: SnapshotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from raft_snapshot_plugin import _handler
+    from raft_snapshot_plugin import _server
 
-    monkeypatch.setattr(_handler, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(_server, "HEADER_SECONDS", 0.5)
     sock = socket.create_connection((server.host, server.port), timeout=5)
     with sock:
         for piece in (f"GET {PATH} HTTP/1.1\r\n", "Host: x\r\n", "X-A: b\r\n", "X-C: d\r\n"):

@@ -133,7 +133,7 @@ class Agent:
         #: the agent's Prometheus series (a registry of its own); see :mod:`.metrics`
         self.metrics = AgentMetrics(required=metrics_address is not None)
         self._manager = manager
-        self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, cafile=cafile)
+        self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, ca_file=cafile)
                         if addr is not None else None)
         # opened now, so that a missing storage library (s3fs, gcsfs, adlfs) fails at startup
         self._store = open_store(self.url, self.storage_options)

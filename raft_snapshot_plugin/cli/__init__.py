@@ -1,12 +1,14 @@
 """The ``raft-snapshot`` command line, on click.
 
 Every expected failure (a bad archive, an unreadable file, a refused request, an unreachable or
-untrusted endpoint) is one line on stderr and exit status 1; only a bug shows a traceback.
+untrusted endpoint) is one line on stderr and exit status 1; only a bug shows a traceback. A
+restore whose outcome is not known yet (the node is still applying it) is exit status 3, and its
+line names the restore's ID to ask about with ``restore-status``.
 ``--addr`` and ``--token`` also come from ``RAFT_SNAPSHOT_ADDR`` and ``RAFT_SNAPSHOT_TOKEN``.
 Transfers show a progress bar (bytes and rate) on stderr when it is a terminal, nothing otherwise.
 
 The commands live by job: :mod:`.archives` (verify, inspect, seal, keygen, encrypt, decrypt),
-:mod:`.remote` (save, restore), :mod:`.agent` and :mod:`.tools` (backends, demo, new-adapter).
+:mod:`.remote` (save, restore, restore-status), :mod:`.agent` and :mod:`.tools` (backends, demo, new-adapter).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from collections.abc import Sequence
 
 import click
 
-from ..errors import RaftSnapshotError
+from ..errors import RaftSnapshotError, RestorePendingError
 from . import agent, archives, remote, tools  # noqa: F401  (they add their commands to the group)
 from ._common import describe_os_error, fail
 from ._group import cli
 
-__all__ = ["cli", "main", "run"]
+__all__ = ["PENDING", "cli", "main", "run"]
+
+#: The exit status of a restore whose outcome is not known yet.
+PENDING = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted!", err=True)
         return 1
+    except RestorePendingError as exc:  # not an error: an outcome still to come
+        click.echo(f"raft-snapshot: {pending_words(exc)}", err=True)
+        return PENDING
     except RaftSnapshotError as exc:
         fail(str(exc))
         return 1
@@ -44,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(describe_os_error(exc))
         return 1
     return result if isinstance(result, int) else 0
+
+
+def pending_words(exc: RestorePendingError) -> str:
+    check = f"check with `raft-snapshot restore-status {exc.restore_id} --addr {exc.url}`"
+    if exc.confirmed:
+        return f"the node is still applying restore {exc.restore_id}; {check}"
+    return f"{exc}; the node may still be applying it; {check}"
 
 
 def run() -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import re
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
-from ..client import DEFAULT_TIMEOUT, Client, Progress
+from .._protocol import DEFAULT_TIMEOUT
+from ..client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WAIT, Client, Progress
 from ..meta import SnapshotMeta
 from ..operations import Inspection
 
@@ -21,8 +25,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def remote_options(func: F) -> F:
-    """``--addr``, ``--token``, ``--ca-file`` and ``--timeout``, shared by save and restore."""
-    for option in reversed([
+    """``--addr``, ``--token``, the TLS options and the timeouts, shared by the remote commands.
+
+    They reach the command as one ``remote`` keyword: a :class:`RemoteOptions`.
+    """
+    options = [
         click.option("--addr", envvar="RAFT_SNAPSHOT_ADDR", required=True, metavar="URL",
                      help="The node's snapshot endpoint, e.g. http://127.0.0.1:8500 "
                           "[env RAFT_SNAPSHOT_ADDR]."),
@@ -31,12 +38,62 @@ def remote_options(func: F) -> F:
         click.option("--ca-file", envvar="RAFT_SNAPSHOT_CACERT", metavar="PEM",
                      type=click.Path(exists=True, dir_okay=False),
                      help="Certificate authorities to trust for https [env RAFT_SNAPSHOT_CACERT]."),
+        click.option("--cert", envvar="RAFT_SNAPSHOT_CLIENT_CERT", metavar="PEM",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="A client certificate, for an endpoint that requires one (mutual TLS) "
+                          "[env RAFT_SNAPSHOT_CLIENT_CERT]."),
+        click.option("--key", envvar="RAFT_SNAPSHOT_CLIENT_KEY", metavar="PEM",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="The client certificate's private key, if not in --cert "
+                          "[env RAFT_SNAPSHOT_CLIENT_KEY]."),
+        click.option("--tls-server-name", metavar="NAME",
+                     help="The name on the endpoint's certificate, when --addr's host is not it."),
+        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
+                     default=DEFAULT_CONNECT_TIMEOUT, show_default=True,
+                     help="Seconds to connect to the endpoint."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=DEFAULT_TIMEOUT, show_default=True,
-                     help="Seconds each network operation may wait."),
-    ]):
-        func = option(func)
-    return func
+                     default=DEFAULT_WAIT, show_default=True,
+                     help="Seconds to wait for the node: for its snapshot (save), for the "
+                          "cluster to apply the upload (restore; after it, exit 3 and the "
+                          "restore ID to ask about)."),
+    ]
+    names = ("addr", "token", "ca_file", "cert", "key", "tls_server_name", "connect_timeout",
+             "timeout")
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in names}
+        return func(*args, remote=RemoteOptions(**values), **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return cast(F, wrapper)
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteOptions:
+    """What ``remote_options`` gathered: where the endpoint is and how to reach it."""
+
+    addr: str
+    token: str | None
+    ca_file: str | None
+    cert: str | None
+    key: str | None
+    tls_server_name: str | None
+    connect_timeout: float
+    timeout: float
+
+    def client(self, *, io_timeout: float = DEFAULT_TIMEOUT) -> Client:
+        try:
+            return Client(self.addr, self.token, ca_file=self.ca_file, cert=self.cert,
+                          key=self.key, tls_server_name=self.tls_server_name,
+                          connect_timeout=self.connect_timeout, timeout=self.timeout,
+                          io_timeout=io_timeout)
+        except ValueError as exc:
+            hint = "'--key'" if "key" in str(exc) else "'--addr'"
+            raise click.BadParameter(str(exc), param_hint=hint) from exc
+        except (OSError, ssl.SSLError) as exc:  # a certificate or key that does not load
+            raise click.ClickException(f"cannot load the TLS files: {exc}") from exc
 
 
 def verify_key_option(func: F) -> F:
@@ -93,13 +150,6 @@ def meta_table(meta: SnapshotMeta, sealed: str) -> str:
     rows.append(("Sealed", sealed))
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
-
-
-def client_for(addr: str, token: str | None, timeout: float, ca_file: str | None) -> Client:
-    try:
-        return Client(addr, token, timeout=timeout, cafile=ca_file)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--addr'") from exc
 
 
 def inspection_table(found: Inspection) -> str:

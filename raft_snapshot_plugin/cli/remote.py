@@ -1,18 +1,29 @@
-"""Commands that talk to a node's snapshot endpoint: ``save`` and ``restore``."""
+"""Commands that talk to a node's snapshot endpoint: ``save``, ``restore`` and ``restore-status``.
+
+``restore`` exits 0 when the cluster applied the archive, 1 when it was refused or failed (nothing
+applied), and 3 when the upload is in but the outcome is not known yet (the wait ended, the
+connection dropped, or Ctrl-C): the message names the restore's ID for ``restore-status``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 from collections.abc import Iterator
 
 import click
 
 from .. import encryption
 from .._files import atomic_output, remove_quietly, temp_file
+from ..client import Client, new_restore_id
+from ..errors import RemoteError, RestorePendingError
+from ..meta import SnapshotMeta
+from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
+    RemoteOptions,
     agent_module,
-    client_for,
     identity_option,
     is_storage_url,
     load_config,
@@ -24,6 +35,8 @@ from ._common import (
 from ._group import cli
 from .archives import recipients_of
 
+#: Seconds the status question after a Ctrl-C may take: the operator wants out.
+_INTERRUPTED_WAIT = 5.0
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -35,9 +48,8 @@ from .archives import recipients_of
                    "(repeatable).")
 @click.option("--encrypt-to-file", "encrypt_to_files", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False), help="A file of age recipients.")
-def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
-         stale: bool, verify_key_file: str | None, encrypt_to: tuple[str, ...],
-         encrypt_to_files: tuple[str, ...]) -> None:
+def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | None,
+         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...]) -> None:
     """Save a fresh snapshot of a node's cluster into FILE.
 
     The archive goes to FILE.unverified, is verified completely, then renamed to FILE. With
@@ -45,17 +57,15 @@ def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: 
     """
     key = load_key("verify", verify_key_file)
     recipients = recipients_of(encrypt_to, encrypt_to_files)
-    client = client_for(addr, token, timeout, ca_file)
+    client = remote.client()
     if not recipients:
-        with progress("Saving") as shown:
-            meta = client.save(file, stale=stale, progress=shown, verify_key=key)
+        meta = _save(client, file, stale, key)
         click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
         return
     with temp_file(prefix="raft-snapshot-save-") as (tmp, tmp_path):
         tmp.close()
         try:
-            with progress("Saving") as shown:
-                meta = client.save(tmp_path, stale=stale, progress=shown, verify_key=key)
+            meta = _save(client, tmp_path, stale, key)
             with open(tmp_path, "rb") as plain, atomic_output(file) as target:
                 encryption.encrypt(plain, target, recipients)
         finally:
@@ -64,22 +74,24 @@ def save(file: str, addr: str, token: str | None, ca_file: str | None, timeout: 
                f"{len(recipients)} recipient(s): {file}")
 
 
-@contextlib.contextmanager
-def _plain(path: str, identity_file: str | None) -> Iterator[str]:
-    """``path``, or its decryption in a private temp file removed afterwards."""
-    if identity_file is None:
-        yield path
-        return
-    identities = encryption.load_identities(identity_file)
-    with temp_file(prefix="raft-snapshot-decrypted-") as (tmp, tmp_path):
-        try:
-            with open(path, "rb") as source:
-                encryption.decrypt(source, tmp, identities)
-            tmp.close()
-            yield tmp_path
-        finally:
-            tmp.close()
-            remove_quietly(tmp_path)
+def _save(client: Client, path: str, stale: bool, key: object) -> SnapshotMeta:
+    try:
+        with progress("Saving") as shown:
+            return client.save(path, stale=stale, progress=shown, verify_key=key)  # type: ignore[arg-type]
+    except RemoteError as exc:
+        if not exc.not_leader:
+            raise
+        raise RemoteError(_not_leader_words(exc), status=exc.status, url=exc.url,
+                          leader=exc.leader, not_leader=True, leader_url=exc.leader_url) from exc
+
+
+def _not_leader_words(exc: RemoteError) -> str:
+    """A follower's refusal in the command line's words (--addr, --stale), not the URL's."""
+    where = f"the leader is {exc.leader}" if exc.leader else "no leader is known"
+    advice = f"save from the leader (--addr {exc.leader_url})" if exc.leader_url else \
+        "save from the leader's endpoint"
+    return (f"{exc.url}: {exc.status} Service Unavailable: this node is not the leader ({where}); "
+            f"{advice}, or give --stale for this node's possibly stale state")
 
 
 @contextlib.contextmanager
@@ -110,8 +122,8 @@ def _local_copy(file: str, config_path: str | None) -> Iterator[tuple[str, str]]
 @identity_option
 @click.option("--allow-incompatible", is_flag=True,
               help="Restore an archive of another backend or a newer state format anyway.")
-def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeout: float,
-            config_path: str | None, verify_key_file: str | None, identity_file: str | None,
+def restore(file: str, remote: RemoteOptions, config_path: str | None,
+            verify_key_file: str | None, identity_file: str | None,
             allow_incompatible: bool) -> None:
     """Restore the snapshot in FILE into a node's cluster.
 
@@ -120,16 +132,86 @@ def restore(file: str, addr: str, token: str | None, ca_file: str | None, timeou
     downloaded into a private temp file first; an age-encrypted one (--identity) is decrypted
     into another. The node verifies the whole archive before anything is applied; the cluster
     keeps its own membership.
+
+    Exit status: 0 applied, 1 refused or failed (nothing applied), 3 not known yet (the node is
+    still applying it: ask with restore-status and the ID printed).
     """
     key = load_key("verify", verify_key_file)
-    client = client_for(addr, token, timeout, ca_file)
+    client = remote.client()
     with _local_copy(file, config_path) as (local, origin), \
-            _plain(local, identity_file) as plain:
+            decrypted(local, identity_file) as plain:
         if key is not None:  # check the seal here too, before a byte leaves this machine
             verify_archive(plain, verify_key=key)
-        with progress("Restoring") as shown:
-            meta = client.restore(plain, progress=shown, allow_incompatible=allow_incompatible)
+            if hasattr(plain, "seek"):  # the decrypted temp file: upload it from its start
+                plain.seek(0)
+        meta = _upload(client, remote, plain, allow_incompatible)
     where = "" if origin == file and not is_storage_url(file) else f" from {origin}"
     click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}){where}")
 
 
+def _upload(client: Client, remote: RemoteOptions, source: object,
+            allow_incompatible: bool) -> SnapshotMeta:
+    """Upload and wait; after a Ctrl-C once the upload is in, ask the node what became of it."""
+    restore_id = new_restore_id()
+    seen = [0, -1]
+    with progress("Restoring") as shown:
+        def advance(done: int, total: int) -> None:
+            seen[:] = [done, total]
+            if shown is not None:
+                shown(done, total)
+
+        try:
+            return client.restore(source, progress=advance,  # type: ignore[arg-type]
+                                  allow_incompatible=allow_incompatible, restore_id=restore_id)
+        except KeyboardInterrupt:
+            if seen[0] != seen[1]:  # the node lacks part of the upload: it cannot apply it
+                raise click.ClickException("interrupted during the upload; nothing was "
+                                           "applied") from None
+    return _after_interrupt(remote, restore_id)
+
+
+def _after_interrupt(remote: RemoteOptions, restore_id: str) -> SnapshotMeta:
+    quick = dataclasses.replace(remote, connect_timeout=min(remote.connect_timeout, _INTERRUPTED_WAIT))
+    try:
+        return quick.client(io_timeout=_INTERRUPTED_WAIT).outcome(restore_id)
+    except RestorePendingError:
+        raise
+    except RemoteError as exc:
+        if exc.restore_id == restore_id and exc.status not in (None, 404):
+            raise  # the node says it failed
+        cause: BaseException = exc
+    except KeyboardInterrupt as exc:
+        cause = exc
+    raise RestorePendingError(f"{remote.addr}: interrupted after the upload; the outcome of "
+                              f"restore {restore_id} is unknown", restore_id=restore_id,
+                              url=remote.addr, confirmed=False) from cause
+
+
+@cli.command("restore-status")
+@click.argument("restore_id")
+@remote_options
+def restore_status(restore_id: str, remote: RemoteOptions) -> int:
+    """Tell what became of restore RESTORE_ID (the ID restore printed).
+
+    Exit status: 0 applied, 1 failed or unknown to the node, 3 still pending.
+    """
+    found = remote.client().restore_status(restore_id)
+    started = _when(found.started)
+    if found.state == "applied" and found.meta is not None:
+        meta = found.meta
+        click.echo(f"Restore {restore_id}: applied snapshot {meta.id} (index {meta.index}, term "
+                   f"{meta.term}) at {_when(found.finished)}")
+        return 0
+    if found.state == "failed":
+        raise RemoteError(f"restore {restore_id} (started {started}) failed ({found.status}): "
+                          f"{found.error}",
+                          status=found.status, url=remote.addr, restore_id=restore_id)
+    click.echo(f"Restore {restore_id}: pending (started {started}); the node is still applying it")
+    return 3
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "?"
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")

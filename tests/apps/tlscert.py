@@ -67,3 +67,54 @@ def _with_cryptography(cert_path: Path, key_path: Path) -> None:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+
+
+def make_ca_chain(folder: Path) -> dict[str, Path]:
+    """A certificate authority, a server certificate (127.0.0.1, localhost) and a client
+    certificate it signed, for mutual TLS; PEM files in ``folder`` (``cryptography`` needed).
+
+    :return: ``ca``, ``server_cert``, ``server_key``, ``client_cert``, ``client_key``.
+    """
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+              signer: ec.EllipticCurvePrivateKey, extensions: list[tuple[object, bool]]) -> bytes:
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)  # type: ignore[arg-type]
+        return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def private(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_cert = issue("raft-snapshot test CA", ca_key, name("raft-snapshot test CA"), ca_key,
+                    [(x509.BasicConstraints(ca=True, path_length=0), True)])
+    server_cert = issue("localhost", server_key, name("raft-snapshot test CA"), ca_key, [
+        (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                      x509.DNSName("localhost")]), False),
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+    ])
+    client_cert = issue("operator", client_key, name("raft-snapshot test CA"), ca_key,
+                        [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
+    files = {"ca": ca_cert, "server_cert": server_cert, "server_key": private(server_key),
+             "client_cert": client_cert, "client_key": private(client_key)}
+    paths = {}
+    for label, data in files.items():
+        path = folder / f"{label}.pem"
+        path.write_bytes(data)
+        paths[label] = path
+    return paths
