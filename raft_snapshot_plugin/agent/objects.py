@@ -8,7 +8,9 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import logging
+import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,8 +84,33 @@ def put_whole(fs: Any, root: str, path: str, name: str, options: Mapping[str, An
 
 
 def upload(fs: Any, local: str, remote: str, options: dict[str, Any]) -> None:
-    """One upload of a local file (its own function so that a test can make it fail short)."""
+    """One upload of a local file (its own function so that a test can make it fail short).
+
+    Into a local folder the copy is created mode 0600 from its first byte: fsspec's copy follows
+    the umask (0644 under the usual 022), and a snapshot holds the cluster's whole state."""
+    if is_local(fs):
+        _copy_private(local, fs._strip_protocol(remote))
+        return
     fs.put_file(local, remote, **options)
+
+
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is this machine's file system."""
+    protocol = fs.protocol
+    return bool(({protocol} if isinstance(protocol, str) else set(protocol)) & {"file", "local"})
+
+
+def _copy_private(source: str, target: str) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        raise
 
 
 def check_stored(fs: Any, remote: str, size: int, sha256: str, url: str) -> None:
