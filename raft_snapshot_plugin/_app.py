@@ -8,8 +8,10 @@ client never sends its body.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,7 +25,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
-from ._protocol import PATH, RESTORE_ID_HEADER, RESTORES_PATH, content_length, valid_restore_id
+from ._protocol import (
+    PATH,
+    RESTORE_ID_HEADER,
+    RESTORES_PATH,
+    content_length,
+    printable,
+    valid_restore_id,
+)
 from ._restores import Feed, Restores, UploadBrokenError, status_for
 from ._stream import ArchiveResponse, pump_body
 from .errors import (
@@ -84,8 +93,9 @@ class SnapshotApp:
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        await error(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}; the endpoint is {PATH}")(
-            scope, receive, send)
+        response = error(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}; the endpoint is {PATH}")
+        log_answer(Request(scope, receive, send), response)
+        await response(scope, receive, send)
 
     async def _snapshot(self, request: Request) -> Response:
         refused = self._refusal(request, ("GET", "PUT"))
@@ -254,8 +264,20 @@ class _Endpoint:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handler(Request(scope, receive, send))
+        request = Request(scope, receive, send)
+        response = await self.handler(request)
+        log_answer(request, response)
         await response(scope, receive, send)
+
+
+def log_answer(request: Request, response: Response) -> None:
+    """One line per request: who, what, the status, and for a refusal its reason."""
+    line = f"{client_of(request)} {request.method} {request.url.path} {response.status_code}"
+    if response.status_code >= 400 and isinstance(response, JSONResponse):
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # not our JSON: no reason
+            line += f": {json.loads(response.body)['error']}"
+    log.log(logging.WARNING if response.status_code >= 500 else logging.INFO, "%s",
+            printable(line))
 
 
 def error(

@@ -48,3 +48,11 @@ _ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 def valid_restore_id(value: str) -> bool:
     """Whether ``value`` can name a restore: 16 to 64 URL-safe characters (a random token)."""
     return 16 <= len(value) <= 64 and set(value) <= _ID_CHARACTERS
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """``text`` fit for one log line: control and other unprintable characters escaped (a TLS
+    handshake sent to a plain port is bytes, not words), at most ``limit`` characters."""
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+

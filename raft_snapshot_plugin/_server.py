@@ -37,7 +37,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._protocol import content_length
+from ._protocol import content_length, printable
 
 __all__ = ["DRAIN_SECONDS", "HEADER_SECONDS", "MAX_HEAD_BYTES", "SnapshotServer", "start"]
 
@@ -116,6 +116,8 @@ class _Protocol(H11Protocol):
             self.transport.close()
 
     def _answer_and_close(self, status: int, message: str) -> None:
+        log.info("%s", printable(f"{self.client[0] if self.client else '?'} refused {status}: "
+                                 f"{message}"))
         body = json.dumps({"error": message}).encode() + b"\n"
         phrase = {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(status, "Error")
         head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
@@ -215,8 +217,9 @@ def start(
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # the listen backlog: a burst of clients must not wait on SYN retries before the loop sees them
     sock = socket.create_server((host, port), family=family, backlog=1024)
+    # no uvicorn access log: the app logs each answer itself, with a refusal's reason
     config = uvicorn.Config(
-        app, http=_Protocol, lifespan="off", log_config=None, access_log=True,
+        app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
         limit_concurrency=max_connections, timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
         timeout_graceful_shutdown=3, h11_max_incomplete_event_size=MAX_HEAD_BYTES + 1,
         ssl_certfile=os.fspath(certfile) if certfile is not None else None,
