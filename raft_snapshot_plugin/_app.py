@@ -275,7 +275,7 @@ def log_answer(request: Request, response: Response) -> None:
     line = f"{client_of(request)} {request.method} {request.url.path} {response.status_code}"
     if response.status_code >= 400 and isinstance(response, JSONResponse):
         with contextlib.suppress(ValueError, KeyError, TypeError):  # not our JSON: no reason
-            line += f": {json.loads(response.body)['error']}"
+            line += f": {json.loads(bytes(response.body))['error']}"
     log.log(logging.WARNING if response.status_code >= 500 else logging.INFO, "%s",
             printable(line))
 
