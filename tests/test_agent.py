@@ -105,10 +105,15 @@ def test_only_the_leader_stores_and_the_name_says_when_and_what(
     with fsspec.open(results[0], "rb") as f:
         meta = rsp.verify(f)
     assert meta.index == index and meta.backend == MEMORY_BACKEND
-    # a follower's agent with stale=True stores too
+    # a follower's agent with stale=True stores too, and the name, the listing and the archive
+    # say that its snapshot was read on a follower
     clock.now += 60
     cluster.nodes[0].set("more", "x")
-    assert agent_for(cluster.nodes[2], memory_url, manager, clock=clock, stale=True).run_once()
+    stale_url = agent_for(cluster.nodes[2], memory_url, manager, clock=clock, stale=True).run_once()
+    assert stale_url is not None and stale_url.endswith("-stale.snap")
+    assert [s.stale for s in list_snapshots(memory_url)] == [False, True]
+    with fsspec.open(stale_url, "rb") as f:
+        assert rsp.verify(f).stale
 
 
 
@@ -576,3 +581,21 @@ def test_a_refused_token_is_not_retried_and_stops_the_agent(
     status = agent.status()
     assert not status.healthy and status.fatal and "HTTP 403" in status.fatal
     assert status.consecutive_failures == 1
+
+
+def test_agent_list_marks_stale_snapshots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("20261130T120000Z-7-abc123.snap", "20261130T130000Z-9-def456-stale.snap"):
+        (store / name).write_bytes(b"x")
+    config = write_config(tmp_path / "agent.toml",
+                          f'[agent]\naddr = "http://127.0.0.1:1"\n[storage]\nurl = "{store}"\n')
+    assert main(["agent", "list", "--config", str(config)]) == 0
+    newest, oldest = capsys.readouterr().out.splitlines()
+    assert newest.endswith("stale (read on a follower)") and "index 9" in newest
+    assert not oldest.endswith("(read on a follower)")
+    assert main(["agent", "list", "--config", str(config), "--format", "json"]) == 0
+    assert [s["stale"] for s in json.loads(capsys.readouterr().out)] == [True, False]
+

@@ -291,7 +291,8 @@ class Agent:
                 index = self._take(path)
                 contents = read_archive_contents(path, None)
                 with self._encrypted(path) as stored:
-                    return self._storer.store(stored, index, contents.state_sha256, self.clock())
+                    return self._storer.store(stored, index, contents.state_sha256, self.clock(),
+                                              stale=contents.meta.stale)
             finally:
                 remove_quietly(path)
 

@@ -28,7 +28,8 @@ log = logging.getLogger("raft_snapshot_plugin.agent")
 #: Raft index, a random suffix that keeps two agents' names apart (absent in the first version's
 #: names, which are still listed), ``.snap`` (``.snap.age``: stored age-encrypted).
 NAME_PATTERN = re.compile(
-    r"^(?P<time>\d{8}T\d{6}Z)-(?P<index>\d+)(?:-(?P<suffix>[0-9a-f]{4,16}))?\.snap(?:\.age)?$")
+    r"^(?P<time>\d{8}T\d{6}Z)-(?P<index>\d+)(?:-(?P<suffix>[0-9a-f]{4,16}))?(?P<stale>-stale)?"
+    r"\.snap(?:\.age)?$")
 #: What the agent uploads through on stores without atomic uploads: ``.tmp-<hex>-<final name>``.
 TEMP_PATTERN = re.compile(r"^\.tmp-[0-9a-f]+-(?P<name>.+)$")
 #: The alias ``restore`` and :func:`resolve` accept for the newest snapshot of a prefix.
@@ -63,6 +64,12 @@ class StoredSnapshot:
     modified: float | None = None
 
     @property
+    def stale(self) -> bool:
+        """Whether the snapshot was read on a follower (its name ends ``-stale.snap``)."""
+        match = NAME_PATTERN.match(self.name)
+        return match is not None and match["stale"] is not None
+
+    @property
     def order(self) -> tuple[int, int, str]:
         """Sort key: newer snapshots sort later. The store time comes first because it never goes
         back within a prefix (:func:`next_store_time`), while the index restarts in a cluster
@@ -82,12 +89,13 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return int(stamp.timestamp()), int(match["index"])
 
 
-def object_name(when: float, index: int, *, encrypted: bool = False, suffix: str | None = None
-                ) -> str:
+def object_name(when: float, index: int, *, encrypted: bool = False, suffix: str | None = None,
+                stale: bool = False) -> str:
     """The object name for a snapshot at ``index`` stored at ``when`` (Unix seconds); ``suffix``
-    (default: 6 random hex digits) keeps two agents storing in the same second apart."""
+    (default: 6 random hex digits) keeps two agents storing in the same second apart; a snapshot
+    read on a follower (``stale``) ends ``-stale.snap``."""
     unique = secrets.token_hex(3) if suffix is None else suffix
-    ending = ".snap.age" if encrypted else ".snap"
+    ending = (("-stale" if stale else "") + (".snap.age" if encrypted else ".snap"))
     return f"{time.strftime(_TIME_FORMAT, time.gmtime(when))}-{index}-{unique}{ending}"
 
 

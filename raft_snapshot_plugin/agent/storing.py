@@ -43,9 +43,11 @@ class Storer:
         self.encrypted = encrypted
         self.object_lock = object_lock
 
-    def store(self, path: str, index: int, state_sha256: str, now: float) -> tuple[str, int]:
+    def store(self, path: str, index: int, state_sha256: str, now: float, *, stale: bool = False
+              ) -> tuple[str, int]:
         """Store ``path`` unless its state is the newest stored one's (``SkipRoundError``); read it
-        back; prune. Return the object's URL and size.
+        back; prune. Return the object's URL and size. ``stale``: the snapshot was read on a
+        follower, and its name says so.
 
         :raises StorageError: the store failed, or the object stored does not read back right (it
             is deleted then).
@@ -55,7 +57,8 @@ class Storer:
             existing = list_stored(fs, root)
             if existing and self.hash_of(fs, existing[-1]) == state_sha256:
                 raise SkipRoundError(f"the state is unchanged since {existing[-1].url}")
-            name = object_name(next_store_time(now, existing), index, encrypted=self.encrypted)
+            name = object_name(next_store_time(now, existing), index, encrypted=self.encrypted,
+                               stale=stale)
             size, digest = os.path.getsize(path), sha256_of_file(path)
             lock = self.object_lock.put_options(now) if self.object_lock else None
             final = put_whole(fs, root, path, name, lock)

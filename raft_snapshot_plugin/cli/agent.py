@@ -146,14 +146,15 @@ def agent_list(ctx: click.Context, config_path: str | None, fmt: str) -> None:
     found = list(reversed(module.list_snapshots(config.url, config.storage_options)))
     if fmt == "json":
         click.echo(json.dumps([{"name": s.name, "url": s.url, "time": s.time, "index": s.index,
-                                "size": s.size} for s in found], indent=2))
+                                "size": s.size, "stale": s.stale} for s in found], indent=2))
         return
     if not found:
         click.echo(f"no snapshots stored under {config.url}")
     for s in found:
         when = _when(s.time)
         size = "-" if s.size is None else human_bytes(s.size)
-        click.echo(f"{s.url}  {when}  index {s.index}  {size}")
+        click.echo(f"{s.url}  {when}  index {s.index}  {size}"
+                   + ("  stale (read on a follower)" if s.stale else ""))
 
 
 @cli.command("drill")
