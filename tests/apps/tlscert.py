@@ -92,7 +92,12 @@ def make_ca_chain(folder: Path) -> dict[str, Path]:
                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=2)))
-        for extension, critical in extensions:
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): key identifiers are required
+        identifiers: list[tuple[object, bool]] = [
+            (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), False),
+        ]
+        for extension, critical in [*extensions, *identifiers]:
             builder = builder.add_extension(extension, critical=critical)  # type: ignore[arg-type]
         return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
@@ -102,7 +107,11 @@ def make_ca_chain(folder: Path) -> dict[str, Path]:
 
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca_cert = issue("raft-snapshot test CA", ca_key, name("raft-snapshot test CA"), ca_key,
-                    [(x509.BasicConstraints(ca=True, path_length=0), True)])
+                    [(x509.BasicConstraints(ca=True, path_length=0), True),
+                     (x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                    key_encipherment=False, data_encipherment=False,
+                                    key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                    encipher_only=False, decipher_only=False), True)])
     server_cert = issue("localhost", server_key, name("raft-snapshot test CA"), ca_key, [
         (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                                       x509.DNSName("localhost")]), False),
