@@ -1,7 +1,8 @@
 """The ``raft-snapshot`` command line, on click.
 
 Every expected failure (a bad archive, an unreadable file, a refused request, an unreachable or
-untrusted endpoint) is one line on stderr and exit status 1; only a bug shows a traceback. A
+untrusted endpoint) is one line on stderr, ``raft-snapshot: error: ...``, and exit status 1; a
+usage error is one line in the same style and exit status 2; only a bug shows a traceback. A
 restore whose outcome is not known yet (the node is still applying it) is exit status 3, and its
 line names the restore's ID to ask about with ``restore-status``.
 ``--addr`` and ``--token`` also come from ``RAFT_SNAPSHOT_ADDR`` and ``RAFT_SNAPSHOT_TOKEN``.
@@ -36,11 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           prog_name="raft-snapshot", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # exit 2, in the same one-line style as every other error
+        fail(usage_words(exc))
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        fail(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+        fail("aborted")
         return 1
     except RestorePendingError as exc:  # not an error: an outcome still to come
         click.echo(f"raft-snapshot: {pending_words(exc)}", err=True)
@@ -59,6 +63,12 @@ def pending_words(exc: RestorePendingError) -> str:
     if exc.confirmed:
         return f"the node is still applying restore {exc.restore_id}; {check}"
     return f"{exc}; the node may still be applying it; {check}"
+
+
+def usage_words(exc: click.UsageError) -> str:
+    """A usage error in one line: click's message and where the command's help is."""
+    command = exc.ctx.command_path if exc.ctx is not None else "raft-snapshot"
+    return f"{exc.format_message()} (see '{command} --help')"
 
 
 def run() -> None:
