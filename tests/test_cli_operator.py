@@ -5,6 +5,7 @@ MemoryCluster serving the endpoint), real files and real sockets."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -301,3 +302,33 @@ def test_top_level_help_shows_whole_descriptions() -> None:
     text = " ".join(done.stdout.split())
     assert "Run the snapshot agent until SIGINT or SIGTERM (with --config), or query it." in text
 
+
+
+def test_append_filename(app: App, tmp_path: Path) -> None:
+    done = cli("save", str(tmp_path / "backup.snap"), "--append-filename",
+               "index,backend,status,time", *remote(app.leader))
+    assert done.returncode == 0, done.stderr
+    [saved] = tmp_path.glob("backup-*.snap")
+    meta = rsp.verify(saved)
+    assert re.fullmatch(rf"backup-{meta.index}-memory-leader-\d{{8}}T\d{{6}}Z\.snap", saved.name)
+    assert done.stdout == f"Saved and verified snapshot to index {meta.index}: {saved}\n"
+    done = cli("save", str(tmp_path / "f.snap"), "--stale", "--append-filename", "term,status",
+               *remote(app.followers[0]))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / f"f-{meta.term}-stale.snap").exists()
+    assert "unknown field(s) dc; known: index,term,backend,time,status" in usage_line(cli(
+        "save", str(tmp_path / "x.snap"), "--append-filename", "index,dc", *remote(app.leader)))
+    assert "--append-filename needs a FILE name, not -" in usage_line(cli(
+        "save", "-", "--append-filename", "index", *remote(app.leader)))
+    assert sorted(p.name for p in tmp_path.glob("*.snap*")) == sorted(
+        [saved.name, f"f-{meta.term}-stale.snap"])
+
+
+def test_appended_name_keeps_the_suffixes() -> None:
+    from raft_snapshot_plugin.cli._destination import appended_name
+
+    meta = SnapshotMeta(index=7, term=2, backend="etcd")
+    assert appended_name("/b/backup.snap.age", ("index", "backend"), meta) == \
+        "/b/backup-7-etcd.snap.age"
+    assert appended_name("backup", ("index", "status"), meta) == "backup-7-leader"
+    assert appended_name("x.tar", ("term",), meta) == "x-2.tar"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from ._common import (
     progress,
     verify_key_option,
 )
+from ._destination import APPEND_FIELDS, append_fields, appended_name, check_destination
 from ._group import cli
 from ._remote_options import RemoteOptions, remote_options
 from .archives import recipients_of
@@ -52,21 +52,29 @@ _INTERRUPTED_WAIT = 5.0
                    "(repeatable).")
 @click.option("--encrypt-to-file", "encrypt_to_files", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False), help="A file of age recipients.")
+@click.option("--append-filename", "append", metavar="FIELDS", callback=append_fields,
+              help="Add these, in this order, to FILE's name before its suffix: "
+                   f"{','.join(APPEND_FIELDS)} (status: leader, or stale when read on a follower), as consul "
+                   "snapshot save -append-filename: backup.snap -> backup-1234-pysyncobj.snap.")
 def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | None,
-         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...]) -> None:
+         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...],
+         append: tuple[str, ...]) -> None:
     """Save a fresh snapshot of a node's cluster into FILE (- for stdout).
 
     FILE's folder is checked before the node is asked for anything. The archive goes to
     FILE.<pid>@<host>.unverified, is verified completely, then renamed to FILE (one left by a
     killed save is removed by the next save into that folder). With --encrypt-to, or FILE -, it
-    is verified in a private temp file first, then written to FILE (encrypted) or stdout.
+    is verified in a private temp file first, then written to FILE (encrypted) or stdout; with
+    --append-filename too, the name being known only once the snapshot is.
     """
     check_destination(file)
+    if append and file == "-":
+        raise click.UsageError("--append-filename needs a FILE name, not -")
     key = load_key("verify", verify_key_file)
     recipients = recipients_of(encrypt_to, encrypt_to_files)
     client = remote.client()
     client.check()
-    if not recipients and file != "-":
+    if not recipients and file != "-" and not append:
         with naming(file):
             meta = _save(client, file, stale, key)
         click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
@@ -75,6 +83,7 @@ def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | N
         tmp.close()
         try:
             meta = _save(client, tmp_path, stale, key)
+            file = appended_name(file, append, meta) if append else file
             _deliver(tmp_path, file, recipients)
         finally:
             remove_quietly(tmp_path)
@@ -84,26 +93,15 @@ def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | N
                err=file == "-")
 
 
-def check_destination(file: str) -> None:
-    """Refuse a FILE that cannot be written, before any snapshot is taken for it."""
-    if file == "-":
-        return
-    if not file.strip():
-        raise click.BadParameter("an empty file name", param_hint="FILE")
-    folder = os.path.dirname(os.path.abspath(file))
-    if not os.path.isdir(folder):
-        raise click.ClickException(f"{file}: cannot write there: no such folder {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise click.ClickException(f"{file}: cannot write there: the folder {folder} is not "
-                                   "writable")
-
-
 def _deliver(plain_path: str, file: str, recipients: list[encryption.AgeRecipient]) -> None:
     """The verified archive at ``plain_path`` to FILE or stdout, encrypted when asked."""
     with open(plain_path, "rb") as plain:
         if file != "-":
             with naming(file), atomic_output(file) as target:
-                encryption.encrypt(plain, target, recipients)
+                if recipients:
+                    encryption.encrypt(plain, target, recipients)
+                else:
+                    shutil.copyfileobj(plain, target, 1 << 20)
             return
         with naming("stdout"):
             out = sys.stdout.buffer
