@@ -332,3 +332,48 @@ def test_appended_name_keeps_the_suffixes() -> None:
         "/b/backup-7-etcd.snap.age"
     assert appended_name("backup", ("index", "status"), meta) == "backup-7-leader"
     assert appended_name("x.tar", ("term",), meta) == "x-2.tar"
+
+
+# ==================================================================================================
+# inspect --detail
+# ==================================================================================================
+
+def test_inspect_detail_by_key(tmp_path: Path) -> None:
+    from raft_snapshot_plugin.cli._common import keys_table
+    from raft_snapshot_plugin.manager import get_plugin_manager
+    from raft_snapshot_plugin.memory import encode_memory_state
+    from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryPlugin
+
+    data = {"a/b/c": "1", "a/b/d": "22", "a/x": "333", "z": "4444"}
+    path = tmp_path / "m.snap"
+    with Snapshot.create(SnapshotMeta(index=5, term=1, backend=MEMORY_BACKEND),
+                         encode_memory_state(data)) as snap:
+        snap.save(path)
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
+    assert "raft_snapshot_describe_keys" in manager.hooks_of(MEMORY_BACKEND)
+    found = rsp.inspect(path, manager=manager, detail=(2, ""))
+    assert found.stats and found.keys is not None
+    assert [(s.name, s.count, s.sum) for s in found.keys] == [
+        ("a/b", 2, 5 + 1 + 5 + 2), ("a/x", 1, 3 + 3), ("z", 1, 1 + 4)]
+    assert found.to_dict()["KStats"][0] == {"Name": "a/b", "Count": 2, "Sum": 13}
+    narrowed = rsp.inspect(path, manager=manager, detail=(1, "a/"))
+    assert [(s.name, s.count) for s in narrowed.keys or ()] == [("a", 3)]
+    lines = keys_table(narrowed, 1, "a/").splitlines()
+    assert lines[1] == " By key (depth 1, keys under 'a/'):"
+    assert [line.split() for line in lines[3:]] == [
+        ["Key", "Name", "Count", "Size"], ["--------", "-----", "----"], ["a", "3", "19"],
+        ["----", "-----", "----"], ["Total", "3", "19"]]
+    assert "KStats" not in rsp.inspect(path, manager=manager).to_dict()
+
+
+def test_inspect_detail_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "o.snap"
+    with Snapshot.create(SnapshotMeta(index=3, term=1, backend="nosuch"), b"state") as snap:
+        snap.save(path)
+    done = cli("inspect", str(path), "--detail", "--depth", "1", "--filter", "a/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith(" No breakdown by key (the nosuch adapter gives none "
+                                         "here).")
+    assert "Invalid value for '--depth'" in usage_line(cli("inspect", str(path), "--detail",
+                                                           "--depth", "0"))

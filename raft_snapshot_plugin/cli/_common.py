@@ -105,6 +105,22 @@ def inspection_table(found: Inspection, *, disabled: bool = False) -> str:
     return "\n".join(lines)
 
 
+def keys_table(found: Inspection, depth: int, prefix: str) -> str:
+    """``inspect --detail``'s second table: one row per key prefix, as Consul's -detail."""
+    if found.keys is None:
+        backend = found.meta.backend or "no"
+        return f"\n No breakdown by key (the {backend} adapter gives none here)."
+    where = f", keys under {prefix!r}" if prefix else ""
+    table = [("Key Name", "Count", "Size"), ("--------", "-----", "----")]
+    table += [(s.name, str(s.count), str(s.sum)) for s in found.keys]
+    table += [("----", "-----", "----"),
+              ("Total", str(sum(s.count for s in found.keys)), str(sum(s.sum for s in found.keys)))]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    lines = ["", f" By key (depth {depth}{where}):", ""]
+    lines += [f" {n:<{widths[0]}}  {c:>{widths[1]}}  {z:>{widths[2]}}".rstrip() for n, c, z in table]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def progress(label: str) -> Iterator[Progress | None]:
     """A progress callback drawing a bar with bytes and rate on a terminal; None when piped."""

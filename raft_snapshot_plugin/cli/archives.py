@@ -23,6 +23,7 @@ from ._common import (
     FORMAT,
     identity_option,
     inspection_table,
+    keys_table,
     load_key,
     meta_table,
     naming,
@@ -59,21 +60,31 @@ def verify(file: str, fmt: str, verify_key_file: str | None, identity_file: str 
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@click.option("--detail", is_flag=True,
+              help="Also break the state down by key, through the adapter (as consul snapshot "
+                   "inspect -detail).")
+@click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --detail: how many /-separated segments of a key name its row.")
+@click.option("--filter", "prefix", default="", metavar="PREFIX",
+              help="With --detail: only keys that start with PREFIX.")
 @verify_key_option
 @identity_option
-def inspect(file: str, fmt: str, verify_key_file: str | None, identity_file: str | None) -> None:
+def inspect(file: str, fmt: str, detail: bool, depth: int, prefix: str,
+            verify_key_file: str | None, identity_file: str | None) -> None:
     """Verify a snapshot archive and show its metadata and contents, as consul snapshot inspect."""
     key = load_key("verify", verify_key_file)
     manager = get_plugin_manager()
     with naming(_name(file), archive=True):
         found = inspect_archive(_source(file), verify_key=key, identity=identity_file,
-                                manager=manager)
+                                manager=manager, detail=(depth, prefix) if detail else None)
     if fmt == "json":
         click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        disabled = any(info.name == found.meta.backend and info.disabled
-                       for info in manager.backends())
-        click.echo(inspection_table(found, disabled=disabled))
+        return
+    disabled = any(info.name == found.meta.backend and info.disabled
+                   for info in manager.backends())
+    click.echo(inspection_table(found, disabled=disabled))
+    if detail:
+        click.echo(keys_table(found, depth, prefix))
 
 
 @cli.command("seal")
