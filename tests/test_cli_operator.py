@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -377,3 +378,35 @@ def test_inspect_detail_from_the_command_line(tmp_path: Path) -> None:
                                          "here).")
     assert "Invalid value for '--depth'" in usage_line(cli("inspect", str(path), "--detail",
                                                            "--depth", "0"))
+
+
+# ==================================================================================================
+# demo --serve
+# ==================================================================================================
+
+def test_demo_serve_until_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFT_SNAPSHOT_")}
+    env["RAFT_SNAPSHOT_TMPDIR"] = str(tmp_path)
+    head = b""
+    proc = subprocess.Popen([*CLI, "demo", "--serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        head = test_cli_remote._read_line(proc, 30.0)
+        first = head.decode().splitlines()[0]
+        assert first.startswith("export RAFT_SNAPSHOT_ADDR=http://127.0.0.1:")
+        exported = dict(part.split("=", 1) for part in first.split()[1:])
+        target = tmp_path / "demo.snap"
+        done = cli("save", str(target), env=exported)
+        assert done.returncode == 0, done.stderr
+        assert rsp.verify(target).backend == "memory"
+        done = cli("restore", str(target), env=exported)
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.decode().endswith("raft-snapshot demo: stopped\n") and b"Traceback" not in err
+    assert b"raft-snapshot save backup.snap" in head + out
+    assert usage_line(cli("demo", "--serve", "--backend", "pysyncobj")).endswith(
+        "--serve runs the in-memory reference cluster; it takes no --backend "
+        "(see 'raft-snapshot demo --help')")
