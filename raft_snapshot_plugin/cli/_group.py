@@ -9,7 +9,7 @@ import click
 from .. import __version__
 
 
-class _Group(click.Group):
+class Group(click.Group):
     """A group whose command list shows each command's whole first sentence, wrapped, instead of
     click's cut at the terminal's width ("Run the snapshot agent until SIGINT or SIGTERM (with...")."""
 
@@ -29,7 +29,7 @@ def _first_paragraph(text: str) -> str:
     return " ".join(text.strip().split("\n\n", 1)[0].split())
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="raft-snapshot")
 @click.option("-v", "--verbose", count=True, help="Log more (repeat for debug).")
 def cli(verbose: int) -> None:
