@@ -6,6 +6,8 @@ One left by a killed process is removed by the next one made there.
 An atomic save writes a hidden partial file beside the target, fsyncs it, renames it into place and
 fsyncs the folder. A partial file left by a killed process is named
 ``.raft-snapshot.<pid>@<owner>.<random>.partial`` and removed by the next save into that folder.
+A download being verified (``Client.save``) is ``<target>.<pid>@<owner>.unverified``, beside its
+target, and swept the same way by the next download into that folder.
 
 A file's name carries its process id *and* the PID namespace it means (``<owner>``: the host's
 boot and the namespace, hashed). A pid only says whether a process lives in the namespace it was
@@ -27,7 +29,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-__all__ = ["atomic_output", "remove_quietly", "temp_dir", "temp_file"]
+__all__ = ["atomic_output", "remove_quietly", "remove_stale_unverified", "temp_dir", "temp_file",
+           "unverified_name"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,30 @@ def remove_stale_partials(folder: str) -> list[str]:
         return removed
     for name in names:
         match = _PARTIAL_RE.match(name)
+        if match and _dead_and_ours(match):
+            remove_quietly(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
+_UNVERIFIED_RE = re.compile(r"^.+\.(\d+)@([0-9a-f]{12})\.unverified$")
+
+
+def unverified_name(target: str) -> str:
+    """Where a download to ``target`` waits to be verified: beside it, named for this process."""
+    return f"{target}.{_owned_name(os.getpid())}.unverified"
+
+
+def remove_stale_unverified(folder: str) -> list[str]:
+    """Remove ``*.<pid>@<owner>.unverified`` files in ``folder`` left by processes of this owner
+    that no longer run (a killed ``save``); return their names."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        match = _UNVERIFIED_RE.match(name)
         if match and _dead_and_ours(match):
             remove_quietly(os.path.join(folder, name))
             removed.append(name)

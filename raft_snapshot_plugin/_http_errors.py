@@ -4,7 +4,10 @@ exceptions in one place)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import ssl
 from http import HTTPStatus
 
 import httpx
@@ -12,7 +15,7 @@ import httpx
 from ._protocol import MAX_ERROR_BODY
 from .errors import RemoteError
 
-__all__ = ["refusal", "transport_words", "unreachable"]
+__all__ = ["not_an_endpoint", "refusal", "speaks_tls", "transport_words", "unreachable"]
 
 #: httpx's transport errors, most specific first: what the client says happened, and a fixed
 #: detail where the exception's own text says nothing useful (a timeout's is empty or vague).
@@ -33,8 +36,35 @@ _HINTS: dict[int, str] = {
 }
 
 
+#: TLS failures in plain words, by the OpenSSL reason they carry: (reason, words).
+_TLS_WORDS: tuple[tuple[str, str], ...] = (
+    ("WRONG_VERSION_NUMBER", "the server does not speak TLS: use http:// (WRONG_VERSION_NUMBER)"),
+    ("RECORD_LAYER_FAILURE", "the server does not speak TLS: use http:// (RECORD_LAYER_FAILURE)"),
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not trusted: give --ca-file with "
+                                  "its authority, or --tls-server-name with the name it carries "
+                                  "(CERTIFICATE_VERIFY_FAILED: {detail})"),
+)
+
+
+def _tls_words(exc: BaseException) -> str | None:
+    """Plain words for a TLS failure somewhere in ``exc``'s causes, or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            reason = str(getattr(seen, "reason", "") or "")
+            detail = str(getattr(seen, "verify_message", "") or reason)
+            for known, words in _TLS_WORDS:
+                if known == reason or known in str(seen):
+                    return words.format(detail=detail)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def transport_words(exc: httpx.HTTPError) -> str:
     """``exc`` in a few words: what happened, and its detail."""
+    tls = _tls_words(exc)
+    if tls is not None:
+        return f"cannot reach the endpoint: {tls}"
     what, detail = "failed", None
     for kind, said, fixed in _TRANSPORT:
         if isinstance(exc, kind):
@@ -67,8 +97,8 @@ def refusal(url: str, response: httpx.Response, no_token: bool,
         leader_url = doc.get("leader_url") if isinstance(doc.get("leader_url"), str) else None
         # the endpoint's not-the-leader refusal always carries the key, null or not
         not_leader = response.status_code == HTTPStatus.SERVICE_UNAVAILABLE and "leader" in doc
-    if not message:
-        message = raw.decode("utf-8", "replace").strip()[:200] or response.reason_phrase
+    if not message:  # not the endpoint's JSON: one line of what came, all the same
+        message = " ".join(raw.decode("utf-8", "replace").split())[:200] or response.reason_phrase
     if no_token:
         message += _HINTS.get(response.status_code, "")
     if what is not None:
@@ -91,3 +121,32 @@ def _read_some(response: httpx.Response) -> bytes:
             pass
         return data[:MAX_ERROR_BODY]
     return response.content[:MAX_ERROR_BODY]
+
+
+def not_an_endpoint(url: str, response: httpx.Response, probe_id: str,
+                    no_token: bool) -> RemoteError | None:
+    """The error for an answer to ``GET .../restores/<probe_id>`` that shows ``url`` is not a
+    snapshot endpoint (or refuses the token); None when it is one (its 404 names the ID)."""
+    if response.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+        return refusal(url, response, no_token)
+    try:
+        doc = json.loads(_read_some(response))
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and ("error" in doc or doc.get("id") == probe_id):
+        return None
+    return RemoteError(f"{url}: answered {response.status_code} {response.reason_phrase} but not "
+                       "as a raft-snapshot endpoint does: is --addr the snapshot endpoint (not "
+                       "a Raft port or another service)?", status=response.status_code, url=url)
+
+
+def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether a TLS handshake succeeds at ``host:port`` (no certificate checked: this only tells
+    an operator who wrote ``http://`` that the server wants ``https://``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout) as sock, \
+                context.wrap_socket(sock, server_hostname=host):
+        return True
+    return False

@@ -28,8 +28,8 @@ from typing import IO
 import httpx
 
 from . import __version__
-from ._files import remove_quietly
-from ._http_errors import refusal, transport_words, unreachable
+from ._files import remove_quietly, remove_stale_unverified, unverified_name
+from ._http_errors import not_an_endpoint, refusal, speaks_tls, transport_words, unreachable
 from ._protocol import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -134,6 +134,44 @@ class Client:
                 ssl_context.load_cert_chain(cert, key)
         self._ssl_context = ssl_context
 
+    # --- check ----------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Make sure the URL is a snapshot endpoint that takes the token, quickly: one question
+        about an unknown restore, whose answer must come within ``connect_timeout``.
+
+        Before a save or a restore, this turns a port that accepts and says nothing (a Raft port)
+        into an error at once rather than after the node's whole wait, and an ``http://`` URL of
+        a server that speaks TLS into "use https://".
+
+        :raises RemoteError: not an endpoint, the token refused, or unreachable.
+        """
+        probe_id = f"probe-{new_restore_id()}"
+        connect = self._timeouts[0]
+        try:
+            with self._http(wait=False, read=connect) as http:
+                response = http.get(f"{self._base}{RESTORES_PATH}/{probe_id}",
+                                    headers=self._headers(), extensions=self._extensions)
+        except httpx.ReadTimeout as exc:
+            raise RemoteError(f"{self.url}: connected, but nothing answered within {connect:g} s: "
+                              "is --addr the snapshot endpoint (not a Raft port)?",
+                              url=self.url) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise RemoteError(self._closed_words(), url=self.url) from exc
+        except httpx.HTTPError as exc:
+            raise unreachable(self.url, exc) from exc
+        failure = not_an_endpoint(self.url, response, probe_id, self._token is None)
+        if failure is not None:
+            raise failure
+
+    def _closed_words(self) -> str:
+        parts = urllib.parse.urlsplit(self._base)
+        if parts.scheme == "http" and parts.hostname and speaks_tls(
+                parts.hostname, parts.port or 80, self._timeouts[0]):
+            return f"{self.url}: the server speaks TLS: use https://"
+        return (f"{self.url}: the server closed the connection without an answer: is --addr a "
+                "raft-snapshot endpoint?")
+
     # --- save -----------------------------------------------------------------------------------
 
     def save(
@@ -146,9 +184,10 @@ class Client:
     ) -> SnapshotMeta:
         """Download a fresh snapshot into ``path``; return its metadata.
 
-        The archive goes to ``path + ".unverified"`` first, is verified completely, and is then
-        renamed into place (mode 0600), as ``consul snapshot save`` does; on any failure the
-        ``.unverified`` file is removed and ``path`` is left as it was.
+        The archive goes to ``<path>.<pid>@<owner>.unverified`` first, is verified completely, and
+        is then renamed into place (mode 0600), as ``consul snapshot save`` does; on any failure the
+        ``.unverified`` file is removed and ``path`` is left as it was. One left by a killed process
+        is removed by the next save into the same folder.
 
         :param path: where to save the archive.
         :param stale: accept a snapshot from a node that is not the leader.
@@ -159,7 +198,8 @@ class Client:
         :raises ArchiveError: what arrived is not a valid archive.
         """
         target = os.fspath(path)
-        partial = target + ".unverified"
+        remove_stale_unverified(os.path.dirname(os.path.abspath(target)))
+        partial = unverified_name(target)
         with self._http(wait=True) as http:
             try:
                 with http.stream("GET", self._base + PATH + ("?stale" if stale else ""),
@@ -323,10 +363,11 @@ class Client:
     # --- plumbing -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _http(self, *, wait: bool) -> Iterator[httpx.Client]:
+    def _http(self, *, wait: bool, read: float | None = None) -> Iterator[httpx.Client]:
         connect, node_wait, io = self._timeouts
-        timeout = httpx.Timeout(connect=connect, read=node_wait if wait else io, write=io,
-                                pool=connect)
+        if read is None:
+            read = node_wait if wait else io
+        timeout = httpx.Timeout(connect=connect, read=read, write=io, pool=connect)
         verify: ssl.SSLContext | bool = self._ssl_context if self._ssl_context is not None else True
         if self._ssl_context is None and not urllib.request.getproxies():
             # plain http and no proxy: no TLS is spoken, so there is no certificate to check, and

@@ -42,6 +42,7 @@ __all__ = [
     "hookspec",
     "raft_snapshot_backend",
     "raft_snapshot_describe",
+    "raft_snapshot_describe_keys",
     "raft_snapshot_drill",
     "raft_snapshot_is_leader",
     "raft_snapshot_leader",
@@ -56,8 +57,8 @@ NAME = "raft_snapshot"
 #: The hooks every adapter implements.
 REQUIRED = ("raft_snapshot_backend", "raft_snapshot_take", "raft_snapshot_restore")
 #: The hooks an adapter may leave out; each one's docstring says what happens without it.
-OPTIONAL = ("raft_snapshot_describe", "raft_snapshot_drill", "raft_snapshot_is_leader",
-            "raft_snapshot_leader", "raft_snapshot_state_format")
+OPTIONAL = ("raft_snapshot_describe", "raft_snapshot_describe_keys", "raft_snapshot_drill",
+            "raft_snapshot_is_leader", "raft_snapshot_leader", "raft_snapshot_state_format")
 
 hookspec = pluggy.HookspecMarker(NAME)
 #: The marker adapters put on their hook implementations.
@@ -202,6 +203,37 @@ def raft_snapshot_describe(
         def raft_snapshot_describe(backend, meta, source):
             data = json.load(source)
             return {"keys": (len(data), sum(len(v) for v in data.values()))}
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_describe_keys(
+    backend: str, meta: SnapshotMeta, source: IO[bytes], depth: int, prefix: str
+) -> Mapping[str, tuple[int, int]] | None:
+    """Break a verified state down by key for ``inspect --detail``, as ``consul snapshot inspect
+    -detail`` does: keys grouped by their first ``depth`` ``/``-separated segments.
+
+    Optional: without it ``inspect --detail`` says the adapter gives no key breakdown.
+
+    :param backend: the archive's backend name.
+    :param meta: the archive's metadata.
+    :param source: a binary file positioned at state.bin's first byte. Do not close it.
+    :param depth: how many ``/``-separated segments of a key name its row (``a/b/c`` is under
+        ``a/b`` at depth 2); at least 1.
+    :param prefix: only keys that start with it ('' for every key).
+    :return: ``{key prefix: (count, size_in_bytes)}``, in the order to show (usually sorted).
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_describe_keys(meta, source, depth, prefix):
+            rows = {}
+            for key, value in json.load(source).items():
+                if key.startswith(prefix):
+                    name = "/".join(key.split("/")[:depth])
+                    count, size = rows.get(name, (0, 0))
+                    rows[name] = (count + 1, size + len(key) + len(value))
+            return dict(sorted(rows.items()))
     """
 
 

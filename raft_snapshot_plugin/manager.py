@@ -278,6 +278,14 @@ class PluginManager(pluggy.PluginManager):
             return None
         return _rows(result, backend, "raft_snapshot_describe")
 
+    def describe_keys(
+        self, backend: str, meta: SnapshotMeta, source: IO[bytes], depth: int, prefix: str
+    ) -> Mapping[str, tuple[int, int]] | None:
+        """Call ``raft_snapshot_describe_keys``: the breakdown by key, or ``None`` without it."""
+        result = self._optional(backend, "raft_snapshot_describe_keys", backend=backend,
+                                meta=meta, source=source, depth=depth, prefix=prefix)
+        return None if result is None else _rows(result, backend, "raft_snapshot_describe_keys")
+
     def drill(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes], workdir: Path,
         timeout: float | None,

@@ -210,6 +210,17 @@ class MemoryPlugin:
         return _breakdown(decode_memory_state(source.read()))
 
     @hookimpl
+    def raft_snapshot_describe_keys(self, source: IO[bytes], depth: int,
+                                    prefix: str) -> Mapping[str, tuple[int, int]]:
+        rows: dict[str, tuple[int, int]] = {}
+        for key, value in decode_memory_state(source.read()).items():
+            if key.startswith(prefix):
+                name = "/".join(key.split("/")[:depth])
+                count, size = rows.get(name, (0, 0))
+                rows[name] = (count + 1, size + len(key) + len(value))
+        return dict(sorted(rows.items()))
+
+    @hookimpl
     def raft_snapshot_drill(self, meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
         # the throwaway instance: a one-node cluster of its own, restored through the log as a
         # live restore would be, and read back from its applied state

@@ -52,6 +52,8 @@ class Inspection:
     stats: tuple[Stat, ...] = ()
     #: how the archive is sealed, in words (``HMAC key 053e…, checked``, ``not sealed``)
     seal: str = "not sealed"
+    #: the breakdown by key (``inspect(detail=...)``); None when not asked or the adapter gives none
+    keys: tuple[Stat, ...] | None = None
 
     @property
     def total_size(self) -> int:
@@ -65,6 +67,8 @@ class Inspection:
             "Stats": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.stats],
             "TotalSize": self.total_size,
             "Sealed": self.seal,
+            **({} if self.keys is None else {
+                "KStats": [{"Name": s.name, "Count": s.count, "Sum": s.sum} for s in self.keys]}),
         }
 
 
@@ -224,6 +228,7 @@ def inspect(
     verify_key: VerifyKey | None = None,
     identity: Identities | None = None,
     manager: PluginManager | None = None,
+    detail: tuple[int, str] | None = None,
 ) -> Inspection:
     """Verify an archive and break its state down through the adapter named by its Backend key.
 
@@ -232,8 +237,10 @@ def inspect(
     :param verify_key: require a seal made with this key.
     :param identity: decrypt an age-encrypted archive first (see :func:`restore`).
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :param detail: ``(depth, prefix)``: also break the state down by key
+        (``raft_snapshot_describe_keys``), as ``consul snapshot inspect -detail``.
     :return: the metadata and, when an adapter for the backend is installed and describes
-        states, its breakdown.
+        states, its breakdown (and its breakdown by key, when asked and given).
     :raises ArchiveError: the archive is bad.
     :raises BackendNotFoundError: ``backend`` was given and no adapter for it is installed.
     """
@@ -246,9 +253,15 @@ def inspect(
         pm = manager if manager is not None else get_plugin_manager()
         if backend is None and name not in {b.name for b in pm.backends() if not b.disabled}:
             return Inspection(meta, seal=sealed)  # the adapter that took it is not installed here
+        start = verified.file.tell()
         rows = pm.describe(name, meta, verified.file)
         stats = tuple(Stat(k, v[0], v[1]) for k, v in (rows or {}).items())
-        return Inspection(meta, stats, seal=sealed)
+        keys = None
+        if detail is not None:
+            verified.file.seek(start)
+            found = pm.describe_keys(name, meta, verified.file, detail[0], detail[1])
+            keys = None if found is None else tuple(Stat(k, c, z) for k, (c, z) in found.items())
+        return Inspection(meta, stats, seal=sealed, keys=keys)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,14 +1,16 @@
 """The ``raft-snapshot`` command line, on click.
 
 Every expected failure (a bad archive, an unreadable file, a refused request, an unreachable or
-untrusted endpoint) is one line on stderr and exit status 1; only a bug shows a traceback. A
+untrusted endpoint) is one line on stderr, ``raft-snapshot: error: ...``, and exit status 1; a
+usage error is one line in the same style and exit status 2; only a bug shows a traceback. A
 restore whose outcome is not known yet (the node is still applying it) is exit status 3, and its
 line names the restore's ID to ask about with ``restore-status``.
 ``--addr`` and ``--token`` also come from ``RAFT_SNAPSHOT_ADDR`` and ``RAFT_SNAPSHOT_TOKEN``.
 Transfers show a progress bar (bytes and rate) on stderr when it is a terminal, nothing otherwise.
 
 The commands live by job: :mod:`.archives` (verify, inspect, seal, keygen, encrypt, decrypt),
-:mod:`.remote` (save, restore, restore-status), :mod:`.agent` and :mod:`.tools` (backends, demo, new-adapter).
+:mod:`.remote` (save, restore, restore-status), :mod:`.agent`, :mod:`.seed` (the adapters' offline
+recovery commands) and :mod:`.tools` (backends, demo, new-adapter).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import click
 
 from ..errors import RaftSnapshotError, RestorePendingError
-from . import agent, archives, remote, tools  # noqa: F401  (they add their commands to the group)
+from . import agent, archives, remote, seed, tools  # noqa: F401  (they add their commands to the group)
 from ._common import describe_os_error, fail
 from ._group import cli
 
@@ -36,11 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                           prog_name="raft-snapshot", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # exit 2, in the same one-line style as every other error
+        fail(usage_words(exc))
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        fail(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+        fail("aborted")
         return 1
     except RestorePendingError as exc:  # not an error: an outcome still to come
         click.echo(f"raft-snapshot: {pending_words(exc)}", err=True)
@@ -59,6 +64,12 @@ def pending_words(exc: RestorePendingError) -> str:
     if exc.confirmed:
         return f"the node is still applying restore {exc.restore_id}; {check}"
     return f"{exc}; the node may still be applying it; {check}"
+
+
+def usage_words(exc: click.UsageError) -> str:
+    """A usage error in one line: click's message and where the command's help is."""
+    command = exc.ctx.command_path if exc.ctx is not None else "raft-snapshot"
+    return f"{exc.format_message()} (see '{command} --help')"
 
 
 def run() -> None:

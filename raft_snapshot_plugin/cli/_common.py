@@ -1,99 +1,24 @@
-"""What the commands share: options, key and identity loading, the client, progress, tables."""
+"""What the commands share: options, key and identity loading, progress, tables."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import os
 import re
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import click
 
-from .._protocol import DEFAULT_TIMEOUT
-from ..client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WAIT, Client, Progress
+from ..client import Progress
+from ..errors import ArchiveError
 from ..meta import SnapshotMeta
 from ..operations import Inspection
 
 FORMAT = click.Choice(["text", "json"])
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def remote_options(func: F) -> F:
-    """``--addr``, ``--token``, the TLS options and the timeouts, shared by the remote commands.
-
-    They reach the command as one ``remote`` keyword: a :class:`RemoteOptions`.
-    """
-    options = [
-        click.option("--addr", envvar="RAFT_SNAPSHOT_ADDR", required=True, metavar="URL",
-                     help="The node's snapshot endpoint, e.g. http://127.0.0.1:8500 "
-                          "[env RAFT_SNAPSHOT_ADDR]."),
-        click.option("--token", envvar="RAFT_SNAPSHOT_TOKEN", metavar="TOKEN",
-                     help="The endpoint's bearer token [env RAFT_SNAPSHOT_TOKEN]."),
-        click.option("--ca-file", envvar="RAFT_SNAPSHOT_CACERT", metavar="PEM",
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="Certificate authorities to trust for https [env RAFT_SNAPSHOT_CACERT]."),
-        click.option("--cert", envvar="RAFT_SNAPSHOT_CLIENT_CERT", metavar="PEM",
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="A client certificate, for an endpoint that requires one (mutual TLS) "
-                          "[env RAFT_SNAPSHOT_CLIENT_CERT]."),
-        click.option("--key", envvar="RAFT_SNAPSHOT_CLIENT_KEY", metavar="PEM",
-                     type=click.Path(exists=True, dir_okay=False),
-                     help="The client certificate's private key, if not in --cert "
-                          "[env RAFT_SNAPSHOT_CLIENT_KEY]."),
-        click.option("--tls-server-name", metavar="NAME",
-                     help="The name on the endpoint's certificate, when --addr's host is not it."),
-        click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=DEFAULT_CONNECT_TIMEOUT, show_default=True,
-                     help="Seconds to connect to the endpoint."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-                     default=DEFAULT_WAIT, show_default=True,
-                     help="Seconds to wait for the node: for its snapshot (save), for the "
-                          "cluster to apply the upload (restore; after it, exit 3 and the "
-                          "restore ID to ask about)."),
-    ]
-    names = ("addr", "token", "ca_file", "cert", "key", "tls_server_name", "connect_timeout",
-             "timeout")
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in names}
-        return func(*args, remote=RemoteOptions(**values), **kwargs)
-
-    for option in reversed(options):
-        wrapper = option(wrapper)
-    return cast(F, wrapper)
-
-
-@dataclasses.dataclass(frozen=True)
-class RemoteOptions:
-    """What ``remote_options`` gathered: where the endpoint is and how to reach it."""
-
-    addr: str
-    token: str | None
-    ca_file: str | None
-    cert: str | None
-    key: str | None
-    tls_server_name: str | None
-    connect_timeout: float
-    timeout: float
-
-    def client(self, *, io_timeout: float = DEFAULT_TIMEOUT) -> Client:
-        try:
-            return Client(self.addr, self.token, ca_file=self.ca_file, cert=self.cert,
-                          key=self.key, tls_server_name=self.tls_server_name,
-                          connect_timeout=self.connect_timeout, timeout=self.timeout,
-                          io_timeout=io_timeout)
-        except ValueError as exc:
-            hint = "'--key'" if "key" in str(exc) else "'--addr'"
-            raise click.BadParameter(str(exc), param_hint=hint) from exc
-        except (OSError, ssl.SSLError) as exc:  # a certificate or key that does not load
-            raise click.ClickException(f"cannot load the TLS files: {exc}") from exc
 
 
 def verify_key_option(func: F) -> F:
@@ -135,7 +60,7 @@ def load_key(kind: str, path: str | None) -> Any:
 def meta_table(meta: SnapshotMeta, sealed: str) -> str:
     rows = [
         ("ID", meta.id),
-        ("Size", str(meta.size)),
+        ("State size", f"{meta.size} bytes (uncompressed)"),
         ("Index", str(meta.index)),
         ("Term", str(meta.term)),
         ("Version", str(meta.version)),
@@ -152,7 +77,7 @@ def meta_table(meta: SnapshotMeta, sealed: str) -> str:
     return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
 
 
-def inspection_table(found: Inspection) -> str:
+def inspection_table(found: Inspection, *, disabled: bool = False) -> str:
     """``consul snapshot inspect``'s layout: the metadata, then one row per kind of data."""
     meta = found.meta
     rows = [("ID", meta.id), ("Size", str(meta.size)), ("Index", str(meta.index)),
@@ -166,13 +91,32 @@ def inspection_table(found: Inspection) -> str:
     width = max(len(key) for key, _ in rows)
     lines = [f" {key:<{width}}  {value}" for key, value in rows]
     if not found.stats:
-        why = f"the {meta.backend} adapter is not installed" if meta.backend else "no Backend key"
+        why = "no Backend key"
+        if meta.backend:
+            why = (f"the {meta.backend} adapter is disabled (RAFT_SNAPSHOT_DISABLE_PLUGINS)"
+                   if disabled else f"the {meta.backend} adapter is not installed")
         return "\n".join([*lines, "", f" No breakdown of the state ({why})."])
     table = [("Name", "Count", "Size"), ("----", "-----", "----")]
     table += [(s.name, str(s.count), str(s.sum)) for s in found.stats]
     table += [("----", "-----", "----"), ("Total", "", str(found.total_size))]
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines.append("")
+    lines += [f" {n:<{widths[0]}}  {c:>{widths[1]}}  {z:>{widths[2]}}".rstrip() for n, c, z in table]
+    return "\n".join(lines)
+
+
+def keys_table(found: Inspection, depth: int, prefix: str) -> str:
+    """``inspect --detail``'s second table: one row per key prefix, as Consul's -detail."""
+    if found.keys is None:
+        backend = found.meta.backend or "no"
+        return f"\n No breakdown by key (the {backend} adapter gives none here)."
+    where = f", keys under {prefix!r}" if prefix else ""
+    table = [("Key Name", "Count", "Size"), ("--------", "-----", "----")]
+    table += [(s.name, str(s.count), str(s.sum)) for s in found.keys]
+    table += [("----", "-----", "----"),
+              ("Total", str(sum(s.count for s in found.keys)), str(sum(s.sum for s in found.keys)))]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    lines = ["", f" By key (depth {depth}{where}):", ""]
     lines += [f" {n:<{widths[0]}}  {c:>{widths[1]}}  {z:>{widths[2]}}".rstrip() for n, c, z in table]
     return "\n".join(lines)
 
@@ -254,6 +198,22 @@ def agent_state_dir(config: Any) -> str:
 
 def fail(message: str) -> None:
     click.echo(f"raft-snapshot: error: {message}", err=True)
+
+
+@contextlib.contextmanager
+def naming(name: str, *, archive: bool = False) -> Iterator[None]:
+    """Give an ``OSError`` raised without a file name (a write's ENOSPC, EPIPE) this one, so its
+    line says which file filled up; with ``archive``, an archive error names the file too."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None or exc.strerror is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, name) from exc
+    except ArchiveError as exc:
+        if not archive:
+            raise
+        raise click.ClickException(f"{name}: {exc}") from exc
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -16,14 +16,28 @@ from .. import encryption
 from .._files import atomic_output, remove_quietly
 from ..archive import read_archive_contents, write_archive
 from ..errors import RaftSnapshotError
+from ..manager import get_plugin_manager
 from ..operations import inspect as inspect_archive
 from ..snapshot import decrypted, open_verified
-from ._common import FORMAT, identity_option, inspection_table, load_key, meta_table, verify_key_option
+from ._common import (
+    FORMAT,
+    identity_option,
+    inspection_table,
+    keys_table,
+    load_key,
+    meta_table,
+    naming,
+    verify_key_option,
+)
 from ._group import cli
 
 
 def _source(file: str) -> str | IO[bytes]:
     return sys.stdin.buffer if file == "-" else file
+
+
+def _name(file: str) -> str:
+    return "stdin" if file == "-" else file
 
 
 @cli.command()
@@ -34,7 +48,7 @@ def _source(file: str) -> str | IO[bytes]:
 def verify(file: str, fmt: str, verify_key_file: str | None, identity_file: str | None) -> None:
     """Check a snapshot archive completely and print its metadata and how it is sealed."""
     key = load_key("verify", verify_key_file)
-    with decrypted(_source(file), identity_file) as plain:
+    with naming(_name(file), archive=True), decrypted(_source(file), identity_file) as plain:
         contents = read_archive_contents(plain, None, verify_key=key)
     if fmt == "json":
         click.echo(json.dumps({**contents.meta.to_dict(), "Sealed": contents.seal_status},
@@ -46,16 +60,31 @@ def verify(file: str, fmt: str, verify_key_file: str | None, identity_file: str 
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@click.option("--detail", is_flag=True,
+              help="Also break the state down by key, through the adapter (as consul snapshot "
+                   "inspect -detail).")
+@click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --detail: how many /-separated segments of a key name its row.")
+@click.option("--filter", "prefix", default="", metavar="PREFIX",
+              help="With --detail: only keys that start with PREFIX.")
 @verify_key_option
 @identity_option
-def inspect(file: str, fmt: str, verify_key_file: str | None, identity_file: str | None) -> None:
+def inspect(file: str, fmt: str, detail: bool, depth: int, prefix: str,
+            verify_key_file: str | None, identity_file: str | None) -> None:
     """Verify a snapshot archive and show its metadata and contents, as consul snapshot inspect."""
     key = load_key("verify", verify_key_file)
-    found = inspect_archive(_source(file), verify_key=key, identity=identity_file)
+    manager = get_plugin_manager()
+    with naming(_name(file), archive=True):
+        found = inspect_archive(_source(file), verify_key=key, identity=identity_file,
+                                manager=manager, detail=(depth, prefix) if detail else None)
     if fmt == "json":
         click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        click.echo(inspection_table(found))
+        return
+    disabled = any(info.name == found.meta.backend and info.disabled
+                   for info in manager.backends())
+    click.echo(inspection_table(found, disabled=disabled))
+    if detail:
+        click.echo(keys_table(found, depth, prefix))
 
 
 @cli.command("seal")
@@ -72,7 +101,8 @@ def seal_command(file: str, seal_key_file: str, out: str | None,
     rewrite it atomically. It keeps Consul's three members."""
     key = load_key("seal", seal_key_file)
     check = load_key("verify", verify_key_file)
-    with open_verified(file, verify_key=check, prefix="raft-snapshot-seal-") as verified, \
+    with naming(file, archive=True), \
+            open_verified(file, verify_key=check, prefix="raft-snapshot-seal-") as verified, \
             atomic_output(out or file) as target:
         meta = write_archive(target, dataclasses.replace(verified.meta, seal=None), verified.file,
                              seal=key, state_sha256=verified.state_sha256)

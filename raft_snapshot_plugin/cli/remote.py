@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import shutil
+import sys
 from collections.abc import Iterator
+from typing import IO
 
 import click
 
@@ -22,24 +25,25 @@ from ..meta import SnapshotMeta
 from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
-    RemoteOptions,
     agent_module,
     identity_option,
     is_storage_url,
     load_config,
     load_key,
+    naming,
     progress,
-    remote_options,
     verify_key_option,
 )
+from ._destination import APPEND_FIELDS, append_fields, appended_name, check_destination
 from ._group import cli
+from ._remote_options import RemoteOptions, remote_options
 from .archives import recipients_of
 
 #: Seconds the status question after a Ctrl-C may take: the operator wants out.
 _INTERRUPTED_WAIT = 5.0
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @remote_options
 @click.option("--stale", is_flag=True, help="Accept a snapshot from a node that is not the leader.")
 @verify_key_option
@@ -48,30 +52,64 @@ _INTERRUPTED_WAIT = 5.0
                    "(repeatable).")
 @click.option("--encrypt-to-file", "encrypt_to_files", multiple=True, metavar="FILE",
               type=click.Path(exists=True, dir_okay=False), help="A file of age recipients.")
+@click.option("--append-filename", "append", metavar="FIELDS", callback=append_fields,
+              help="Add these, in this order, to FILE's name before its suffix: "
+                   f"{','.join(APPEND_FIELDS)} (status: leader, or stale when read on a follower), as consul "
+                   "snapshot save -append-filename: backup.snap -> backup-1234-pysyncobj.snap.")
 def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | None,
-         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...]) -> None:
-    """Save a fresh snapshot of a node's cluster into FILE.
+         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...],
+         append: tuple[str, ...]) -> None:
+    """Save a fresh snapshot of a node's cluster into FILE (- for stdout).
 
-    The archive goes to FILE.unverified, is verified completely, then renamed to FILE. With
-    --encrypt-to it is verified in a private temp file and written to FILE encrypted.
+    FILE's folder is checked before the node is asked for anything. The archive goes to
+    FILE.<pid>@<host>.unverified, is verified completely, then renamed to FILE (one left by a
+    killed save is removed by the next save into that folder). With --encrypt-to, or FILE -, it
+    is verified in a private temp file first, then written to FILE (encrypted) or stdout; with
+    --append-filename too, the name being known only once the snapshot is.
     """
+    check_destination(file)
+    if append and file == "-":
+        raise click.UsageError("--append-filename needs a FILE name, not -")
     key = load_key("verify", verify_key_file)
     recipients = recipients_of(encrypt_to, encrypt_to_files)
     client = remote.client()
-    if not recipients:
-        meta = _save(client, file, stale, key)
+    client.check()
+    if not recipients and file != "-" and not append:
+        with naming(file):
+            meta = _save(client, file, stale, key)
         click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
         return
     with temp_file(prefix="raft-snapshot-save-") as (tmp, tmp_path):
         tmp.close()
         try:
             meta = _save(client, tmp_path, stale, key)
-            with open(tmp_path, "rb") as plain, atomic_output(file) as target:
-                encryption.encrypt(plain, target, recipients)
+            file = appended_name(file, append, meta) if append else file
+            _deliver(tmp_path, file, recipients)
         finally:
             remove_quietly(tmp_path)
-    click.echo(f"Saved and verified snapshot to index {meta.index}, encrypted to "
-               f"{len(recipients)} recipient(s): {file}")
+    where = "stdout" if file == "-" else file
+    encrypted = f", encrypted to {len(recipients)} recipient(s)" if recipients else ""
+    click.echo(f"Saved and verified snapshot to index {meta.index}{encrypted}: {where}",
+               err=file == "-")
+
+
+def _deliver(plain_path: str, file: str, recipients: list[encryption.AgeRecipient]) -> None:
+    """The verified archive at ``plain_path`` to FILE or stdout, encrypted when asked."""
+    with open(plain_path, "rb") as plain:
+        if file != "-":
+            with naming(file), atomic_output(file) as target:
+                if recipients:
+                    encryption.encrypt(plain, target, recipients)
+                else:
+                    shutil.copyfileobj(plain, target, 1 << 20)
+            return
+        with naming("stdout"):
+            out = sys.stdout.buffer
+            if recipients:
+                encryption.encrypt(plain, out, recipients)
+            else:
+                shutil.copyfileobj(plain, out, 1 << 20)
+            out.flush()
 
 
 def _save(client: Client, path: str, stale: bool, key: object) -> SnapshotMeta:
@@ -96,8 +134,12 @@ def _not_leader_words(exc: RemoteError) -> str:
 
 @contextlib.contextmanager
 def _local_copy(file: str, config_path: str | None) -> Iterator[tuple[str, str]]:
-    """(a local path of the archive, where it came from): FILE itself, or a stored snapshot
-    downloaded into a private temp file."""
+    """(a local path of the archive, where it came from): FILE itself, or stdin or a stored
+    snapshot copied into a private temp file (an upload needs its length first)."""
+    if file == "-":
+        with _spooled(sys.stdin.buffer) as path:
+            yield path, "stdin"
+        return
     if not is_storage_url(file):
         yield file, file
         return
@@ -113,23 +155,34 @@ def _local_copy(file: str, config_path: str | None) -> Iterator[tuple[str, str]]
             remove_quietly(tmp_path)
 
 
+@contextlib.contextmanager
+def _spooled(source: IO[bytes]) -> Iterator[str]:
+    with temp_file(prefix="raft-snapshot-stdin-") as (tmp, tmp_path):
+        try:
+            with naming("stdin"):
+                shutil.copyfileobj(source, tmp, 1 << 20)
+            tmp.close()
+            yield tmp_path
+        finally:
+            tmp.close()
+            remove_quietly(tmp_path)
+
+
 @cli.command()
-@click.argument("file", type=click.Path())
+@click.argument("file", type=click.Path(allow_dash=True))
 @remote_options
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="An agent configuration whose [storage.options] open a storage URL.")
 @verify_key_option
 @identity_option
 @click.option("--allow-incompatible", is_flag=True,
               help="Restore an archive of another backend or a newer state format anyway.")
-def restore(file: str, remote: RemoteOptions, config_path: str | None,
-            verify_key_file: str | None, identity_file: str | None,
-            allow_incompatible: bool) -> None:
-    """Restore the snapshot in FILE into a node's cluster.
+def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
+            identity_file: str | None, allow_incompatible: bool) -> None:
+    """Restore the snapshot in FILE (- for stdin) into a node's cluster.
 
-    FILE is a local file or a storage URL (s3://bucket/prefix/NAME.snap, gs://..., file://...);
-    PREFIX/latest means the newest snapshot the agent stored there. A stored snapshot is
-    downloaded into a private temp file first; an age-encrypted one (--identity) is decrypted
+    FILE is a local file, - (stdin, read whole into a private temp file first) or a storage URL
+    (s3://bucket/prefix/NAME.snap, gs://..., file://...); PREFIX/latest means the newest
+    snapshot the agent stored there, opened with --config's [storage.options]. A stored snapshot
+    is downloaded into a private temp file first; an age-encrypted one (--identity) is decrypted
     into another. The node verifies the whole archive before anything is applied; the cluster
     keeps its own membership.
 
@@ -138,7 +191,9 @@ def restore(file: str, remote: RemoteOptions, config_path: str | None,
     """
     key = load_key("verify", verify_key_file)
     client = remote.client()
-    with _local_copy(file, config_path) as (local, origin), \
+    client.check()
+    with _local_copy(file, remote.config_path) as (local, origin), \
+            naming(origin, archive=True), \
             decrypted(local, identity_file) as plain:
         if key is not None:  # check the seal here too, before a byte leaves this machine
             verify_archive(plain, verify_key=key)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import click
+from click.core import ParameterSource
 
 from ..manager import DISABLE_ENV, get_plugin_manager
 from ._common import FORMAT
@@ -42,10 +43,22 @@ DEMO_GROUP = "raft_snapshot.demo"
 @cli.command()
 @click.option("--backend", default="pysyncobj", show_default=True,
               help="Whose demo to run (an adapter offering one).")
-def demo(backend: str) -> int:
+@click.option("--serve", is_flag=True,
+              help="Instead, keep a 3-node in-memory reference cluster serving the snapshot "
+                   "endpoint here until Ctrl-C, and print the RAFT_SNAPSHOT_ADDR/TOKEN to use.")
+@click.pass_context
+def demo(ctx: click.Context, backend: str, serve: bool) -> int:
     """Run an adapter's demo: for PySyncObj a 3-node cluster here: snapshot, verify, inspect,
-    restore, report."""
+    restore, report. With --serve, a cluster to try the command line against."""
     from importlib.metadata import entry_points
+
+    if serve:
+        if ctx.get_parameter_source("backend") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("--serve runs the in-memory reference cluster; it takes no "
+                                   "--backend")
+        from ._demo_serve import serve_demo
+
+        return serve_demo()
 
     found = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
     if backend not in found:
