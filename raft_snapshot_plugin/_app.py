@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, Router
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 from ._protocol import (
@@ -70,14 +70,16 @@ class Config:
 class SnapshotApp:
     """The ASGI application :func:`raft_snapshot_plugin.endpoint.snapshot_app` returns."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, metrics: Any = None) -> None:
         self.config = config
         self.restores = Restores()
-        self._router = Router(
-            routes=[Route(PATH, _Endpoint(self._snapshot)),
-                    Route(RESTORES_PATH + "/{restore_id}", _Endpoint(self._status))],
-            redirect_slashes=False, default=self._not_found,
-        )
+        routes: list[BaseRoute] = [
+            Route(PATH, _Endpoint(self._snapshot)),
+            Route(RESTORES_PATH + "/{restore_id}", _Endpoint(self._status)),
+        ]
+        if metrics is not None:  # the agent's series, beside the endpoint it snapshots
+            routes.append(Mount("/metrics", app=metrics))
+        self._router = Router(routes=routes, redirect_slashes=False, default=self._not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # nothing to start or stop: a host's lifespan is its own

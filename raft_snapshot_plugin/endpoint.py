@@ -133,6 +133,7 @@ def snapshot_app(
     backend: str | None = None,
     timeout: float | None = DEFAULT_OPERATION_TIMEOUT,
     io_timeout: float = DEFAULT_TIMEOUT,
+    metrics: Any = None,
 ) -> SnapshotApp:
     """The endpoint for ``node`` as an ASGI application, to mount in a host or to :func:`serve`.
 
@@ -155,6 +156,8 @@ def snapshot_app(
         ``None``: no limit.
     :param io_timeout: seconds one piece of an upload, or of a download, may wait (the client
         stalled); an upload slower than 16 KiB/s on average after its first 10 s is dropped.
+    :param metrics: an ASGI app to serve at ``/metrics`` (without the token, as Prometheus
+        scrapes), e.g. ``raft_snapshot_plugin.agent.metrics_asgi_app(agent.metrics)``.
     :raises ValueError: an empty token or a bad limit.
     :raises BackendNotFoundError: no adapter claims ``node``.
     :raises ImportError: Starlette is not installed (the ``server`` extra).
@@ -173,7 +176,7 @@ def snapshot_app(
                     max_upload_bytes=max_upload_bytes, max_state_bytes=max_state_bytes,
                     timeout=timeout, io_timeout=io_timeout, seal_key=seal_key,
                     verify_key=verify_key, advertise=advertise)
-    return SnapshotApp(config)
+    return SnapshotApp(config, metrics=metrics)
 
 
 def serve(

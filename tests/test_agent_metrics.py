@@ -81,3 +81,35 @@ def test_a_restarted_agent_starts_its_series_from_its_status_file(
     value = again.metrics.registry.get_sample_value(
         "raft_snapshot_agent_last_success_timestamp_seconds")
     assert value == first.status().last_success
+
+
+def test_the_endpoint_app_serves_the_agents_metrics_beside_the_snapshots(
+    memory_manager: PluginManager, tmp_path: Path
+) -> None:
+    """``snapshot_app(..., metrics=...)``: one port, one app; ``/metrics`` moves with the agent,
+    while ``/v1/snapshot`` still wants its token."""
+    import httpx
+
+    from raft_snapshot_plugin._server import start
+    from raft_snapshot_plugin.endpoint import snapshot_app
+
+    cluster = MemoryCluster(3, name="mounted")
+    cluster.nodes[0].set("k", "v")
+    agent = Agent(cluster.nodes[0], str(tmp_path / "s"), manager=memory_manager)
+    app = snapshot_app(cluster.nodes[0], token="t", manager=memory_manager,
+                       metrics=metrics_asgi_app(agent.metrics))
+    server = start(app, host="127.0.0.1", port=0, max_connections=16, certfile=None,
+                   keyfile=None, client_cafile=None)
+    try:
+        def scrape() -> str:
+            answer = httpx.get(f"{server.url}/metrics/", timeout=10)
+            assert answer.status_code == 200
+            return answer.text
+
+        before = scrape()
+        assert agent.run_once() is not None
+        after = scrape()
+        assert before != after and "raft_snapshot_agent" in after
+        assert httpx.get(f"{server.url}/v1/snapshot", timeout=10).status_code == 401
+    finally:
+        server.close()
