@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -105,11 +106,25 @@ def _deliver(plain_path: str, file: str, recipients: list[encryption.AgeRecipien
             return
         with naming("stdout"):
             out = sys.stdout.buffer
-            if recipients:
-                encryption.encrypt(plain, out, recipients)
-            else:
-                shutil.copyfileobj(plain, out, 1 << 20)
-            out.flush()
+            try:
+                if recipients:
+                    encryption.encrypt(plain, out, recipients)
+                else:
+                    shutil.copyfileobj(plain, out, 1 << 20)
+                out.flush()
+            except OSError:
+                _drop_stdout()
+                raise
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device: what it still buffers after a failed write (a full disk)
+    is lost anyway, and flushing it at exit must not fail again (exit 120, a traceback)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    finally:
+        os.close(null)
 
 
 def _save(client: Client, path: str, stale: bool, key: object) -> SnapshotMeta:
