@@ -123,17 +123,7 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 def remove_stale_partials(folder: str) -> list[str]:
     """Remove partial files in ``folder`` left by processes of this owner (see above) that no longer
     run; return their names."""
-    removed: list[str] = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        match = _PARTIAL_RE.match(name)
-        if match and _dead_and_ours(match):
-            remove_quietly(os.path.join(folder, name))
-            removed.append(name)
-    return removed
+    return _sweep(folder, _PARTIAL_RE)
 
 
 _UNVERIFIED_RE = re.compile(r"^.+\.(\d+)@([0-9a-f]{12})\.unverified$")
@@ -147,31 +137,30 @@ def unverified_name(target: str) -> str:
 def remove_stale_unverified(folder: str) -> list[str]:
     """Remove ``*.<pid>@<owner>.unverified`` files in ``folder`` left by processes of this owner
     that no longer run (a killed ``save``); return their names."""
-    removed: list[str] = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        match = _UNVERIFIED_RE.match(name)
-        if match and _dead_and_ours(match):
-            remove_quietly(os.path.join(folder, name))
-            removed.append(name)
-    return removed
+    return _sweep(folder, _UNVERIFIED_RE)
 
 
 _TEMP_RE = re.compile(r"^raft-snapshot-(?:[a-z]+-)*(\d+)@([0-9a-f]{12})\.[^.]+\.tmp$")
 
 
 def _remove_dead_temp_files(folder: str) -> None:
+    _sweep(folder, _TEMP_RE)
+
+
+def _sweep(folder: str, pattern: re.Pattern[str]) -> list[str]:
+    """Remove the files in ``folder`` whose names match ``pattern`` (``<pid>@<owner>`` in groups
+    1 and 2) and were left by processes of this owner that no longer run; return their names."""
+    removed: list[str] = []
     try:
         names = os.listdir(folder)
     except OSError:
-        return
+        return removed
     for name in names:
-        match = _TEMP_RE.match(name)
+        match = pattern.match(name)
         if match and _dead_and_ours(match):
             remove_quietly(os.path.join(folder, name))
+            removed.append(name)
+    return removed
 
 
 def _dead_and_ours(match: re.Match[str]) -> bool:
