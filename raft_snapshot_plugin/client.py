@@ -28,7 +28,7 @@ from typing import IO
 import httpx
 
 from . import __version__
-from ._files import remove_quietly, remove_stale_unverified, unverified_name
+from ._files import replace_locked, unverified_output
 from ._http_errors import not_an_endpoint, refusal, speaks_tls, transport_words, unreachable
 from ._protocol import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -184,7 +184,7 @@ class Client:
     ) -> SnapshotMeta:
         """Download a fresh snapshot into ``path``; return its metadata.
 
-        The archive goes to ``<path>.<pid>@<owner>.unverified`` first, is verified completely, and
+        The archive goes to ``<path>.<pid>.<random>.unverified`` first, is verified completely, and
         is then renamed into place (mode 0600), as ``consul snapshot save`` does; on any failure the
         ``.unverified`` file is removed and ``path`` is left as it was. One left by a killed process
         is removed by the next save into the same folder.
@@ -198,57 +198,48 @@ class Client:
         :raises ArchiveError: what arrived is not a valid archive.
         """
         target = os.fspath(path)
-        remove_stale_unverified(os.path.dirname(os.path.abspath(target)))
-        partial = unverified_name(target)
-        with self._http(wait=True) as http:
+        with self._http(wait=True) as http, unverified_output(target, buffering=CHUNK) as (out, partial):
             try:
                 with http.stream("GET", self._base + PATH + ("?stale" if stale else ""),
                                  headers=self._headers(), extensions=self._extensions) as response:
                     if response.status_code != 200:
                         raise refusal(self.url, response, self._token is None)
-                    meta = self._download(response, partial, progress, verify_key)
+                    meta = self._download(response, out, partial, progress, verify_key)
             except httpx.HTTPError as exc:
                 raise unreachable(self.url, exc) from exc
-        os.replace(partial, target)
+            replace_locked(out, partial, target)
         _fsync_folder(os.path.dirname(os.path.abspath(target)))
         return meta
 
-    def _download(self, response: httpx.Response, partial: str, progress: Progress | None,
-                  verify_key: VerifyKey | None) -> SnapshotMeta:
+    def _download(self, response: httpx.Response, out: IO[bytes], partial: str,
+                  progress: Progress | None, verify_key: VerifyKey | None) -> SnapshotMeta:
         total = content_length(response.headers.get("Content-Length"))
         if total is None:
             raise RemoteError("the endpoint sent a snapshot without Content-Length",
                               status=response.status_code, url=self.url)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        done = 0
+        if progress is not None:
+            progress(0, total)
         try:
-            # the pieces come as the socket gives them (64 KiB): written in 1 MiB strides
-            with os.fdopen(fd, "wb", buffering=CHUNK) as out:
-                done = 0
+            for chunk in response.iter_raw():  # as they come: no re-chunking copies
+                out.write(chunk)
+                done += len(chunk)
                 if progress is not None:
-                    progress(0, total)
-                try:
-                    for chunk in response.iter_raw():  # as they come: no re-chunking copies
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-                except httpx.HTTPError as exc:
-                    raise unreachable(self.url, exc, during="the download") from exc
-                if done != total:
-                    raise RemoteError(f"{self.url}: the download ended after {done} of {total} "
-                                      "bytes", status=response.status_code, url=self.url)
-                out.flush()
-                os.fsync(out.fileno())
-            meta = verify(partial, verify_key=verify_key)
-            announced = response.headers.get("X-Raft-Index")
-            if announced is not None and announced != str(meta.index):
-                raise RemoteError(f"the endpoint announced index {announced} but sent a snapshot "
-                                  f"at index {meta.index}", status=response.status_code,
-                                  url=self.url)
-            return meta
-        except BaseException:
-            remove_quietly(partial)
-            raise
+                    progress(done, total)
+        except httpx.HTTPError as exc:
+            raise unreachable(self.url, exc, during="the download") from exc
+        if done != total:
+            raise RemoteError(f"{self.url}: the download ended after {done} of {total} "
+                              "bytes", status=response.status_code, url=self.url)
+        out.flush()
+        os.fsync(out.fileno())
+        meta = verify(partial, verify_key=verify_key)
+        announced = response.headers.get("X-Raft-Index")
+        if announced is not None and announced != str(meta.index):
+            raise RemoteError(f"the endpoint announced index {announced} but sent a snapshot "
+                              f"at index {meta.index}", status=response.status_code,
+                              url=self.url)
+        return meta
 
     # --- restore --------------------------------------------------------------------------------
 

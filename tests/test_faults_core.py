@@ -25,7 +25,7 @@ from raft_snapshot_plugin._files import remove_stale_partials
 
 __all__ = ["start_app"]  # the fixture, shared with test_cli_remote
 
-PARTIAL = re.compile(r"^\.raft-snapshot\.(\d+)@[0-9a-f]{12}\.[^.]+\.partial$")
+PARTIAL = re.compile(r"^\.raft-snapshot\.(\d+)\.[^.]+\.partial$")
 STATE_BYTES = 4_000_000
 
 # A child that builds a snapshot of a few MB, says so, then saves it over and over.

@@ -5,15 +5,12 @@ from __future__ import annotations
 import io
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from raft_snapshot_plugin import Server, Snapshot, SnapshotMeta, verify
-from raft_snapshot_plugin._files import owner_tag
 from raft_snapshot_plugin.archive import read_archive
 
 META = SnapshotMeta(index=42, term=5, servers=(Server(id="n1", address="127.0.0.1:4321"),),
@@ -147,59 +144,6 @@ def test_temp_folder_is_read_on_every_call(tmp_path: Path, monkeypatch: pytest.M
         assert Path(three.path).parent == third
     for folder in (first, second, third):
         assert os.listdir(folder) == []
-
-
-@pytest.fixture
-def live_pid() -> Iterator[int]:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield child.pid
-    finally:
-        child.kill()
-        child.wait()
-
-
-@pytest.fixture
-def dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def test_stale_partials_are_cleaned(
-    private_tmpdir: Path, tmp_path: Path, live_pid: int, dead_pid: int
-) -> None:
-    folder = tmp_path / "target"
-    folder.mkdir()
-    me = owner_tag()
-    dead = folder / f".raft-snapshot.{dead_pid}@{me}.abc123xy.partial"
-    live = folder / f".raft-snapshot.{live_pid}@{me}.abc123xy.partial"
-    other = folder / ".raft-snapshot.notapid.partial"
-    # a pid of another PID namespace (another container on a shared volume) says nothing here
-    foreign = folder / f".raft-snapshot.{dead_pid}@{'0' * 12}.abc123xy.partial"
-    for path in (dead, live, other, foreign):
-        path.write_bytes(b"partial")
-    with Snapshot.create(META, STATE) as snap:
-        snap.save(folder / "backup.snap")
-    assert not dead.exists()
-    assert live.exists()
-    assert other.exists()
-    assert foreign.exists()
-
-
-def test_temp_files_of_another_pid_namespace_are_kept(
-    private_tmpdir: Path, dead_pid: int
-) -> None:
-    """Two containers sharing a temp folder: a live file of the other one's is never swept, even
-    when its pid names no process here."""
-    mine = private_tmpdir / f"raft-snapshot-{dead_pid}@{owner_tag()}.abc123xy.tmp"
-    theirs = private_tmpdir / f"raft-snapshot-{dead_pid}@{'f' * 12}.abc123xy.tmp"
-    for path in (mine, theirs):
-        path.write_bytes(b"state")
-    Snapshot.create(META, STATE).close()
-    assert not mine.exists()
-    assert theirs.exists()
-    theirs.unlink()  # (the other container's to remove)
 
 
 def test_verify_accepts_path_and_stream(private_tmpdir: Path, tmp_path: Path) -> None:

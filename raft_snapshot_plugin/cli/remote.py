@@ -63,7 +63,7 @@ def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | N
     """Save a fresh snapshot of a node's cluster into FILE (- for stdout).
 
     FILE's folder is checked before the node is asked for anything. The archive goes to
-    FILE.<pid>@<host>.unverified, is verified completely, then renamed to FILE (one left by a
+    FILE.<pid>.<random>.unverified, is verified completely, then renamed to FILE (one left by a
     killed save is removed by the next save into that folder). With --encrypt-to, or FILE -, it
     is verified in a private temp file first, then written to FILE (encrypted) or stdout; with
     --append-filename too, the name being known only once the snapshot is.
