@@ -9,10 +9,11 @@ ends with), and ``restore`` from the file, on an equal cluster in process. Both 
 ``.restore(path)``, which the stdlib server of the first version had too: the same script
 measures that version from a checkout of it (``--repo``)::
 
-    python -m bench.endpoint_bench --size 64MiB --runs 5 --out bench/results/endpoint-new.json
-    git worktree add /tmp/old d619a45
-    python -m bench.endpoint_bench --size 64MiB --runs 5 --repo /tmp/old \\
-        --out bench/results/endpoint-old.json
+    git worktree add --detach /tmp/old d619a45
+    python -m bench.endpoint_bench --size 64MiB --runs 5 --repo /tmp/old --repo . \\
+        --out bench/results/endpoint-old-vs-new.json
+
+(both checkouts at once, one server each, interleaved run by run; one ``--repo`` measures one).
 
 Speeds are MiB of archive per second; ``*_vs_inproc`` is the endpoint's speed over the baseline's.
 """
@@ -160,7 +161,7 @@ def bench(repos: Sequence[Path], size: int, runs: int, timeout: float,
                 apps.append(_App(repo, size, work / f"app-{number}" / "tmp"))
             for run in range(runs):
                 for path in PATHS:
-                    for number, (repo, app) in enumerate(zip(repos, apps)):
+                    for number, (repo, app) in enumerate(zip(repos, apps, strict=True)):
                         own = work / f"app-{number}"
                         archive = own / ("in.snap" if "save" in path else "saved.snap")
                         args = {"archive": str(archive), "size": size, "url": app.url}
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(message, file=sys.stderr, flush=True)
 
     summaries = bench(repos, args.size, args.runs, args.timeout, log)
-    for commit, summary in zip(commits, summaries):
+    for commit, summary in zip(commits, summaries, strict=True):
         for path in PATHS:
             row = summary[path]
             print(f"{commit:9} {path:18} {row['mib_per_s']:8.1f} MiB/s  median "
@@ -239,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(repos) == 1:
         report.update(commit=commits[0], results=summaries[0])
     else:  # the last checkout against the first, path by path, from the medians
-        report["checkouts"] = [{"commit": c, "results": s} for c, s in zip(commits, summaries)]
+        report["checkouts"] = [{"commit": c, "results": s} for c, s in zip(commits, summaries, strict=True)]
         report["last_vs_first"] = {
             path: round(summaries[-1][path]["mib_per_s"] / summaries[0][path]["mib_per_s"], 3)
             for path in PATHS}
