@@ -9,10 +9,11 @@ ends with), and ``restore`` from the file, on an equal cluster in process. Both 
 ``.restore(path)``, which the stdlib server of the first version had too: the same script
 measures that version from a checkout of it (``--repo``)::
 
-    python -m bench.endpoint_bench --size 64MiB --runs 5 --out bench/results/endpoint-new.json
-    git worktree add /tmp/old d619a45
-    python -m bench.endpoint_bench --size 64MiB --runs 5 --repo /tmp/old \\
-        --out bench/results/endpoint-old.json
+    git worktree add --detach /tmp/old d619a45
+    python -m bench.endpoint_bench --size 64MiB --runs 5 --repo /tmp/old --repo . \\
+        --out bench/results/endpoint-old-vs-new.json
+
+(both checkouts at once, one server each, interleaved run by run; one ``--repo`` measures one).
 
 Speeds are MiB of archive per second; ``*_vs_inproc`` is the endpoint's speed over the baseline's.
 """
@@ -138,25 +139,44 @@ class _App:
             self.log.close()
 
 
-def bench(repo: Path, size: int, runs: int, timeout: float, log: Any) -> dict[str, Any]:
-    results: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
+def _load() -> list[float]:
+    """The machine's load averages (1, 5, 15 min): it is shared, so each run records its own."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def bench(repos: Sequence[Path], size: int, runs: int, timeout: float,
+          log: Any) -> list[dict[str, Any]]:
+    """One summary per checkout in ``repos``, measured interleaved: each run does every path on
+    every checkout in turn, so that a busier minute of a shared machine falls on all of them."""
+    results: list[dict[str, list[dict[str, Any]]]] = [{path: [] for path in PATHS} for _ in repos]
     with tempfile.TemporaryDirectory(prefix="endpoint-bench-") as folder:
         work = Path(folder)
-        (work / "app-tmp").mkdir()
-        app = _App(repo, size, work / "app-tmp")
+        apps: list[_App] = []
         try:
-            for run in range(runs):  # interleaved, run by run
+            for number, repo in enumerate(repos):
+                (work / f"app-{number}" / "tmp").mkdir(parents=True)
+                apps.append(_App(repo, size, work / f"app-{number}" / "tmp"))
+            for run in range(runs):
                 for path in PATHS:
-                    archive = work / ("in.snap" if "save" in path else "saved.snap")
-                    args = {"archive": str(archive), "size": size, "url": app.url}
-                    result = _run_child(repo, path, args, timeout, work)
-                    results[path].append(result)
-                    if path == "endpoint-save":
-                        os.replace(archive, work / "saved.snap")
-                    log(f"run {run + 1}/{runs} {path}: {result['seconds']:.3f} s")
+                    for number, (repo, app) in enumerate(zip(repos, apps, strict=True)):
+                        own = work / f"app-{number}"
+                        archive = own / ("in.snap" if "save" in path else "saved.snap")
+                        args = {"archive": str(archive), "size": size, "url": app.url}
+                        load = _load()
+                        result = _run_child(repo, path, args, timeout, work)
+                        result["load"] = load
+                        results[number][path].append(result)
+                        if path == "endpoint-save":
+                            os.replace(archive, own / "saved.snap")
+                        log(f"run {run + 1}/{runs} {path} [{repo}]: {result['seconds']:.3f} s "
+                            f"(load {load[0] if load else '?'})")
         finally:
-            app.close()
-    return _summary(results)
+            for app in apps:
+                app.close()
+    return [_summary(r) for r in results]
 
 
 def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -168,6 +188,7 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                          "seconds": [round(s["seconds"], 4) for s in samples],
                          "median_seconds": round(median, 4), "archive_bytes": size,
                          "mib_per_s": round(size / median / (1 << 20), 1),
+                         "load": [s.get("load") for s in samples],
                          "peak_rss_mib": round(max(s["peak_rss_kib"] for s in samples) / 1024, 1)}
     for what in ("save", "restore"):
         summary[f"{what}_vs_inproc"] = round(
@@ -175,13 +196,23 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
+def _commit(repo: Path) -> str:
+    """The checkout's commit, with ``+dirty`` when its package has uncommitted changes."""
+    def git(*words: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *words], capture_output=True, text=True,
+                              check=False).stdout.strip()
+    dirty = git("status", "--porcelain", "--", "raft_snapshot_plugin", "tests/apps")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="save and restore through the endpoint")
     parser.add_argument("--size", type=parse_size, default=parse_size("64MiB"),
                         help="the state's size (64MiB, 1GiB, ...)")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--repo", type=Path, default=REPO,
-                        help="the checkout whose raft_snapshot_plugin is measured")
+    parser.add_argument("--repo", type=Path, action="append", default=None,
+                        help="a checkout whose raft_snapshot_plugin is measured (default: this "
+                             "one); give it twice (old, then new) to measure both interleaved")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")
@@ -190,22 +221,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child_main(json.loads(args.child))
         return 0
-    commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip()
+    repos = [repo.resolve() for repo in (args.repo or [REPO])]
+    commits = [_commit(repo) for repo in repos]
 
     def log(message: str) -> None:
         if not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    summary = bench(args.repo.resolve(), args.size, args.runs, args.timeout, log)
-    report = {"size": args.size, "runs": args.runs, "commit": commit,
-              "python": sys.version.split()[0], "results": summary}
-    for path in PATHS:
-        row = summary[path]
-        print(f"{path:18} {row['mib_per_s']:8.1f} MiB/s  median {row['median_seconds']:.3f} s  "
-              f"peak RSS {row['peak_rss_mib']} MiB")
-    print(f"save_vs_inproc {summary['save_vs_inproc']}  restore_vs_inproc "
-          f"{summary['restore_vs_inproc']}  (commit {commit})")
+    summaries = bench(repos, args.size, args.runs, args.timeout, log)
+    for commit, summary in zip(commits, summaries, strict=True):
+        for path in PATHS:
+            row = summary[path]
+            print(f"{commit:9} {path:18} {row['mib_per_s']:8.1f} MiB/s  median "
+                  f"{row['median_seconds']:.3f} s  peak RSS {row['peak_rss_mib']} MiB")
+        print(f"{commit:9} save_vs_inproc {summary['save_vs_inproc']}  restore_vs_inproc "
+              f"{summary['restore_vs_inproc']}")
+    report: dict[str, Any] = {"size": args.size, "runs": args.runs, "python": sys.version.split()[0]}
+    if len(repos) == 1:
+        report.update(commit=commits[0], results=summaries[0])
+    else:  # the last checkout against the first, path by path, from the medians
+        report["checkouts"] = [{"commit": c, "results": s} for c, s in zip(commits, summaries, strict=True)]
+        report["last_vs_first"] = {
+            path: round(summaries[-1][path]["mib_per_s"] / summaries[0][path]["mib_per_s"], 3)
+            for path in PATHS}
+        print(f"{commits[-1]} / {commits[0]}: " + "  ".join(
+            f"{path} {ratio}" for path, ratio in report["last_vs_first"].items()))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

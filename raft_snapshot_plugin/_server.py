@@ -1,15 +1,17 @@
 """``serve()``'s server: the endpoint's ASGI application on uvicorn, in a thread of its own.
 
-What the standard library's server did by hand maps onto uvicorn's options, and onto a small
-subclass of its h11 protocol where uvicorn has no option:
+With the ``server`` extra's httptools and uvloop (see bench/ENDPOINT.md: an upload's bytes cost
+less CPU through them), uvicorn's httptools protocol on uvloop; without them, its h11 protocol on
+asyncio's loop. What the standard library's server did by hand maps onto uvicorn's options, and
+onto a small subclass of either protocol where uvicorn has no option:
 
 ========================================  =================================================
 the bound                                 where it lives
 ========================================  =================================================
 connections served at once                uvicorn ``limit_concurrency`` (503 beyond it)
 idle time between requests                uvicorn ``timeout_keep_alive``
-request line and headers: 64 KiB          uvicorn ``h11_max_incomplete_event_size``; the
-                                          protocol answers 431 (JSON) itself
+request line and headers: 64 KiB          the protocol answers 431 (JSON) itself (and h11's
+                                          ``h11_max_incomplete_event_size``)
 request line and headers within 10 s      the protocol (:data:`HEADER_SECONDS`)
 Content-Length ASCII digits only          the protocol (400, JSON) and the application
 a refused body drained for 2 s at most    the protocol (:data:`DRAIN_SECONDS`)
@@ -35,7 +37,18 @@ from typing import Any
 
 import h11
 import uvicorn
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # the server extra's faster parts; h11 and asyncio's own loop otherwise
+    import httptools  # type: ignore[import-not-found,unused-ignore]
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover  (httptools is not installed)
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+try:
+    import uvloop  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover  (Windows, PyPy: uvloop's markers leave it out)
+    uvloop = None
 
 from ._protocol import content_length, printable
 
@@ -53,6 +66,7 @@ DRAIN_SECONDS = 2.0
 #: Seconds an idle connection stays open between two requests.
 KEEP_ALIVE_SECONDS = 5.0
 
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:([^\r\n]*)", re.IGNORECASE)
 
 
@@ -63,24 +77,24 @@ class _Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_deadline()
+        _arm_header_deadline(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_deadline()
+        _cancel_header_deadline(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:
-            self._arm_header_deadline()
+            _arm_header_deadline(self)
             head = self.conn.trailing_data[0] + data
             refusal = _head_refusal(bytes(head))
             if refusal is not None:
-                self._cancel_header_deadline()
-                self._answer_and_close(*refusal)
+                _cancel_header_deadline(self)
+                _answer_and_close(self, *refusal)
                 return
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
-            self._cancel_header_deadline()
+            _cancel_header_deadline(self)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # True keeps it open
         """A client that half-closes mid-upload still gets its answer (a 400 for the cut body)."""
@@ -97,33 +111,129 @@ class _Protocol(H11Protocol):
             self.loop.call_later(DRAIN_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
-        self._answer_and_close(400, f"malformed request: {msg}")
-
-    def _arm_header_deadline(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(HEADER_SECONDS, self._too_slow)
-
-    def _cancel_header_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        _answer_and_close(self, 400, f"malformed request: {msg}")
 
     def _too_slow(self) -> None:
         self._deadline = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            log.info("dropped %s: no complete request in %.0f s",
-                     self.client[0] if self.client else "?", HEADER_SECONDS)
-            self.transport.close()
+            _drop_slow(self)
 
-    def _answer_and_close(self, status: int, message: str) -> None:
-        log.info("%s", printable(f"{self.client[0] if self.client else '?'} refused {status}: "
-                                 f"{message}"))
-        body = json.dumps({"error": message}).encode() + b"\n"
-        phrase = {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(status, "Error")
-        head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-        self.transport.write(head + body)
-        self.transport.close()
+
+# --- what both protocols share -----------------------------------------------------------------
+
+def _arm_header_deadline(protocol: Any) -> None:
+    if protocol._deadline is None:
+        protocol._deadline = protocol.loop.call_later(HEADER_SECONDS, protocol._too_slow)
+
+
+def _cancel_header_deadline(protocol: Any) -> None:
+    if protocol._deadline is not None:
+        protocol._deadline.cancel()
+        protocol._deadline = None
+
+
+def _drop_slow(protocol: Any) -> None:
+    log.info("dropped %s: no complete request in %.0f s",
+             protocol.client[0] if protocol.client else "?", HEADER_SECONDS)
+    protocol.transport.close()
+
+
+def _answer_and_close(protocol: Any, status: int, message: str) -> None:
+    log.info("%s", printable(f"{protocol.client[0] if protocol.client else '?'} refused {status}: "
+                             f"{message}"))
+    body = json.dumps({"error": message}).encode() + b"\n"
+    phrase = {400: "Bad Request", 431: "Request Header Fields Too Large"}.get(status, "Error")
+    head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    protocol.transport.write(head + body)
+    protocol.transport.close()
+
+
+class _FastProtocol(HttpToolsProtocol if HttpToolsProtocol is not None else object):  # type: ignore[misc,unused-ignore]
+    """uvicorn's httptools protocol with the same bounds as :class:`_Protocol`.
+
+    The body goes to the application as the parser cuts it, without the copies into and out of
+    uvicorn's body buffer when the application keeps up (the restore's upload: see
+    bench/ENDPOINT.md).
+    """
+
+    _deadline: asyncio.TimerHandle | None = None
+    _in_head = True  # between requests, or reading a request's line and headers
+    _head = b""  # what arrived of the request's head, checked before the parser sees it
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        _arm_header_deadline(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _cancel_header_deadline(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            _arm_header_deadline(self)
+            self._head += data
+            refusal = _head_refusal(self._head)
+            if refusal is not None:
+                _cancel_header_deadline(self)
+                _answer_and_close(self, *refusal)
+                return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._refuse(exc)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade_warning()
+
+    def _refuse(self, exc: Exception) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            # bytes after a body (the next request, or garbage): the answer under way goes
+            # first, then the connection closes
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        method = self._head.split(b" ", 1)[0]
+        if isinstance(exc, httptools.HttpParserInvalidMethodError) and _TOKEN.fullmatch(method):
+            # a method name llhttp does not know: 501, as the application answers the others
+            _answer_and_close(self, 501, f"unsupported method {method.decode('ascii')!r}")
+            return
+        self.send_400_response(str(exc) or "invalid HTTP request")
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head = False, b""
+        _cancel_header_deadline(self)
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):
+            return
+        # handed over as it is when nothing waits before it: receive() passes bytes on uncopied
+        cycle.body = body if not cycle.body else bytes(cycle.body) + body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        super().on_message_complete()
+
+    eof_received = _Protocol.eof_received
+
+    def on_response_complete(self) -> None:
+        unread = self.cycle is not None and self.cycle.more_body
+        super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self.loop.call_later(DRAIN_SECONDS, self.transport.close)
+
+    def send_400_response(self, msg: str) -> None:
+        _answer_and_close(self, 400, f"malformed request: {msg}")
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self._in_head and not self.transport.is_closing():
+            _drop_slow(self)
 
 
 def _head_refusal(head: bytes) -> tuple[int, str] | None:
@@ -164,7 +274,11 @@ class SnapshotServer:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._server.serve(sockets=[self._sock]))
+            serving = self._server.serve(sockets=[self._sock])
+            if uvloop is not None:  # its transports move an upload's bytes with less CPU
+                uvloop.run(serving)
+            else:
+                asyncio.run(serving)
         except BaseException as exc:  # reported by the constructor, or logged once serving
             self._failed = exc
             if self._server.started:
@@ -219,7 +333,8 @@ def start(
     sock = socket.create_server((host, port), family=family, backlog=1024)
     # no uvicorn access log: the app logs each answer itself, with a refusal's reason
     config = uvicorn.Config(
-        app, http=_Protocol, lifespan="off", log_config=None, access_log=False,
+        app, http=_Protocol if HttpToolsProtocol is None else _FastProtocol, lifespan="off",
+        log_config=None, access_log=False,
         limit_concurrency=max_connections, timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
         timeout_graceful_shutdown=3, h11_max_incomplete_event_size=MAX_HEAD_BYTES + 1,
         ssl_certfile=os.fspath(certfile) if certfile is not None else None,
