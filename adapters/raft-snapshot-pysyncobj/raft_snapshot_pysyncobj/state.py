@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import itertools
 import pickle
 import sys
 import threading
@@ -28,6 +29,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Protocol, cast
 
 from raft_snapshot_plugin import ArchiveError
+
+from .sharing import provably_a_tree
 
 __all__ = [
     "ALLOC_FACTOR",
@@ -191,17 +194,28 @@ def _qualname(cls: type) -> tuple[str, str]:
 def dump_state(
     attributes: Mapping[str, Any], consumers: Iterable[tuple[str, Mapping[str, Any]]],
     sink: IO[bytes], *, shared_references: bool = True,
+    outside: Iterable[Mapping[str, Any]] = (),
 ) -> None:
     """Pickle a state into ``sink`` (on the tick thread, or in a forked child).
 
-    ``shared_references=False`` pickles without the memo (the pickler's ``fast`` mode): for
-    states of many small objects the memo entries are most of the work (``bench/PYSYNCOBJ.md``).
-    But an object reached twice is written twice (and loads as two objects), and a cycle
-    raises :class:`ValueError`. The bytes are an ordinary pickle either way.
+    Without pickle's memo when that cannot change what loads: when the state is proven a tree
+    (:func:`~raft_snapshot_pysyncobj.sharing.provably_a_tree`: no object reached twice, no
+    cycle), or when ``shared_references=False`` says so. For states of many small objects the
+    memo entries are most of the work (``bench/PYSYNCOBJ.md``). ``outside`` are the mappings
+    the state's top-level values are read from (the node's and its consumers' ``__dict__``):
+    their references are allowed; any other reference to a state's object from outside it only
+    makes the proof fail, and the memo is used.
+
+    With ``shared_references=False`` an object reached twice is written twice (and loads as two
+    objects), and a cycle raises :class:`ValueError`. The bytes are an ordinary pickle either way.
     """
-    document = {"format": 1, "attributes": dict(attributes), "consumers": list(consumers)}
+    copied, listed = dict(attributes), list(consumers)
+    document = {"format": 1, "attributes": copied, "consumers": listed}
+    roots = itertools.chain(copied.values(), *(fields.values() for _, fields in listed))
+    fast = not shared_references or provably_a_tree(roots, [attributes, *outside])
+    del roots
     pickler = pickle.Pickler(sink, protocol=PICKLE_PROTOCOL)
-    pickler.fast = not shared_references
+    pickler.fast = fast
     try:
         pickler.dump(document)
     except ValueError as exc:

@@ -83,10 +83,11 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         the platform can fork); ``False`` pickles on the tick thread.
     :param shared_references: whether one object of the state may be reached from two places
         (or from itself) and must stay one object after a restore, as pickle's memo keeps it.
-        ``False`` pickles takes without the memo, which is most of the cost for states of
-        millions of small objects (``bench/PYSYNCOBJ.md`` has the figures); but a shared object
-        comes back as separate copies, and a state holding a cycle cannot be taken (the take
-        fails; nothing is written).
+        With ``True`` (the default) a take still pickles without the memo when it proves the
+        state has no such object (:mod:`raft_snapshot_pysyncobj.sharing`), and with it
+        otherwise. ``False`` pickles without the memo unproven: a shared object comes back as
+        separate copies, and a state holding a cycle cannot be taken (the take fails; nothing
+        is written).
     :param transport: how a restore started on this node moves the state's bytes: ``"auto"``
         (direct when every member is connected and the node has no ``password``, else the log),
         ``"direct"`` or ``"log"``. The direct transfer is unencrypted (PySyncObj's ``password``

@@ -14,7 +14,7 @@ import io
 import os
 import time
 import warnings
-from typing import IO
+from typing import IO, Any
 
 from pysyncobj import SyncObj
 
@@ -22,7 +22,7 @@ from raft_snapshot_plugin import SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError
 
 from . import _node
-from .appstate import capture_state
+from .appstate import capture_state, user_consumers
 from .state import STATE_FORMAT, dump_state
 from .support import find_support
 
@@ -48,7 +48,8 @@ def take_state(node: SyncObj, sink: IO[bytes], timeout: float | None) -> Snapsho
     else:
         def read() -> tuple[int, int]:
             index = node.raftLastApplied
-            dump_state(*capture_state(node), sink, shared_references=shared)
+            dump_state(*capture_state(node), sink, shared_references=shared,
+                       outside=_owners(node))
             return index, _node.log_term(node, index)
 
         index, term = _node.run_on_tick(node, read, timeout)
@@ -87,7 +88,8 @@ def _fork_dump(node: SyncObj, sink: IO[bytes], shared: bool) -> tuple[int, int, 
         try:
             os.close(read_end)
             with os.fdopen(os.dup(sink.fileno()), "wb", buffering=1 << 20) as out:
-                dump_state(attributes, consumers, out, shared_references=shared)
+                dump_state(attributes, consumers, out, shared_references=shared,
+                           outside=_owners(node))
             code = 0
         except BaseException as exc:
             with contextlib.suppress(BaseException):
@@ -96,6 +98,11 @@ def _fork_dump(node: SyncObj, sink: IO[bytes], shared: bool) -> tuple[int, int, 
             os._exit(code)
     os.close(write_end)
     return index, term, _Child(pid, read_end)
+
+
+def _owners(node: SyncObj) -> list[dict[str, Any]]:
+    """Where the state's top-level values live: the node's and its consumers' ``__dict__``."""
+    return [node.__dict__, *(consumer.__dict__ for consumer in user_consumers(node))]
 
 
 def _reap(child: _Child, deadline: float | None) -> None:
