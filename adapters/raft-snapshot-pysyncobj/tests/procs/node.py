@@ -161,8 +161,9 @@ class Node:
                 snap.save(cmd["path"])
                 return {"index": snap.index, "stale": snap.stale}
         if op == "restore":
-            meta = rsp.restore(node, cmd["path"], timeout=cmd.get("timeout"))
-            return {"index": meta.index}
+            result = rsp.restore(node, cmd["path"], timeout=cmd.get("timeout"))
+            return {"index": result.meta.index,
+                    "members": [m.to_dict() for m in result.members or ()]}
         if op == "compact":
             return self.compact()
         raise ValueError(f"unknown op {op!r}")
