@@ -383,7 +383,7 @@ def test_concurrent_downloads_and_a_restore(
                 time.sleep(0.01)
         raise AssertionError("the node stayed busy")
 
-    jobs: dict[str, Callable[[], rsp.SnapshotMeta]] = {
+    jobs: dict[str, Callable[[], rsp.SnapshotMeta | rsp.RestoreResult]] = {
         f"get{i}": functools.partial(save, i) for i in range(4)
     }
     jobs["put"] = functools.partial(client.restore, tmp_path / "base.snap")
@@ -468,7 +468,7 @@ class _Refusing(MemoryPlugin):
     @hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         if self.restore_error is not None:
             raise self.restore_error
         return super().raft_snapshot_restore(node, meta, source)

@@ -45,7 +45,7 @@ class _Slow(MemoryPlugin):
     @hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         time.sleep(self.seconds)
         if self.error is not None:
             raise self.error

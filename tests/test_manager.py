@@ -350,7 +350,7 @@ class _Minimal:
     @rsp.hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         return MemoryPlugin().raft_snapshot_restore(node, meta, source)
 
 
@@ -410,7 +410,7 @@ class _Raising(MemoryPlugin):
     @rsp.hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         raise self.error
 
 

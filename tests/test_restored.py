@@ -69,7 +69,7 @@ class _Answers(MemoryPlugin):
     answer: Any = None
 
     @rsp.hookimpl
-    def raft_snapshot_restore(  # type: ignore[override]
+    def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
     ) -> Any:
         super().raft_snapshot_restore(node, meta, source)
