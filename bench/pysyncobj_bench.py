@@ -362,12 +362,13 @@ def _restore(node: Any, rsp: Any, archive: str, profile: str | None,
         import cProfile
         profiler = cProfile.Profile()
         profiler.enable()
-    meta = rsp.restore(node, archive, timeout=900)
+    # returns once every member applied it (or apply_wait ran out): "returned" includes that wait
+    result = rsp.restore(node, archive, timeout=900)
     if profile:
         profiler.disable()
         profiler.dump_stats(profile)
-    return {"started": started, "returned": time.time(), "index": meta.index,
-            "applied": node.raftLastApplied}
+    return {"started": started, "returned": time.time(), "index": result.meta.index,
+            "applied": node.raftLastApplied, "complete": result.complete}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
 from .operations import Inspection, inspect, restore, take
+from .restored import MemberApplied, RestoreReport, RestoreResult
 from .snapshot import Snapshot, verify
 
 try:
@@ -38,9 +39,12 @@ __all__ = [
     "BackendNotFoundError",
     "Inspection",
     "IntegrityError",
+    "MemberApplied",
     "NotLeaderError",
     "PluginConflictError",
     "RaftSnapshotError",
+    "RestoreReport",
+    "RestoreResult",
     "Server",
     "Snapshot",
     "SnapshotMeta",

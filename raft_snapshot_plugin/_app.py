@@ -190,8 +190,9 @@ class SnapshotApp:
         while not job.done.is_set():
             await anyio.sleep(_POLL_SECONDS)
         answer_headers = {RESTORE_ID_HEADER: restore_id}
-        if job.meta is not None:
-            return JSONResponse(job.meta.to_dict(), headers=answer_headers)
+        if job.result is not None:
+            body = {**job.result.meta.to_dict(), "restore": job.result.to_dict()}
+            return JSONResponse(body, headers=answer_headers)
         if job.not_leader is not None:
             return error(HTTPStatus(job.status), job.error or "", headers=answer_headers,
                          extra=job.not_leader)

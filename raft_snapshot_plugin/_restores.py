@@ -25,7 +25,7 @@ from .errors import (
     SnapshotTimeoutError,
     StateRejectedError,
 )
-from .meta import SnapshotMeta
+from .restored import RestoreResult
 
 __all__ = ["Feed", "RestoreJob", "Restores", "UploadBrokenError", "status_for"]
 
@@ -158,7 +158,7 @@ class RestoreJob:
     started: float = dataclasses.field(default_factory=time.time)
     state: str = "pending"
     finished: float | None = None
-    meta: SnapshotMeta | None = None
+    result: RestoreResult | None = None
     status: int = HTTPStatus.OK
     error: str | None = None
     not_leader: dict[str, Any] | None = None
@@ -168,8 +168,9 @@ class RestoreJob:
         """The status resource's JSON body."""
         doc: dict[str, Any] = {"id": self.id, "state": self.state, "started": self.started,
                                "finished": self.finished}
-        if self.meta is not None:
-            doc.update(index=self.meta.index, meta=self.meta.to_dict())
+        if self.result is not None:
+            doc.update(index=self.result.meta.index, meta=self.result.meta.to_dict(),
+                       restore=self.result.to_dict())
         if self.error is not None:
             doc.update(error=self.error, status=self.status)
         return doc
@@ -191,7 +192,7 @@ class Restores:
             return self._jobs.get(restore_id)
 
     def start(
-        self, restore_id: str, client: str, run: Callable[[], SnapshotMeta],
+        self, restore_id: str, client: str, run: Callable[[], RestoreResult],
         describe: Callable[[BaseException], str],
     ) -> RestoreJob | None:
         """Run ``run`` on a new thread as restore ``restore_id``; ``None`` if the ID is taken.
@@ -210,10 +211,10 @@ class Restores:
                          name=f"raft-snapshot-restore-{restore_id[:8]}").start()
         return job
 
-    def _run(self, job: RestoreJob, run: Callable[[], SnapshotMeta],
+    def _run(self, job: RestoreJob, run: Callable[[], RestoreResult],
              describe: Callable[[BaseException], str]) -> None:
         try:
-            meta = run()
+            result = run()
         except BaseException as exc:  # recorded: the status resource and the request report it
             job.status, job.error = int(status_for(exc)), describe(exc)
             if isinstance(exc, NotLeaderError):
@@ -222,9 +223,15 @@ class Restores:
             if not isinstance(exc, (RaftSnapshotError, OSError)):
                 log.error("restore %s failed", job.id, exc_info=exc)
         else:
-            job.meta, job.state = meta, "applied"
-            log.info("restored snapshot %s (index %d) uploaded by %s, restore %s", meta.id,
-                     meta.index, job.client, job.id)
+            job.result, job.state = result, "applied"
+            meta, lagging = result.meta, result.lagging
+            log.info("restored snapshot %s (index %d) uploaded by %s, restore %s%s", meta.id,
+                     meta.index, job.client, job.id,
+                     "" if result.members is None else f"; members: {'; '.join(result.lines())}")
+            if lagging:
+                log.warning("restore %s: %d of %d members had not applied it when it returned: %s",
+                            job.id, len(lagging), len(result.members or ()),
+                            ", ".join(m.member for m in lagging))
         finally:
             job.finished = time.time()
             job.done.set()

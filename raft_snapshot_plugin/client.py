@@ -6,15 +6,13 @@ Three waits are apart: connecting (``connect_timeout``), each piece of an upload
 (``io_timeout``: the other side stalled), and the node's own work (``timeout``: a take before the
 download's first byte, a restore being applied after the upload). When the connection drops or the
 wait ends after the whole upload was sent, the client asks the restore's status resource and
-reports what the node says: applied (the metadata is returned), failed (:class:`RemoteError`), or
-still pending (:class:`RestorePendingError`, with the ID to ask about later).
+reports what the node says: applied (the metadata and the members' report are returned), failed
+(:class:`RemoteError`), or still pending (:class:`RestorePendingError`, with the ID to ask about later).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import secrets
@@ -39,9 +37,11 @@ from ._protocol import (
     RESTORES_PATH,
     content_length,
 )
+from ._restore_answers import RestoreStatus, read_applied, read_status
 from .archive import CHUNK
-from .errors import ArchiveError, RemoteError, RestorePendingError
+from .errors import RemoteError, RestorePendingError
 from .meta import SnapshotMeta
+from .restored import RestoreResult
 from .seal import VerifyKey
 from .snapshot import verify
 
@@ -60,22 +60,6 @@ Progress = Callable[[int, int], None]
 def new_restore_id() -> str:
     """A fresh restore ID: 24 URL-safe random characters."""
     return secrets.token_urlsafe(18)
-
-
-@dataclasses.dataclass(frozen=True)
-class RestoreStatus:
-    """What a node says of one restore (``GET /v1/snapshot/restores/<id>``)."""
-
-    id: str
-    #: ``pending``, ``applied`` or ``failed``
-    state: str
-    started: float | None = None
-    finished: float | None = None
-    #: the restored archive's metadata, when applied
-    meta: SnapshotMeta | None = None
-    #: why it failed, and the status its PUT answered
-    error: str | None = None
-    status: int | None = None
 
 
 class Client:
@@ -246,7 +230,7 @@ class Client:
     def restore(
         self, source: str | os.PathLike[str] | IO[bytes], *, progress: Progress | None = None,
         allow_incompatible: bool = False, restore_id: str | None = None,
-    ) -> SnapshotMeta:
+    ) -> RestoreResult:
         """Upload an archive and have the endpoint's cluster restore it; return once applied.
 
         The endpoint verifies the whole upload before anything is applied.
@@ -259,7 +243,9 @@ class Client:
             newer state format (``?allow_incompatible``).
         :param restore_id: the restore's ID (default: :func:`new_restore_id`), to ask about it
             later if this call ends without an outcome.
-        :return: the restored archive's metadata, as the endpoint read it.
+        :return: the restored archive's metadata, as the endpoint read it (``.meta``), and the
+            members of the cluster and whether each had applied it (``.members``; ``None`` when
+            the node's adapter does not report them).
         :raises RemoteError: the endpoint refused (a bad archive is ``.status == 400``, a too
             large one 413), could not be reached, or the restore failed (``.restore_id``).
         :raises RestorePendingError: the upload is in, but the restore had not ended when the wait
@@ -289,9 +275,9 @@ class Client:
             raise refusal(self.url, response, self._token is None,
                           restore_id=rid if named else None, what=f"restore {rid}" if named else None)
         try:
-            return SnapshotMeta.from_json(response.content)
-        except ArchiveError as exc:
-            raise RemoteError(f"the endpoint answered the restore with unreadable metadata: {exc}",
+            return read_applied(response.content)
+        except ValueError as exc:
+            raise RemoteError(f"the endpoint answered the restore with an unreadable report: {exc}",
                               status=response.status_code, url=self.url, restore_id=rid) from exc
 
     def restore_status(self, restore_id: str) -> RestoreStatus:
@@ -309,30 +295,26 @@ class Client:
         if response.status_code != 200:
             raise refusal(self.url, response, self._token is None, restore_id=restore_id)
         try:
-            doc = response.json()
-            meta = doc.get("meta")
-            return RestoreStatus(
-                id=str(doc["id"]), state=str(doc["state"]), started=doc.get("started"),
-                finished=doc.get("finished"), error=doc.get("error"), status=doc.get("status"),
-                meta=SnapshotMeta.from_json(json.dumps(meta).encode()) if meta else None)
+            return read_status(response.json())
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RemoteError(f"{self.url}: unreadable status of restore {restore_id}: {exc}",
                               status=response.status_code, url=self.url,
                               restore_id=restore_id) from exc
 
-    def outcome(self, restore_id: str) -> SnapshotMeta:
-        """Restore ``restore_id``'s outcome as :meth:`restore` reports it: the metadata when
+    def outcome(self, restore_id: str) -> RestoreResult:
+        """Restore ``restore_id``'s outcome as :meth:`restore` reports it: the result when
         applied, :class:`RemoteError` when failed, :class:`RestorePendingError` while pending."""
         found = self.restore_status(restore_id)
-        if found.state == "applied" and found.meta is not None:
-            return found.meta
+        if found.state == "applied" and found.result is not None:
+            return found.result
         if found.state == "failed":
             raise RemoteError(f"{self.url}: restore {restore_id} failed: {found.error}",
                               status=found.status, url=self.url, restore_id=restore_id)
         raise RestorePendingError(f"{self.url}: the node is still applying restore {restore_id}",
                                   restore_id=restore_id, url=self.url)
 
-    def _outcome_after(self, restore_id: str, cause: httpx.HTTPError, deadline: float) -> SnapshotMeta:
+    def _outcome_after(self, restore_id: str, cause: httpx.HTTPError,
+                       deadline: float) -> RestoreResult:
         """The outcome of a restore whose answer was lost: asked of its status resource while the
         node says pending and ``deadline`` (``time.monotonic()``) has not passed. A node that
         cannot be asked (gone, restarted) leaves the outcome unknown at once."""

@@ -36,12 +36,18 @@ The protocol, after Consul's ``/v1/snapshot``:
     streams into :func:`raft_snapshot_plugin.restore` on a thread of the restore's own, which
     reads and verifies all of it into a private temp file before the adapter sees anything. The
     answer comes when the restore has ended: ``200`` with the archive's meta.json object (Consul's
-    field names) when applied; ``400`` when refused (a damaged, cut-off or too slow upload; state
+    field names) plus a ``"restore"`` object when applied: ``{"index", "waited", "members":
+    [{"member", "index", "applied"}, ...]}``, each member of the cluster (its Raft address), the
+    index it had applied and whether it holds the restored state when the adapter stopped
+    waiting (``"members": null`` when the adapter does not report them; see
+    :mod:`raft_snapshot_plugin.restored`). A member that lagged is not a failure: the restore is
+    committed. ``400`` when refused (a damaged, cut-off or too slow upload; state
     bytes the adapter refuses), saying nothing was applied; ``503`` (out of time, no quorum) or
     ``500`` when it failed. A client that goes away after its upload does not cancel the restore.
 ``GET /v1/snapshot/restores/<id>``
     The restore's outcome: ``{"id", "state": "pending" | "applied" | "failed", "started",
-    "finished"}``, with ``"index"`` and ``"meta"`` when applied, ``"error"`` and ``"status"``
+    "finished"}``, with ``"index"``, ``"meta"`` and ``"restore"`` (as the ``PUT`` answer's) when
+    applied, ``"error"`` and ``"status"``
     (the status its PUT answered) when failed. A finished restore is kept
     ``RESTORE_RETENTION_SECONDS`` (1 hour), and at most the newest ``RESTORE_RETENTION_COUNT``
     (1000); an unknown or forgotten ID is ``404``.

@@ -33,6 +33,7 @@ from typing import IO
 import pluggy
 
 from .meta import SnapshotMeta
+from .restored import RestoreReport
 
 __all__ = [
     "NAME",
@@ -116,22 +117,30 @@ def raft_snapshot_take(
 def raft_snapshot_restore(
     backend: str, node: object, meta: SnapshotMeta, source: IO[bytes], timeout: float | None,
     trusted: bool,
-) -> bool | None:
+) -> RestoreReport | bool | None:
     """Replace the state of ``node``'s cluster with a verified snapshot's state. Required.
 
     The core has already read and checked the whole archive: ``source`` holds state.bin's bytes
     from a private temp file. The adapter still checks that it can decode them and applies all or
     nothing; the cluster keeps its own membership (``meta.servers`` is informational).
 
+    Once the state is committed, an adapter that can ask the members waits (within ``timeout``)
+    until each has applied it, and reports them all, applied or not: a member that lags is not a
+    failure (the restore is committed), it is a row with ``applied=False``.
+
     :param backend: the backend name chosen for ``node``.
     :param node: the node object the backend claimed.
     :param meta: the archive's metadata.
     :param source: a binary file positioned at state.bin's first byte. Do not close it.
-    :param timeout: seconds the restore may last, or ``None``; on expiry raise and leave the old
-        state in place.
+    :param timeout: seconds the restore may last, or ``None``; on expiry before the commit raise
+        and leave the old state in place.
     :param trusted: the archive is sealed by a key the caller trusts (``verify_key``): a state
         format that can run code on load (pickle) may then be loaded without restriction.
-    :return: ``True`` once the state is applied. Failures raise: raise
+    :return: a :class:`~raft_snapshot_plugin.RestoreReport` once the state is committed: every
+        member (its Raft address, as a take's ``Server.address``), the index it had applied and
+        whether it holds the restored state, plus the restore's own index when it has one. Plain
+        ``True`` says "applied" and nothing about the members (the core then reports them as
+        unknown). Failures raise: raise
         :class:`~raft_snapshot_plugin.errors.StateRejectedError` when the bytes are not this
         backend's or not safe to load (a refusal: nothing is wrong with the node).
 
@@ -139,8 +148,10 @@ def raft_snapshot_restore(
 
         @hookimpl
         def raft_snapshot_restore(backend, node, meta, source, timeout):
-            node.replace_state(json.load(source), timeout=timeout)
-            return True
+            index = node.replace_state(json.load(source), timeout=timeout)
+            return RestoreReport(index=index, members=tuple(
+                MemberApplied(peer.address, peer.applied_index(), peer.applied_index() >= index)
+                for peer in node.peers()))
     """
 
 

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .hookspecs import NAME, REQUIRED
 from .meta import SnapshotMeta
+from .restored import RestoreReport
 
 __all__ = ["DISABLE_ENV", "BackendInfo", "PluginManager", "get_plugin_manager"]
 
@@ -232,14 +233,21 @@ class PluginManager(pluggy.PluginManager):
     def restore(
         self, backend: str, node: object, meta: SnapshotMeta, source: IO[bytes],
         timeout: float | None, *, trusted: bool = False,
-    ) -> None:
-        """Call ``raft_snapshot_restore``; raise unless the adapter applied the state."""
+    ) -> RestoreReport | None:
+        """Call ``raft_snapshot_restore``; raise unless the adapter applied the state.
+
+        :return: the adapter's report of the members, or ``None`` when it answered plain
+            ``True`` (the members are unknown).
+        """
         caller = self._required(backend, "raft_snapshot_restore")
         with _hook_edge(backend, "raft_snapshot_restore"):
             result = caller(backend=backend, node=node, meta=meta, source=source,
                             timeout=timeout, trusted=trusted)
+        if isinstance(result, RestoreReport):
+            return result
         if _expect(result, bool, backend, "raft_snapshot_restore") is not True:
             raise BackendError(f"adapter {backend!r} did not apply the snapshot", backend=backend)
+        return None
 
     def state_format(self, backend: str) -> str | None:
         """Call ``raft_snapshot_state_format``: the format the adapter writes, or ``None``.

@@ -28,6 +28,7 @@ from typing import IO, Any
 from .errors import StateRejectedError
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta
+from .restored import MemberApplied, RestoreReport
 
 __all__ = [
     "MEMORY_BACKEND",
@@ -186,11 +187,17 @@ class MemoryPlugin:
                             configuration_index=1, state_format=MEMORY_STATE_FORMAT)
 
     @hookimpl
-    def raft_snapshot_restore(self, node: MemoryNode, meta: SnapshotMeta, source: IO[bytes]) -> bool:
+    def raft_snapshot_restore(
+        self, node: MemoryNode, meta: SnapshotMeta, source: IO[bytes]
+    ) -> RestoreReport:
         if meta.state_format not in ("", MEMORY_STATE_FORMAT):
             raise StateRejectedError(f"unknown state format {meta.state_format!r}")
-        node.replace(decode_memory_state(source.read()))
-        return True
+        index = node.replace(decode_memory_state(source.read()))
+        # every running node applied the entry as it was appended; a stopped one has not (yet)
+        with node.cluster.lock:
+            members = tuple(MemberApplied(n.address, n.applied, n.applied >= index)
+                            for n in node.cluster.nodes)
+        return RestoreReport(members, index=index, waited=0.0)
 
     @hookimpl
     def raft_snapshot_is_leader(self, node: MemoryNode) -> bool:
@@ -225,7 +232,7 @@ class MemoryPlugin:
         # the throwaway instance: a one-node cluster of its own, restored through the log as a
         # live restore would be, and read back from its applied state
         node = MemoryCluster(1, name="drill").nodes[0]
-        self.raft_snapshot_restore(node, meta, source)
+        self.raft_snapshot_restore(node, meta, source)  # its report: the one node, applied
         return _breakdown(node.data)
 
 

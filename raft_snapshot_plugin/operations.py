@@ -29,6 +29,7 @@ from .errors import (
 )
 from .manager import PluginManager, get_plugin_manager
 from .meta import SnapshotMeta
+from .restored import RestoreResult
 from .seal import SealKey, VerifyKey
 from .snapshot import Identities, Snapshot, open_verified
 
@@ -182,8 +183,8 @@ def restore(
     max_state_bytes: int | None = None,
     identity: Identities | None = None,
     manager: PluginManager | None = None,
-) -> SnapshotMeta:
-    """Restore an archive into ``node``'s cluster; return the archive's metadata.
+) -> RestoreResult:
+    """Restore an archive into ``node``'s cluster; return what became of it.
 
     The whole archive is read and checked into a private temp file first: the adapter sees a byte
     only once everything has verified, so a bad archive never reaches the cluster. The cluster
@@ -202,6 +203,10 @@ def restore(
     :param identity: the archive is age-encrypted: decrypt it with these identities (a file's
         path, or loaded ones) into a private temp file first.
     :param manager: the plugin manager to use (default: a fresh :func:`get_plugin_manager`).
+    :return: the archive's metadata (``.meta``) and, when the adapter reports them, the members
+        of the cluster and whether each had applied the state when the restore returned
+        (``.members``, ``.complete``, ``.lagging``; ``members`` is ``None`` when unknown). A
+        lagging member is not an error: the restore is committed.
     :raises ArchiveError: the archive is bad, its seal does not hold, or its state is too long.
     :raises IncompatibleArchiveError: another backend's archive, or a newer state format.
     :raises StateRejectedError: the adapter refused the state's bytes; nothing was applied.
@@ -216,9 +221,9 @@ def restore(
                        state_format=pm.state_format(name) if check else None,
                        max_state_bytes=max_state_bytes, identity=identity) as verified:
         with _node_lock(node).exclusive(timeout):
-            pm.restore(name, node, verified.meta, verified.file, timeout,
-                       trusted=verified.trusted)
-        return verified.meta
+            report = pm.restore(name, node, verified.meta, verified.file, timeout,
+                                trusted=verified.trusted)
+        return RestoreResult.of(verified.meta, report)
 
 
 def inspect(

@@ -70,7 +70,9 @@ from .memory import (
     decode_memory_state,
     encode_memory_state,
 )
+from .meta import SnapshotMeta
 from .operations import inspect, restore, take
+from .restored import RestoreResult
 from .snapshot import Snapshot, verify
 
 __all__ = [
@@ -262,11 +264,14 @@ class ConformanceTests:
         with take(snapshot_node, manager=snapshot_manager) as snap:
             snap.save(tmp_path / "s.snap")
         assert snapshot_read_state(snapshot_fresh_node) != expected, "pick a fresh node that differs"
-        meta = restore(snapshot_fresh_node, tmp_path / "s.snap", manager=snapshot_manager)
-        assert meta == verify(tmp_path / "s.snap")
+        result = restore(snapshot_fresh_node, tmp_path / "s.snap", manager=snapshot_manager)
+        assert result.meta == verify(tmp_path / "s.snap")
         if self.restore_is_offline:
             snapshot_start_restored(snapshot_fresh_node)
         assert snapshot_read_state(snapshot_fresh_node) == expected
+        if result.members is not None:
+            with take(snapshot_fresh_node, manager=snapshot_manager) as snap:
+                _check_report(result, snap.meta)
 
     def test_damaged_archive_never_applied(
         self, snapshot_manager: PluginManager, snapshot_node: Any, snapshot_fresh_node: Any,
@@ -363,6 +368,25 @@ class ConformanceTests:
         with pytest.raises(ArchiveError):
             restore(snapshot_fresh_node, tmp_path / "bad.snap", manager=snapshot_manager)
         assert list(snapshot_tmpdir.iterdir()) == []
+
+
+def _check_report(result: RestoreResult, after: SnapshotMeta) -> None:
+    """The members a restore reported are the cluster's, each once (``RestoreResult`` checks that,
+    and that none applied it before the restore's index), and on a quiet cluster each applied it;
+    ``after`` is a take once the restore returned."""
+    assert result.members is not None
+    named = sorted(m.member for m in result.members)
+    servers = sorted(s.address for s in after.servers)
+    assert named == servers, (
+        f"the restore reported members {named}, but the cluster's configuration is {servers} "
+        "(name each member by its Raft address, as a take's Server.address does)")
+    assert result.complete, (
+        f"on a quiet cluster every member applies the restore, but these did not: "
+        f"{[m.member for m in result.lagging]}")
+    if result.index is not None:
+        assert after.index >= result.index, (
+            f"a take after the restore is at index {after.index}, before the restore's own "
+            f"index {result.index}")
 
 
 def _state_bytes(snap: Snapshot) -> bytes:

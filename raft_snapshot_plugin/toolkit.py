@@ -16,6 +16,8 @@ written against these names keeps working when the core's insides move.
 - :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
 - :func:`check_seal`: whether an archive's seal holds under a key, for an adapter whose nodes
   decide for themselves whether to trust a state (as PySyncObj's do before loading a pickle).
+- :class:`RestoreReport` and :class:`MemberApplied`: what ``raft_snapshot_restore`` returns, each
+  member of the cluster and whether it applied the restored state.
 - the errors a hook raises: :class:`StateRejectedError` (these bytes are not mine, or not safe to
   load), :class:`SnapshotTimeoutError` (or the built-in ``TimeoutError``), :class:`BackendError`.
 """
@@ -36,6 +38,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta, Suffrage
+from .restored import MemberApplied, RestoreReport
 from .seal import VerifyKey, check_seal
 from .snapshot import VerifiedState, check_compatible, open_verified
 
@@ -46,7 +49,9 @@ __all__ = [
     "BackendError",
     "IncompatibleArchiveError",
     "IntegrityError",
+    "MemberApplied",
     "RaftSnapshotError",
+    "RestoreReport",
     "Server",
     "SnapshotMeta",
     "SnapshotTimeoutError",

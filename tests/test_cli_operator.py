@@ -168,8 +168,11 @@ def test_dash_is_stdout_for_save_and_stdin_for_restore(app: App, tmp_path: Path)
     restored = subprocess.run([*CLI, "restore", "-", *remote(app.leader)], input=done.stdout,
                               capture_output=True, timeout=30, env=env, check=False)
     assert restored.returncode == 0, restored.stderr
-    assert restored.stdout.decode() == (f"Restored snapshot {meta.id} (index {meta.index}, term "
-                                        f"{meta.term}) from stdin\n")
+    first, *members = restored.stdout.decode().splitlines()
+    assert re.fullmatch(rf"Restored snapshot {meta.id} \(index {meta.index}, term {meta.term}\) "
+                        r"from stdin, committed at index (\d+)", first), first
+    at = first.rsplit(" ", 1)[1]
+    assert members == [f"  node memory://app/{i} applied index {at}" for i in range(3)]
     assert app.data() == before
     app.wait_tmpdir_empty()
 

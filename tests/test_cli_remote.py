@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import pty
+import re
 import selectors
 import socket
 import stat
@@ -204,7 +205,13 @@ def test_save_verify_inspect_restore(app: App, tmp_path: Path) -> None:
     done = cli("restore", str(target),
                env={"RAFT_SNAPSHOT_ADDR": app.followers[0], "RAFT_SNAPSHOT_TOKEN": TOKEN})
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
-    assert done.stdout == f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term})\n"
+    first, *members = done.stdout.splitlines()
+    # the restore's own entry in the target cluster's log, and every member at it
+    found = re.fullmatch(rf"Restored snapshot {meta.id} \(index {meta.index}, term {meta.term}\), "
+                         r"committed at index (\d+)", first)
+    assert found, first
+    assert int(found[1]) > meta.index  # the entries written since the save came first
+    assert members == [f"  node memory://app/{i} applied index {found[1]}" for i in range(3)]
     assert app.data() == saved_state
     app.wait_tmpdir_empty()
 

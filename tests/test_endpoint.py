@@ -220,7 +220,10 @@ def test_put_restores_and_answers_the_meta(
     cluster.nodes[0].set("k0", "changed")
     response, data = request(servers[0].url, "PUT", body=(tmp_path / "s.snap").read_bytes())
     assert response.status == 200
-    assert json.loads(data) == saved.to_dict()
+    index = cluster.log[-1].index  # the restore's own entry, applied by every member
+    members = [{"member": n.address, "index": index, "applied": True} for n in cluster.nodes]
+    assert json.loads(data) == {**saved.to_dict(),
+                                "restore": {"index": index, "waited": 0.0, "members": members}}
     assert states(cluster) == expected
 
 
@@ -315,8 +318,10 @@ def test_client_save_and_restore(
     expected = states(cluster)
     cluster.nodes[0].set("k2", "changed")
     sent: list[tuple[int, int]] = []
-    assert Client(servers[2].url, TOKEN).restore(tmp_path / "s.snap",
-                                                 progress=lambda d, t: sent.append((d, t))) == meta
+    result = Client(servers[2].url, TOKEN).restore(tmp_path / "s.snap",
+                                                   progress=lambda d, t: sent.append((d, t)))
+    assert result.meta == meta and result.complete
+    assert [m.member for m in result.members or ()] == [n.address for n in cluster.nodes]
     assert sent[0] == (0, size) and sent[-1] == (size, size)
     assert states(cluster) == expected
 
@@ -378,7 +383,7 @@ def test_concurrent_downloads_and_a_restore(
                 time.sleep(0.01)
         raise AssertionError("the node stayed busy")
 
-    jobs: dict[str, Callable[[], rsp.SnapshotMeta]] = {
+    jobs: dict[str, Callable[[], rsp.SnapshotMeta | rsp.RestoreResult]] = {
         f"get{i}": functools.partial(save, i) for i in range(4)
     }
     jobs["put"] = functools.partial(client.restore, tmp_path / "base.snap")
@@ -387,7 +392,8 @@ def test_concurrent_downloads_and_a_restore(
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert all(isinstance(r, rsp.SnapshotMeta) for r in results.values()), results
+    assert isinstance(results["put"], rsp.RestoreResult), results
+    assert all(isinstance(results[f"get{i}"], rsp.SnapshotMeta) for i in range(4)), results
     for i in range(4):
         assert rsp.verify(tmp_path / f"c{i}.snap") == results[f"get{i}"]
     print(f"\nconcurrent downloads and a restore: {len(refused)} take(s) met the restore (503)")
@@ -415,7 +421,7 @@ def test_tls_round_trip(
             Client(server.url.replace("https:", "http:"), TOKEN, timeout=5).save(tmp_path / "p.snap")
 
         cluster.nodes[0].set("k3", "changed")
-        assert Client(server.url, TOKEN, ca_file=cert).restore(tmp_path / "s.snap") == meta
+        assert Client(server.url, TOKEN, ca_file=cert).restore(tmp_path / "s.snap").meta == meta
     assert states(cluster) == expected
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith((".snap", ".unverified"))) \
         == ["s.snap"]
@@ -462,7 +468,7 @@ class _Refusing(MemoryPlugin):
     @hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         if self.restore_error is not None:
             raise self.restore_error
         return super().raft_snapshot_restore(node, meta, source)

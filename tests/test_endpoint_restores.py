@@ -45,7 +45,7 @@ class _Slow(MemoryPlugin):
     @hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         time.sleep(self.seconds)
         if self.error is not None:
             raise self.error
@@ -141,7 +141,11 @@ def test_a_restore_outlives_a_client_that_goes_away(
     deadline = time.monotonic() + 20
     while client.restore_status(rid).state == "pending" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert client.outcome(rid) == rsp.verify(archive)
+    outcome = client.outcome(rid)
+    assert outcome.meta == rsp.verify(archive)
+    # the status resource carries the members as the PUT's answer would have
+    assert outcome == client.restore_status(rid).result and outcome.complete
+    assert outcome.index == cluster.log[-1].index
     assert cluster.nodes[0].data["k0"] == "v0"
 
 
@@ -225,7 +229,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(
                         key=pki["client_key"])
         meta = client.save(tmp_path / "s.snap")
         cluster.nodes[0].set("k0", "changed")
-        assert client.restore(tmp_path / "s.snap") == meta
+        assert client.restore(tmp_path / "s.snap").meta == meta
         assert cluster.nodes[0].data["k0"] == "v0"
 
         tls = ["--ca-file", str(pki["ca"]), "--addr", server.url, "--token", TOKEN]

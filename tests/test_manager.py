@@ -122,7 +122,10 @@ def test_external_adapter_is_discovered_and_round_trips(
     assert meta.index == 7 and meta.size == 9000
     other = tiny.TinyNode(b"old", leader=False)
     other.index = 1
-    assert rsp.restore(other, tmp_path / "tiny.snap", manager=pm) == meta
+    # an adapter that answers plain True: applied, its members unknown (the core invents none)
+    result = rsp.restore(other, tmp_path / "tiny.snap", manager=pm)
+    assert result == rsp.RestoreResult(meta) and result.members is None
+    assert result.complete is None and result.lagging == ()
     assert other.data == node.data and other.index == 7
     found = rsp.inspect(tmp_path / "tiny.snap", manager=pm)
     assert [(s.name, s.count, s.sum) for s in found.stats] == [("bytes", 1, 9000)]
@@ -347,7 +350,7 @@ class _Minimal:
     @rsp.hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         return MemoryPlugin().raft_snapshot_restore(node, meta, source)
 
 
@@ -407,7 +410,7 @@ class _Raising(MemoryPlugin):
     @rsp.hookimpl
     def raft_snapshot_restore(
         self, node: MemoryNode, meta: rsp.SnapshotMeta, source: IO[bytes]
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         raise self.error
 
 

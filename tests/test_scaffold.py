@@ -83,8 +83,10 @@ def test_take_verify_restore_through_the_outside_adapter(
     meta = rsp.verify(tmp_path / "toy.snap")
     assert (meta.backend, meta.state_format, meta.index) == ("toy", "toy-json/1", node.index)
     other = toy.Node("m1", "127.0.0.1:7101")
-    assert rsp.restore(other, tmp_path / "toy.snap", manager=pm) == meta
+    result = rsp.restore(other, tmp_path / "toy.snap", manager=pm)
     assert other.data == {"a": "1"}
+    assert result == rsp.RestoreResult(
+        meta, (rsp.MemberApplied("127.0.0.1:7101", other.index, True),), index=other.index)
 
 
 def test_new_adapter_command_refuses_bad_names_and_existing_folders(tmp_path: Path) -> None:

@@ -185,7 +185,7 @@ class _Recording(MemoryPlugin):
     @hookimpl
     def raft_snapshot_restore(  # type: ignore[override]  # the hook's extra argument, on purpose
         self, node: Any, meta: SnapshotMeta, source: IO[bytes], trusted: bool
-    ) -> bool:
+    ) -> rsp.RestoreReport:
         self.trusted.append(trusted)
         return super().raft_snapshot_restore(node, meta, source)
 

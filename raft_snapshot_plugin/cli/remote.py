@@ -23,6 +23,7 @@ from .._files import atomic_output, remove_quietly, temp_file
 from ..client import Client, new_restore_id
 from ..errors import RemoteError, RestorePendingError
 from ..meta import SnapshotMeta
+from ..restored import RestoreResult
 from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
@@ -37,6 +38,7 @@ from ._common import (
 )
 from ._destination import APPEND_FIELDS, append_fields, appended_name, check_destination
 from ._group import cli
+from ._members import show_members
 from ._remote_options import RemoteOptions, remote_options
 from .archives import recipients_of
 
@@ -191,7 +193,7 @@ def _spooled(source: IO[bytes]) -> Iterator[str]:
 @click.option("--allow-incompatible", is_flag=True,
               help="Restore an archive of another backend or a newer state format anyway.")
 def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
-            identity_file: str | None, allow_incompatible: bool) -> None:
+            identity_file: str | None, allow_incompatible: bool) -> int:
     """Restore the snapshot in FILE (- for stdin) into a node's cluster.
 
     FILE is a local file, - (stdin, read whole into a private temp file first) or a storage URL
@@ -201,8 +203,14 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     into another. The node verifies the whole archive before anything is applied; the cluster
     keeps its own membership.
 
-    Exit status: 0 applied, 1 refused or failed (nothing applied), 3 not known yet (the node is
-    still applying it: ask with restore-status and the ID printed).
+    Prints one line per member of the cluster: the index it had applied, or that it had not
+    applied the restore when the node stopped waiting for it (when the node's adapter reports
+    members).
+
+    Exit status: 0 applied (by every member, when members are reported), 1 refused or failed
+    (nothing applied), 3 not known yet (the node is still applying it: ask with restore-status
+    and the ID printed), 4 applied and committed, but some member had not applied it yet (named
+    on stderr; it takes the state when it catches up).
     """
     key = load_key("verify", verify_key_file)
     client = remote.client()
@@ -214,13 +222,16 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
             verify_archive(plain, verify_key=key)
             if hasattr(plain, "seek"):  # the decrypted temp file: upload it from its start
                 plain.seek(0)
-        meta = _upload(client, remote, plain, allow_incompatible)
+        result = _upload(client, remote, plain, allow_incompatible)
     where = "" if origin == file and not is_storage_url(file) else f" from {origin}"
-    click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}){where}")
+    meta = result.meta
+    at = "" if result.index is None else f", committed at index {result.index}"
+    click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}){where}{at}")
+    return show_members(result)
 
 
 def _upload(client: Client, remote: RemoteOptions, source: object,
-            allow_incompatible: bool) -> SnapshotMeta:
+            allow_incompatible: bool) -> RestoreResult:
     """Upload and wait; after a Ctrl-C once the upload is in, ask the node what became of it."""
     restore_id = new_restore_id()
     seen = [0, -1]
@@ -240,7 +251,7 @@ def _upload(client: Client, remote: RemoteOptions, source: object,
     return _after_interrupt(remote, restore_id)
 
 
-def _after_interrupt(remote: RemoteOptions, restore_id: str) -> SnapshotMeta:
+def _after_interrupt(remote: RemoteOptions, restore_id: str) -> RestoreResult:
     quick = dataclasses.replace(remote, connect_timeout=min(remote.connect_timeout, _INTERRUPTED_WAIT))
     try:
         return quick.client(io_timeout=_INTERRUPTED_WAIT).outcome(restore_id)
@@ -263,15 +274,18 @@ def _after_interrupt(remote: RemoteOptions, restore_id: str) -> SnapshotMeta:
 def restore_status(restore_id: str, remote: RemoteOptions) -> int:
     """Tell what became of restore RESTORE_ID (the ID restore printed).
 
-    Exit status: 0 applied, 1 failed or unknown to the node, 3 still pending.
+    Exit status: 0 applied (by every member, when members are reported), 1 failed or unknown to
+    the node, 3 still pending, 4 applied, but some member had not applied it when the restore
+    returned (as restore's).
     """
     found = remote.client().restore_status(restore_id)
     started = _when(found.started)
-    if found.state == "applied" and found.meta is not None:
-        meta = found.meta
+    if found.state == "applied" and found.result is not None:
+        meta, at = found.result.meta, found.result.index
+        committed = "" if at is None else f", committed at index {at}"
         click.echo(f"Restore {restore_id}: applied snapshot {meta.id} (index {meta.index}, term "
-                   f"{meta.term}) at {_when(found.finished)}")
-        return 0
+                   f"{meta.term}) at {_when(found.finished)}{committed}")
+        return show_members(found.result)
     if found.state == "failed":
         raise RemoteError(f"restore {restore_id} (started {started}) failed ({found.status}): "
                           f"{found.error}",

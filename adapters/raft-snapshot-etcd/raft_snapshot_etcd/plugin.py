@@ -68,6 +68,8 @@ def raft_snapshot_restore(
             "raft_snapshot_etcd.start_members(plan) or the plan's command lines"
         )
     restore_state(node, meta, source, timeout=timeout)
+    # Offline: the data dirs hold the state, and no member runs yet to say it applied it. True
+    # reports the members as unknown; start_members(plan).members_applied() asks them once started.
     return True
 
 

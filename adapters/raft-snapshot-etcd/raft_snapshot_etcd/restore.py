@@ -25,6 +25,8 @@ from typing import IO
 from raft_snapshot_plugin.toolkit import (
     CHUNK_SIZE,
     ArchiveSource,
+    MemberApplied,
+    RestoreReport,
     SnapshotMeta,
     StateRejectedError,
     open_verified,
@@ -130,6 +132,24 @@ class EtcdProcesses:
     def cluster(self) -> EtcdCluster:
         return self.plan.cluster.cluster()
 
+    def members_applied(self, timeout: float = 10.0) -> RestoreReport:
+        """Each started member, by its peer URL (as a take's ``Server.address``), with the raft
+        index it has applied: a member that answers its status with a leader serves the restored
+        data dir; one that does not answer within ``timeout`` seconds is not applied.
+
+        The report has no restore index: an offline restore is no entry in the new cluster's log
+        (its raft index starts again; the store keeps the snapshot's revision).
+        """
+        started = time.monotonic()
+        cluster = self.plan.cluster.cluster(timeout=min(timeout, 2.0))
+        seen: dict[str, int | None] = {}
+        for launch in self.plan.launches:
+            seen[launch.member.peer_url] = _applied_index(
+                cluster, launch.member.client_url, started + timeout)
+        members = tuple(MemberApplied(peer, index, index is not None)
+                        for peer, index in seen.items())
+        return RestoreReport(members, waited=round(time.monotonic() - started, 1))
+
     def stop(self, grace: float = 10.0) -> None:
         """Stop the members one at a time: SIGTERM, wait up to ``grace`` s, else SIGKILL by PID.
 
@@ -177,6 +197,22 @@ def start_members(plan: RestorePlan, *, wait: float | None = 30.0) -> EtcdProces
         started.stop()
         raise
     return started
+
+
+def _applied_index(cluster: EtcdCluster, client_url: str, deadline: float) -> int | None:
+    """The raft index the member at ``client_url`` has applied, once it knows a leader; ``None``
+    if it does not by ``deadline`` (``time.monotonic()``)."""
+    while True:
+        try:
+            with cluster.connect(client_url) as conn:
+                status = conn.status()
+            if status.leader:
+                return int(status.raftAppliedIndex or status.raftIndex)
+        except (ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def wait_ready(plan: RestorePlan, procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> None:

@@ -55,10 +55,32 @@ def test_restore_through_the_core_api(known_cluster: EtcdCluster, tmp_path: Path
     with rsp.take(known_cluster) as snap:
         snap.save(tmp_path / "k.snap")
     target = clusters.plan("api")
-    meta = rsp.restore(target, tmp_path / "k.snap")
-    assert meta == rsp.verify(tmp_path / "k.snap")
+    result = rsp.restore(target, tmp_path / "k.snap")
+    assert result.meta == rsp.verify(tmp_path / "k.snap")
+    # offline: no member runs yet to say it applied the state; the core invents none
+    assert result.members is None and result.complete is None
     assert sorted(target.existing_data_dirs()) == ["api-0", "api-1", "api-2"]
-    assert clusters.start(target).items() == known_cluster.items()
+    restored = clusters.start(target)
+    assert restored.items() == known_cluster.items()
+    # once started, each member says which raft index it has applied, named as a take names it
+    report = clusters.running[target].members_applied()
+    with rsp.take(restored) as snap:
+        servers = sorted(s.address for s in snap.meta.servers)
+    assert sorted(m.member for m in report.members) == servers
+    assert all(m.applied and m.index is not None and m.index > 0 for m in report.members)
+    assert report.index is None
+
+
+def test_a_stopped_member_is_reported_as_not_applied(tmp_path: Path, clusters: Clusters) -> None:
+    target = clusters.plan("lag")
+    clusters.start(target)
+    procs = clusters.running[target]
+    procs.processes[2].terminate()
+    procs.processes[2].wait(10)
+    report = procs.members_applied(timeout=1.0)
+    assert [m.applied for m in report.members] == [True, True, False]
+    assert report.members[2] == rsp.MemberApplied(target.members[2].peer_url, None, False)
+    assert report.waited is not None and report.waited >= 1.0
 
 
 def test_existing_data_dirs_are_never_overwritten(known_cluster: EtcdCluster, tmp_path: Path,

@@ -126,10 +126,12 @@ def run_demo(echo: Callable[[str], Any] = print, *, keys: int = 5000) -> bool:
                                    timeout=_WAIT)
             with serve(target_leader, token=token) as endpoint:
                 t0 = time.monotonic()
-                Client(endpoint.url, token).restore(archive)
+                result = Client(endpoint.url, token).restore(archive)
                 echo(f"restored into a fresh cluster through {endpoint.url}/v1/snapshot "
-                     f"({time.monotonic() - t0:.2f} s)")
-            ok = _converged(target, expected)
+                     f"({time.monotonic() - t0:.2f} s), committed at index {result.index}")
+            for line in result.lines():
+                echo(f"restore: {line}")
+            ok = _converged(target, expected) and bool(result.complete)
             echo(f"every node of the fresh cluster holds the {len(expected)} keys: "
                  f"{'yes' if ok else 'NO'}")
     echo(f"demo {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s; "

@@ -11,7 +11,7 @@ from typing import IO
 
 from pysyncobj import SyncObj
 
-from raft_snapshot_plugin import SnapshotMeta, hookimpl
+from raft_snapshot_plugin import RestoreReport, SnapshotMeta, hookimpl
 
 from . import _node
 from .drill import drill_state
@@ -35,9 +35,8 @@ def raft_snapshot_take(node: SyncObj, sink: IO[bytes], timeout: float | None) ->
 @hookimpl
 def raft_snapshot_restore(
     node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None, trusted: bool,
-) -> bool:
-    restore_state(node, meta, source, timeout, trusted=trusted)
-    return True
+) -> RestoreReport:
+    return restore_state(node, meta, source, timeout, trusted=trusted)
 
 
 @hookimpl

@@ -31,10 +31,11 @@ from typing import IO, Any
 from pysyncobj import SyncObj, SyncObjException
 from pysyncobj import pickle as pso_pickle
 
-from raft_snapshot_plugin import SnapshotMeta
+from raft_snapshot_plugin import RestoreReport, SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError, StateRejectedError
 
 from . import _node, direct
+from .applied import wait_applied
 from .appstate import check_consumers
 from .direct import DirectTransferError, StateRefusedError
 from .serving import Payload, PayloadServer
@@ -91,8 +92,9 @@ _COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) aro
 def restore_state(
     node: SyncObj, meta: SnapshotMeta, source: IO[bytes], timeout: float | None, *,
     trusted: bool = False,
-) -> None:
-    """Replace the state of ``node``'s whole cluster with the state in ``source``.
+) -> RestoreReport:
+    """Replace the state of ``node``'s whole cluster with the state in ``source``; once it is
+    committed, wait for every member to apply it (``applied.py``) and report them.
 
     ``trusted`` (the archive's seal held under the caller's verify key) lets this process check
     the pickle without the restricted unpickler before it starts; each node then decides for
@@ -116,8 +118,9 @@ def restore_state(
     if use_direct(node, support):
         try:
             source.seek(start)
-            _Restore(node, support, timeout).run_direct(_payload(source), sha256, meta_json)
-            return
+            direct_restore = _Restore(node, support, timeout)
+            direct_restore.run_direct(_payload(source), sha256, meta_json)
+            return direct_restore.members_applied()
         except DirectTransferError as exc:
             log.warning("direct restore transfer failed (%s); sending the state through the log",
                         exc)
@@ -129,7 +132,9 @@ def restore_state(
     check_consumers(node, consumer_states)
     del attributes, consumer_states
     source.seek(start)
-    _Restore(node, support, timeout).run(size, sha256, _compress(source), meta_json)
+    log_restore = _Restore(node, support, timeout)
+    log_restore.run(size, sha256, _compress(source), meta_json)
+    return log_restore.members_applied()
 
 
 def _seekable_file(source: IO[bytes]) -> IO[bytes]:
@@ -228,6 +233,13 @@ class _Restore:
                 raise BackendError(f"replicating {method.__name__} failed: {exc!r}",
                                    backend=_node.BACKEND) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def members_applied(self) -> RestoreReport:
+        """After the commit: every member, and whether it applied it within the wait."""
+        index = self.support.commit_index(self.rid)
+        if index is None:  # this node received the commit in a dump: it is at or past it
+            index = int(self.node.raftLastApplied)
+        return wait_applied(self.node, index, self.deadline, self.support.apply_wait)
 
     def keep_lease(self) -> None:
         """Renew the restore's lease a third of the way through it (without waiting): a live

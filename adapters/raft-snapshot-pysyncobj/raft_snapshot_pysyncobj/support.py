@@ -45,6 +45,7 @@ from pysyncobj import SyncObj, SyncObjConsumer, replicated
 from raft_snapshot_plugin.toolkit import RaftSnapshotError, SnapshotMeta, VerifyKey, check_seal
 
 from . import _node
+from .applied import APPLY_WAIT
 from .appstate import InternalConsumer, apply_state, check_consumers
 from .direct import DirectTransferError, Stage, State
 from .record import PendingRestore
@@ -97,6 +98,9 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         those; ``None`` (the default) for any ephemeral port. When all are taken, the restore
         goes through the log. A served state stays served until every member has applied the
         commit, so allow a few ports for restores in quick succession.
+    :param apply_wait: seconds a restore started on this node waits, after its commit, for every
+        member to apply it (never past the restore's own timeout), before it reports those that
+        had not (``raft_snapshot_plugin.RestoreResult.lagging``).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         shared_references: bool = True,
         transport: Transport = "auto",
         direct_ports: Iterable[int] | None = None,
+        apply_wait: float = APPLY_WAIT,
     ) -> None:
         if transport not in ("auto", "direct", "log"):
             raise ValueError(f"transport must be 'auto', 'direct' or 'log', not {transport!r}")
@@ -117,6 +122,9 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
                 isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)):
             raise ValueError(f"direct_ports must be TCP ports (1 to 65535), at least one, not "
                              f"{direct_ports!r}")
+        if isinstance(apply_wait, bool) or not isinstance(apply_wait, (int, float)) or not (
+                0 <= apply_wait < float("inf")):
+            raise ValueError(f"apply_wait must be a number of seconds, not {apply_wait!r}")
         # Configuration is set before SyncObjConsumer.__init__, so PySyncObj never dumps it;
         # so are this node's copies of direct restores, which are not replicated state.
         self.trusted_classes = tuple(trusted_classes)
@@ -126,7 +134,10 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         self.shared_references = shared_references
         self.transport = transport
         self.direct_ports = ports
+        self.apply_wait = float(apply_wait)
         self._stages: dict[str, Stage] = {}
+        #: the log index at which this node applied each recent commit (the same on every node)
+        self._commit_indexes: dict[str, int] = {}
         self._stuck: set[str] = set()  # direct restores this node could not apply (logged once)
         self._watched: set[str] = set()  # restores whose lease this node's watcher looks at
         super().__init__()
@@ -218,6 +229,7 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
             return f"refused: {exc}"
         apply_state(self._syncObj, attributes, consumer_states)
         self._committed = pending.rid
+        self._note_commit(pending.rid)
         return "ok"
 
     def _commit_direct(self, pending: PendingRestore) -> str:
@@ -242,6 +254,7 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         node = self._syncObj
         apply_state(node, attributes, consumer_states)
         self._committed = rid
+        self._note_commit(rid)
         # Compact past this entry, and keep the payload served until then: a node catching up
         # from here on receives the restored state in a PySyncObj dump, or finds the payload.
         index = node.raftLastApplied + 1  # PySyncObj counts an entry applied after applying it
@@ -296,6 +309,17 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
     def abort(self, rid: str, **replicated_call: Any) -> Any:
         """Drop restore ``rid`` everywhere; nothing of it is applied."""
         return self._rsp_abort(rid, **replicated_call)
+
+    def commit_index(self, rid: str) -> int | None:
+        """The log index of restore ``rid``'s commit, if this node applied it (not through a
+        dump)."""
+        return self._commit_indexes.get(rid)
+
+    def _note_commit(self, rid: str) -> None:
+        # Applying an entry, PySyncObj has not counted it yet: its index is one past raftLastApplied.
+        self._commit_indexes[rid] = self._syncObj.raftLastApplied + 1
+        while len(self._commit_indexes) > 16:
+            del self._commit_indexes[next(iter(self._commit_indexes))]
 
     def refusal(self, rid: str) -> Exception | None:
         """Why this node refused restore ``rid``'s state, once its copy was decoded (direct)."""

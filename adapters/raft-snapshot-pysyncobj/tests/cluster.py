@@ -11,6 +11,7 @@ from typing import Any
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
+from raft_snapshot_pysyncobj.applied import APPLY_WAIT
 from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.support import Transport
 
@@ -46,8 +47,9 @@ class Bank(SyncObj):  # type: ignore[misc]
 
 
 
-def default_consumers(transport: Transport = "auto") -> list[SyncObjConsumer]:
-    return [ReplCounter(), ReplDict(), SnapshotSupport(transport=transport)]
+def default_consumers(transport: Transport = "auto",
+                      apply_wait: float = APPLY_WAIT) -> list[SyncObjConsumer]:
+    return [ReplCounter(), ReplDict(), SnapshotSupport(transport=transport, apply_wait=apply_wait)]
 
 
 class Cluster:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -17,6 +18,12 @@ def test_demo_command_passes_within_a_minute() -> None:
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every node of the fresh cluster holds the 5000 keys: yes" in result.stdout
+    # the restore's answer: all three members of the fresh cluster at the restore's own index
+    committed = re.search(r"committed at index (\d+)", result.stdout)
+    assert committed, result.stdout
+    applied = re.findall(r"^restore: node (\S+) applied index (\d+)$", result.stdout, re.M)
+    assert len({node for node, _ in applied}) == 3, result.stdout
+    assert {index for _, index in applied} == {committed[1]}, result.stdout
     assert "demo passed" in result.stdout
     assert elapsed < 60
 

@@ -9,10 +9,12 @@ the real endpoint, the real command line in a process.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster import Cluster, default_consumers, running_cluster
@@ -26,9 +28,12 @@ from hosts import (
     remote,
     start_cli,
 )
+from pysyncobj.batteries import ReplCounter, ReplDict
+from raft_snapshot_pysyncobj import SnapshotSupport
 from raft_snapshot_pysyncobj.support import find_support
 
 import raft_snapshot_plugin as rsp
+from raft_snapshot_plugin.client import Client, new_restore_id
 from raft_snapshot_plugin.endpoint import SnapshotServer, serve
 
 BIG = 16_000_000
@@ -158,3 +163,81 @@ def test_quorum_lost_during_a_restore_is_a_failure_and_nothing_changes(
 def _restore_id_of(line: str) -> str:
     words = line.split()
     return words[words.index("restore") + 1]
+
+
+# --- which members hold the restored state ----------------------------------------------------
+
+def _small_archive(cluster: Cluster, tmp_path: Path) -> Path:
+    leader = cluster.leader()
+    leader.put("note", "restored", sync=True, timeout=10)
+    with rsp.take(leader) as snap:
+        snap.save(tmp_path / "s.snap")
+    leader.put("note", "changed", sync=True, timeout=10)
+    cluster.converged()
+    return tmp_path / "s.snap"
+
+
+def _committed_at(stdout: str) -> str:
+    found = re.search(r"^Restored snapshot \S+ \(index \d+, term \d+\), committed at index (\d+)$",
+                      stdout, re.M)
+    assert found, stdout
+    return found[1]
+
+
+def test_the_command_line_lists_every_member_at_the_restored_index(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A real 3-node cluster restored through the command line and the endpoint: the answer
+    names each of the three members at the restore's own index, and so does restore-status."""
+    archive = _small_archive(cluster, tmp_path)
+    with serve(cluster.follower(), token="endpoint-token") as server:
+        done = cli("restore", str(archive), *remote(server.url))
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        index = _committed_at(done.stdout)
+        members = [f"  node {address} applied index {index}" for address in sorted(cluster.addresses)]
+        assert done.stdout.splitlines()[1:] == members
+        assert _notes(cluster) == ["restored"] * 3
+        with rsp.take(cluster.leader()) as snap:
+            assert snap.index >= int(index)
+        # restore-status reads the members from the restore's resource
+        restore_id = f"members-{new_restore_id()}"  # an ID may start with "-": not as an argument
+        again = Client(server.url, "endpoint-token").restore(archive, restore_id=restore_id)
+        status = cli("restore-status", restore_id, *remote(server.url))
+        assert (status.returncode, status.stderr) == (0, ""), status.stderr
+        assert f"committed at index {again.index}\n" in status.stdout
+        assert status.stdout.splitlines()[1:] == [
+            f"  node {address} applied index {again.index}" for address in sorted(cluster.addresses)]
+    print(f"\n{done.stdout.rstrip()}")
+
+
+def test_a_stopped_member_is_named_as_not_applied_and_the_exit_status_is_4(
+    tmp_path: Path
+) -> None:
+    def consumers() -> list[Any]:
+        return [ReplCounter(), ReplDict(), SnapshotSupport(apply_wait=3.0)]
+
+    with running_cluster(3, consumers=consumers) as cluster:
+        archive = _small_archive(cluster, tmp_path)
+        leader = cluster.leader()
+        down = next(i for i, n in enumerate(cluster.nodes) if n is not leader)
+        cluster.stop_node(down)
+        with serve(leader, token="endpoint-token") as server:
+            done = cli("restore", str(archive), *remote(server.url))
+        assert done.returncode == 4, done.stdout + done.stderr
+        index = _committed_at(done.stdout)
+        lines = done.stdout.splitlines()[1:]
+        gone = cluster.addresses[down]
+        assert [line for line in lines if gone in line] == [
+            line for line in lines if re.fullmatch(rf"  node {gone} had not applied within "
+                                                   r"[\d.]+ s", line)]
+        assert sorted(line for line in lines if gone not in line) == [
+            f"  node {a} applied index {index}" for a in sorted(cluster.addresses) if a != gone]
+        assert len(lines) == 3
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert "the restore is committed, but 1 of 3 members had not applied it within" in done.stderr
+        assert f" s: {gone}; they take it when they catch up" in done.stderr, done.stderr
+        # committed: the running members hold it; the stopped one takes it when it returns
+        assert [s["extra"]["note"] for s in cluster.states()] == ["restored"] * 2
+        cluster.start(down)
+        cluster.converged()
+        assert _notes(cluster) == ["restored"] * 3

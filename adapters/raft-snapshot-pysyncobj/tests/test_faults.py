@@ -242,7 +242,7 @@ def test_restoring_process_killed_mid_restore(tmp_path: Path, runs: int, transpo
 
 def _try_restore(client: Client, path: Path) -> dict[str, Any]:
     try:
-        return {"meta": client.restore(path)}
+        return {"result": client.restore(path)}
     except RemoteError as exc:
         return {"error": str(exc), "status": exc.status}
 

@@ -76,11 +76,17 @@ def test_restore_into_a_fresh_running_cluster(cluster: Cluster, other_cluster: C
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     members_before = sorted(other_cluster.addresses)
-    rsp.restore(other_cluster.follower(), tmp_path / "s.snap", timeout=60)
+    result = rsp.restore(other_cluster.follower(), tmp_path / "s.snap", timeout=60)
+    assert result.meta == rsp.verify(tmp_path / "s.snap")
     assert other_cluster.states() == [expected] * 3
+    # the answer lists every member at the restore's own index: the state is everywhere
+    assert result.index is not None and result.complete
+    assert [(m.member, m.index, m.applied) for m in result.members or ()] == [
+        (address, result.index, True) for address in members_before]
     # the target keeps its own membership, then takes new writes
     with rsp.take(other_cluster.leader()) as snap:
         assert sorted(s.address for s in snap.meta.servers) == members_before
+        assert snap.meta.index >= result.index
     other_cluster.leader().transfer(40, *transfer_args(40), sync=True, timeout=10)
     states = other_cluster.states()
     assert states[0]["history"] == list(range(41)) and all(s == states[0] for s in states)
@@ -89,8 +95,13 @@ def test_restore_into_a_fresh_running_cluster(cluster: Cluster, other_cluster: C
 def test_restore_with_a_follower_down_converges_when_it_returns(
     tmp_path: Path, snapshot_tmpdir: Path, transport: Transport
 ) -> None:
-    """With ``direct`` forced, the direct attempt finds the member gone and uses the log."""
-    with running_cluster(3, consumers=lambda: default_consumers(transport)) as cluster:
+    """With ``direct`` forced, the direct attempt finds the member gone and uses the log. The
+    restore is committed by the two running members, and its answer names the stopped one as not
+    applied within the wait (``apply_wait``, 3 s here)."""
+    def consumers() -> list[Any]:
+        return [ReplCounter(), ReplDict(), SnapshotSupport(transport=transport, apply_wait=3.0)]
+
+    with running_cluster(3, consumers=consumers) as cluster:
         _fill(cluster, 25, "before")
         _save(cluster, tmp_path / "old.snap")
         old_state = cluster.states()[0]
@@ -99,8 +110,17 @@ def test_restore_with_a_follower_down_converges_when_it_returns(
             leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
         down = next(i for i, n in enumerate(cluster.nodes) if n is not leader)
         cluster.stop_node(down)
-        rsp.restore(cluster.leader(), tmp_path / "old.snap", timeout=60)
+        started = time.monotonic()
+        result = rsp.restore(cluster.leader(), tmp_path / "old.snap", timeout=60)
         assert cluster.states() == [old_state] * 2
+        assert 3.0 <= (result.waited or 0) <= time.monotonic() - started < 30
+        assert result.index is not None and result.complete is False
+        rows = {m.member: (m.index, m.applied) for m in result.members or ()}
+        assert rows == {address: (None, False) if i == down else (result.index, True)
+                        for i, address in enumerate(cluster.addresses)}
+        assert [m.member for m in result.lagging] == [cluster.addresses[down]]
+        assert f"node {cluster.addresses[down]} had not applied within" in "\n".join(
+            result.lines())
         cluster.start(down)
         cluster.converged()
         assert cluster.states() == [old_state] * 3

@@ -111,7 +111,8 @@ class Node:
             conf["fullDumpFile"] = args.dump
         partners = [p for p in args.partners.split(",") if p]
         self.dump = args.dump
-        self.node = Bank(args.address, partners, default_consumers(args.transport), **conf)
+        self.node = Bank(args.address, partners, default_consumers(args.transport, args.apply_wait),
+                         **conf)
         self.server = serve(self.node, token=args.token, timeout=args.serve_timeout)
         self.writer: Writer | None = None
 
@@ -161,8 +162,9 @@ class Node:
                 snap.save(cmd["path"])
                 return {"index": snap.index, "stale": snap.stale}
         if op == "restore":
-            meta = rsp.restore(node, cmd["path"], timeout=cmd.get("timeout"))
-            return {"index": meta.index}
+            result = rsp.restore(node, cmd["path"], timeout=cmd.get("timeout"))
+            return {"index": result.meta.index,
+                    "members": [m.to_dict() for m in result.members or ()]}
         if op == "compact":
             return self.compact()
         raise ValueError(f"unknown op {op!r}")
@@ -233,6 +235,8 @@ def main() -> int:
     parser.add_argument("--lease", type=float)
     parser.add_argument("--serve-timeout", type=float)
     parser.add_argument("--transport", choices=["auto", "direct", "log"], default="auto")
+    # short: the fault tests restore with members killed, and each such restore waits this long
+    parser.add_argument("--apply-wait", type=float, default=2.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
