@@ -65,3 +65,10 @@ def raft_snapshot_drill(
     meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None,
 ) -> Mapping[str, tuple[int, int]]:
     return drill_state(meta, source, workdir, timeout)
+
+
+@hookimpl
+def raft_snapshot_offline_command() -> object:
+    from .cli import restore_offline_command  # click's command, loaded only when asked for
+
+    return restore_offline_command
