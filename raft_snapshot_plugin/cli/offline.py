@@ -17,11 +17,16 @@ import click
 from ..errors import RaftSnapshotError
 from ..manager import get_plugin_manager
 from ._group import cli
+from ._sources import local_copy
 
 _BACKEND = click.Option(["--backend"], required=True, metavar="NAME",
                         help="The backend of the new cluster: its adapter's options follow "
                              "(restore-offline --backend NAME --help).")
-_FILE = click.Argument(["file"], type=click.Path(exists=True, dir_okay=False))
+_FILE = click.Argument(["file"], type=click.Path(dir_okay=False, allow_dash=True))
+_CONFIG = click.Option(["--config", "config_path"], metavar="FILE",
+                       type=click.Path(exists=True, dir_okay=False),
+                       help="An agent configuration whose [storage.options] open a storage URL "
+                            "FILE (else the storage library's own environment: AWS_*, ...).")
 _ADAPTER = "raft_snapshot.offline_command"
 
 
@@ -52,20 +57,26 @@ class _OfflineCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         backend = _backend_in(args)
         if backend is None:
-            self.params, self.epilog = [_FILE, _BACKEND], None
+            self.params, self.epilog = [_FILE, _BACKEND, _CONFIG], None
         else:
             adapter = _adapter_command(ctx, backend)
             ctx.meta[_ADAPTER] = adapter
-            self.params = [*adapter.params, _BACKEND]
+            # the core reads FILE (a path, - or a storage URL) and hands the adapter a local path
+            self.params = [_FILE, *adapter.params[1:], _BACKEND, _CONFIG]
             self.epilog = f"--backend {backend}: {adapter.help}" if adapter.help else None
         return super().parse_args(ctx, args)
 
 
 @cli.command("restore-offline", cls=_OfflineCommand)
 @click.pass_context
-def restore_offline(ctx: click.Context, /, backend: str, **options: Any) -> None:
+def restore_offline(ctx: click.Context, /, file: str, backend: str, config_path: str | None,
+                    **options: Any) -> None:
     """Recover a whole lost cluster offline: write one new node's starting state from the archive
     FILE, with the options of its backend's adapter (restore-offline --backend NAME --help).
+
+    FILE is a local file, - (stdin) or a storage URL where the agent stored it
+    (s3://bucket/prefix/NAME.snap, PREFIX/latest for the newest), copied into a private temp
+    file first.
 
     Run it for each node of the new cluster, from the same archive, then start the nodes on what
     was written: pysyncobj (--dump-file F [--journal-file J]) writes a node's fullDumpFile; etcd
@@ -73,5 +84,9 @@ def restore_offline(ctx: click.Context, /, backend: str, **options: Any) -> None
     restore. To restore into a running cluster, use restore instead.
     """
     adapter: click.Command = ctx.meta[_ADAPTER]
-    if adapter.callback is not None:
-        ctx.invoke(adapter.callback, **options)
+    if adapter.callback is None:
+        return
+    with local_copy(file, config_path) as (local, origin):
+        if origin != file or file == "-":
+            click.echo(f"Read {origin}", err=True)
+        ctx.invoke(adapter.callback, file=local, **options)

@@ -7,15 +7,13 @@ connection dropped, or Ctrl-C): the message names the restore's ID for ``restore
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import functools
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
-from typing import IO
+from collections.abc import Callable
 
 import click
 
@@ -29,10 +27,8 @@ from ..operations import take
 from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
-    agent_module,
     identity_option,
     is_storage_url,
-    load_config,
     load_key,
     naming,
     progress,
@@ -41,6 +37,7 @@ from ._common import (
 from ._destination import APPEND_FIELDS, append_fields, appended_name, check_destination
 from ._group import cli
 from ._remote_options import NodeOptions, RemoteOptions, node_option, remote_options
+from ._sources import local_copy
 from .archives import recipients_of
 
 #: Seconds the status question after a Ctrl-C may take: the operator wants out.
@@ -177,42 +174,6 @@ def _not_leader_words(exc: RemoteError) -> str:
             f"{advice}, or give --stale for this node's possibly stale state")
 
 
-@contextlib.contextmanager
-def _local_copy(file: str, config_path: str | None) -> Iterator[tuple[str, str]]:
-    """(a local path of the archive, where it came from): FILE itself, or stdin or a stored
-    snapshot copied into a private temp file (an upload needs its length first)."""
-    if file == "-":
-        with _spooled(sys.stdin.buffer) as path:
-            yield path, "stdin"
-        return
-    if not is_storage_url(file):
-        yield file, file
-        return
-    agent = agent_module()
-    options = load_config(agent, config_path).storage_options if config_path else {}
-    with temp_file(prefix="raft-snapshot-download-") as (tmp, tmp_path):
-        try:
-            found = agent.download(file, tmp, options)
-            tmp.close()
-            yield tmp_path, str(found)
-        finally:
-            tmp.close()
-            remove_quietly(tmp_path)
-
-
-@contextlib.contextmanager
-def _spooled(source: IO[bytes]) -> Iterator[str]:
-    with temp_file(prefix="raft-snapshot-stdin-") as (tmp, tmp_path):
-        try:
-            with naming("stdin"):
-                shutil.copyfileobj(source, tmp, 1 << 20)
-            tmp.close()
-            yield tmp_path
-        finally:
-            tmp.close()
-            remove_quietly(tmp_path)
-
-
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @remote_options
@@ -237,7 +198,7 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     key = load_key("verify", verify_key_file)
     client = remote.client()
     client.check()
-    with _local_copy(file, remote.config_path) as (local, origin), \
+    with local_copy(file, remote.config_path) as (local, origin), \
             naming(origin, archive=True), \
             decrypted(local, identity_file) as plain:
         if key is not None:  # check the seal here too, before a byte leaves this machine
