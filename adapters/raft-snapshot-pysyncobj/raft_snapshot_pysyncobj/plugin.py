@@ -16,7 +16,7 @@ from raft_snapshot_plugin import SnapshotMeta, hookimpl
 from . import _node
 from .drill import drill_state
 from .restore import restore_state
-from .state import STATE_FORMAT, describe_state
+from .state import STATE_FORMAT, describe_keys, describe_state
 from .take import take_state
 
 BACKEND = _node.BACKEND
@@ -53,6 +53,13 @@ def raft_snapshot_is_leader(node: SyncObj) -> bool:
 @hookimpl
 def raft_snapshot_describe(meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
     return describe_state(source, size=meta.size)
+
+
+@hookimpl
+def raft_snapshot_describe_keys(
+    meta: SnapshotMeta, source: IO[bytes], depth: int, prefix: str,
+) -> Mapping[str, tuple[int, int]]:
+    return describe_keys(source, meta.size, depth, prefix)
 
 
 @hookimpl
