@@ -33,12 +33,15 @@ _WAIT = 20.0
 class DemoStore(SyncObj):  # type: ignore[misc]
     """A replicated key/value store: the application a user would write."""
 
-    def __init__(self, address: str, partners: list[str], password: str) -> None:
+    def __init__(self, address: str, partners: list[str], password: str, **conf: Any) -> None:
         # The deployment rule: a password (only members join and append) and private addresses
         # (loopback here). Without a password any process reaching the port could join.
-        conf = SyncObjConf(dynamicMembershipChange=False, connectionTimeout=5.0, password=password)
-        super().__init__(address, partners, conf=conf, consumers=[SnapshotSupport()])
-        self.data: dict[str, str] = {}
+        options = {"dynamicMembershipChange": False, "connectionTimeout": 5.0, **conf}
+        super().__init__(address, partners, conf=SyncObjConf(password=password, **options),
+                         consumers=[SnapshotSupport()])
+        # After SyncObj's __init__ (what it sets is left out of dumps), and without overwriting
+        # what a fullDumpFile loaded on the tick thread in the meantime.
+        self.data: dict[str, str] = self.__dict__.setdefault("data", {})
 
     @replicated  # type: ignore[untyped-decorator]
     def put_many(self, items: dict[str, str]) -> int:
