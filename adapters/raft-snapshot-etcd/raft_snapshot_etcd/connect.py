@@ -77,8 +77,12 @@ def _credentials(user: str | None, password_file: str | None) -> tuple[str | Non
         return None, None
     name, sep, password = user.partition(":")
     if password_file is not None:
-        with open(password_file, encoding="utf-8") as file:
-            password = file.read().rstrip("\r\n")
+        try:
+            with open(password_file, encoding="utf-8") as file:
+                password = file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"password-file: cannot read {password_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from exc
     elif not sep:
         password = os.environ.get("ETCDCTL_PASSWORD", "")
     return name, password

@@ -5,13 +5,16 @@ from a running 3-member cluster, ``verify`` and ``inspect`` of the file, then ``
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from etcd_clusters import Clusters
 from raft_snapshot_etcd import EtcdCluster
+from raft_snapshot_etcd.connect import cluster_from_url
 
 CLI = [sys.executable, "-m", "raft_snapshot_plugin"]
 
@@ -115,3 +118,35 @@ def test_restore_offline_etcd_usage_errors(tmp_path: Path) -> None:
                            "--data-dir", str(tmp_path / "n1")))
     assert line == f"raft-snapshot: error: {archive}: gzip: not a gzip stream (invalid header)"
     assert not (tmp_path / "n1").exists()
+
+
+def test_node_url_carries_tls_and_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``--node etcd://...`` reads: the query, then etcdctl's environment variables."""
+    for name in ("ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY", "ETCDCTL_USER",
+                 "ETCDCTL_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    found = cluster_from_url(f"etcd://h1:2379,h2:2379?cacert=/ca.pem&cert=/c.pem&key=/k.pem"
+                             f"&user=root&password-file={secret}&timeout=2.5", find_leader=False)
+    assert found.endpoints == ("https://h1:2379", "https://h2:2379")
+    assert (found.cacert, found.cert, found.key) == ("/ca.pem", "/c.pem", "/k.pem")
+    assert (found.user, found.password, found.timeout) == ("root", "s3cret", 2.5)
+    assert cluster_from_url("etcd://h1:2379?tls=1", find_leader=False).endpoints == (
+        "https://h1:2379",)
+    plain = cluster_from_url("etcd://h1:2379?user=ann:pw", find_leader=False)
+    assert (plain.endpoints, plain.user, plain.password) == (("http://h1:2379",), "ann", "pw")
+    for bad, words in (("etcd://u:p@h1:2379", "credentials go in ?user="),
+                       ("etcd://", "give the members' client addresses"),
+                       ("etcd://h1?timeout=soon", "timeout='soon' is not a number of seconds"),
+                       ("etcd://h1?password-file=/x", "password-file without user")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            cluster_from_url(bad, find_leader=False)
+    with pytest.raises(ValueError, match=re.escape("password-file: cannot read /nonexistent: No such")):
+        cluster_from_url("etcd://h1?user=u&password-file=/nonexistent", find_leader=False)
+    monkeypatch.setenv("ETCDCTL_CACERT", "/env-ca.pem")
+    monkeypatch.setenv("ETCDCTL_USER", "bob")
+    monkeypatch.setenv("ETCDCTL_PASSWORD", "from-env")
+    env = cluster_from_url("etcd://h1:2379", find_leader=False)
+    assert (env.endpoints, env.cacert, env.user, env.password) == (
+        ("https://h1:2379",), "/env-ca.pem", "bob", "from-env")
