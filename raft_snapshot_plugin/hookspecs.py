@@ -326,10 +326,11 @@ def raft_snapshot_offline_command(backend: str) -> click.Command | None:
     ``raft-snapshot restore-offline FILE --backend NAME ...`` runs it, as ``etcdutl snapshot
     restore`` builds a new member's data dir from a snapshot.
 
-    The command (a ``click.Command``) gets the archive's path as its first
-    argument, ``FILE``, followed by its own options; it verifies the archive itself and writes the
-    new node's starting state, one node per run. Optional: without it ``restore-offline --backend
-    NAME`` is refused, saying the adapter has no offline restore.
+    The command (a ``click.Command``) gets the archive's local path as its first argument,
+    ``file`` (the core copies a storage URL or stdin into a private temp file first), then its
+    own options, which must not be named ``backend`` or ``config``; it verifies the archive itself
+    and writes one new node's starting state per run. Optional: without it ``restore-offline
+    --backend NAME`` is refused, saying the adapter has no offline restore.
 
     :param backend: the backend name given with ``--backend``.
     :return: a ``click.Command`` whose first parameter is the argument ``file``.

@@ -48,6 +48,11 @@ def _adapter_command(ctx: click.Context, backend: str) -> click.Command:
             or command.params[0].name != "file":
         raise click.ClickException(f"adapter {backend!r}: raft_snapshot_offline_command gave "
                                    f"{command!r}, not a click command whose first argument is FILE")
+    taken = {p.name for p in command.params[1:]} & {"file", "backend", "config_path"}
+    if taken:
+        raise click.ClickException(f"adapter {backend!r}: its offline command's parameter "
+                                   f"{sorted(taken)[0]!r} is the core's own (FILE, --backend, "
+                                   "--config)")
     return command
 
 
