@@ -20,7 +20,7 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO
 
 import httpx
@@ -38,6 +38,7 @@ from ._protocol import (
     content_length,
 )
 from ._restore_answers import RestoreStatus, read_applied, read_status
+from ._transfer import Progress, Upload, fsync_folder, opened
 from .archive import CHUNK
 from .errors import RemoteError, RestorePendingError
 from .meta import SnapshotMeta
@@ -52,10 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two questions about a restore whose answer was lost.
 _POLL_SECONDS = 0.5
-
-#: ``progress(done_bytes, total_bytes)``, called as a transfer advances (first with ``done == 0``).
-Progress = Callable[[int, int], None]
-
 
 def new_restore_id() -> str:
     """A fresh restore ID: 24 URL-safe random characters."""
@@ -192,7 +189,7 @@ class Client:
             except httpx.HTTPError as exc:
                 raise unreachable(self.url, exc) from exc
             replace_locked(out, partial, target)
-        _fsync_folder(os.path.dirname(os.path.abspath(target)))
+        fsync_folder(os.path.dirname(os.path.abspath(target)))
         return meta
 
     def _download(self, response: httpx.Response, out: IO[bytes], partial: str,
@@ -252,8 +249,8 @@ class Client:
             (``timeout``) or the connection did.
         """
         rid = restore_id or new_restore_id()
-        with _opened(source) as file:
-            upload = _Upload(file, progress)
+        with opened(source) as file:
+            upload = Upload(file, progress)
             headers = {**self._headers(), "Content-Type": "application/octet-stream",
                        "Content-Length": str(upload.total), RESTORE_ID_HEADER: rid}
             query = "?allow_incompatible" if allow_incompatible else ""
@@ -354,51 +351,3 @@ class Client:
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
         return headers
-
-
-class _Upload:
-    """An archive's bytes as the request's body, counting what was sent."""
-
-    def __init__(self, file: IO[bytes], progress: Progress | None) -> None:
-        self.file = file
-        start = file.tell()
-        self.total = file.seek(0, os.SEEK_END) - start
-        file.seek(start)
-        self.progress = progress
-        self.sent = 0
-        self.finished = False
-        self.finished_at = 0.0
-
-    def chunks(self) -> Iterator[bytes]:
-        if self.progress is not None:
-            self.progress(0, self.total)
-        while self.sent < self.total and (chunk := self.file.read(min(CHUNK, self.total - self.sent))):
-            yield chunk  # resumed once the transport has written it
-            self.sent += len(chunk)
-            if self.progress is not None:
-                self.progress(self.sent, self.total)
-        self.finished = self.sent == self.total
-        self.finished_at = time.monotonic()
-
-    def during(self) -> str | None:
-        if self.sent == 0:
-            return None
-        return f"the upload, after {self.sent} of {self.total} bytes (nothing was applied)"
-
-
-@contextlib.contextmanager
-def _opened(source: str | os.PathLike[str] | IO[bytes]) -> Iterator[IO[bytes]]:
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as file:
-            yield file
-    else:
-        yield source
-
-
-def _fsync_folder(folder: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -28,12 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pluggy
 
 from .meta import SnapshotMeta
 from .restored import RestoreReport
+
+if TYPE_CHECKING:  # click is the command line's; hooks only name its type
+    import click
 
 __all__ = [
     "NAME",
@@ -42,11 +45,13 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "raft_snapshot_backend",
+    "raft_snapshot_connect",
     "raft_snapshot_describe",
     "raft_snapshot_describe_keys",
     "raft_snapshot_drill",
     "raft_snapshot_is_leader",
     "raft_snapshot_leader",
+    "raft_snapshot_offline_command",
     "raft_snapshot_restore",
     "raft_snapshot_state_format",
     "raft_snapshot_take",
@@ -58,8 +63,9 @@ NAME = "raft_snapshot"
 #: The hooks every adapter implements.
 REQUIRED = ("raft_snapshot_backend", "raft_snapshot_take", "raft_snapshot_restore")
 #: The hooks an adapter may leave out; each one's docstring says what happens without it.
-OPTIONAL = ("raft_snapshot_describe", "raft_snapshot_describe_keys", "raft_snapshot_drill",
-            "raft_snapshot_is_leader", "raft_snapshot_leader", "raft_snapshot_state_format")
+OPTIONAL = ("raft_snapshot_connect", "raft_snapshot_describe", "raft_snapshot_describe_keys",
+            "raft_snapshot_drill", "raft_snapshot_is_leader", "raft_snapshot_leader",
+            "raft_snapshot_offline_command", "raft_snapshot_state_format")
 
 hookspec = pluggy.HookspecMarker(NAME)
 #: The marker adapters put on their hook implementations.
@@ -298,4 +304,57 @@ def raft_snapshot_drill(
             with start_single_node(workdir, state=source.read(), timeout=timeout) as node:
                 data = node.read_all()
             return {"keys": (len(data), sum(len(v) for v in data.values()))}
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_connect(backend: str, url: str) -> object | None:
+    """Make a node object from a URL, so the command line can talk to a cluster directly
+    (``raft-snapshot save FILE --node etcd://host:2379,host:22379``), as ``etcdctl snapshot
+    save`` does, without an application serving the endpoint.
+
+    The URL's scheme is the backend name: only the adapter registered under it is asked.
+    Optional: without it ``--node BACKEND://...`` is refused, naming the adapter.
+
+    :param backend: the backend name (the URL's scheme).
+    :param url: the whole URL as the user gave it, query included (TLS files, credentials...:
+        the adapter documents what it reads there).
+    :return: a node object this adapter claims (``raft_snapshot_backend``), ready for ``take``.
+        Raise ``ValueError`` for a URL it cannot use (the message names what is wrong).
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_connect(url):
+            parts = urllib.parse.urlsplit(url)
+            return MyCluster(parts.netloc.split(","))
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_offline_command(backend: str) -> click.Command | None:
+    """Offer the command that recovers a whole lost cluster offline:
+    ``raft-snapshot restore-offline FILE --backend NAME ...`` runs it, as ``etcdutl snapshot
+    restore`` builds a new member's data dir from a snapshot.
+
+    The command (a ``click.Command``) gets the archive's local path as its first argument,
+    ``file`` (the core copies a storage URL or stdin into a private temp file first), then its
+    own options, which must not be named ``backend`` or ``config``; it verifies the archive itself
+    and writes one new node's starting state per run. Optional: without it ``restore-offline
+    --backend NAME`` is refused, saying the adapter has no offline restore.
+
+    :param backend: the backend name given with ``--backend``.
+    :return: a ``click.Command`` whose first parameter is the argument ``file``.
+
+    Example::
+
+        @click.command()
+        @click.argument("file")
+        @click.option("--data-dir", required=True)
+        def restore_offline(file, data_dir):
+            write_data_dir(file, data_dir)
+
+        @hookimpl
+        def raft_snapshot_offline_command():
+            return restore_offline
     """

@@ -9,11 +9,10 @@ error, never a silent skip.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import IO, Any, cast
@@ -21,13 +20,11 @@ from typing import IO, Any, cast
 import pluggy
 
 from . import hookspecs
+from ._edge import expect, hook_edge, rows
 from .errors import (
-    ArchiveError,
     BackendError,
     BackendNotFoundError,
     PluginConflictError,
-    SnapshotTimeoutError,
-    StateRejectedError,
 )
 from .hookspecs import NAME, REQUIRED
 from .meta import SnapshotMeta
@@ -192,7 +189,7 @@ class PluginManager(pluggy.PluginManager):
         """
         claims: list[tuple[str, str]] = []  # (plugin name, claimed backend)
         for impl in reversed(self.hook.raft_snapshot_backend.get_hookimpls()):
-            with _hook_edge(impl.plugin_name, "raft_snapshot_backend"):
+            with hook_edge(impl.plugin_name, "raft_snapshot_backend"):
                 result = impl.function(**{arg: node for arg in impl.argnames})
             if result is None:
                 continue
@@ -226,9 +223,9 @@ class PluginManager(pluggy.PluginManager):
     ) -> SnapshotMeta:
         """Call ``raft_snapshot_take``; the metadata the adapter returned."""
         caller = self._required(backend, "raft_snapshot_take")
-        with _hook_edge(backend, "raft_snapshot_take"):
+        with hook_edge(backend, "raft_snapshot_take"):
             result = caller(backend=backend, node=node, sink=sink, timeout=timeout)
-        return cast(SnapshotMeta, _expect(result, SnapshotMeta, backend, "raft_snapshot_take"))
+        return cast(SnapshotMeta, expect(result, SnapshotMeta, backend, "raft_snapshot_take"))
 
     def restore(
         self, backend: str, node: object, meta: SnapshotMeta, source: IO[bytes],
@@ -240,12 +237,12 @@ class PluginManager(pluggy.PluginManager):
             ``True`` (the members are unknown).
         """
         caller = self._required(backend, "raft_snapshot_restore")
-        with _hook_edge(backend, "raft_snapshot_restore"):
+        with hook_edge(backend, "raft_snapshot_restore"):
             result = caller(backend=backend, node=node, meta=meta, source=source,
                             timeout=timeout, trusted=trusted)
         if isinstance(result, RestoreReport):
             return result
-        if _expect(result, bool, backend, "raft_snapshot_restore") is not True:
+        if expect(result, bool, backend, "raft_snapshot_restore") is not True:
             raise BackendError(f"adapter {backend!r} did not apply the snapshot", backend=backend)
         return None
 
@@ -256,7 +253,7 @@ class PluginManager(pluggy.PluginManager):
         """
         result = self._optional(backend, "raft_snapshot_state_format", backend=backend)
         return None if result is None else cast(
-            str, _expect(result, str, backend, "raft_snapshot_state_format"))
+            str, expect(result, str, backend, "raft_snapshot_state_format"))
 
     def is_leader(self, backend: str, node: object) -> bool | None:
         """Call ``raft_snapshot_is_leader``: whether ``node`` leads its cluster.
@@ -265,7 +262,7 @@ class PluginManager(pluggy.PluginManager):
         """
         result = self._optional(backend, "raft_snapshot_is_leader", backend=backend, node=node)
         return None if result is None else cast(
-            bool, _expect(result, bool, backend, "raft_snapshot_is_leader"))
+            bool, expect(result, bool, backend, "raft_snapshot_is_leader"))
 
     def leader(self, backend: str, node: object) -> str | None:
         """Call ``raft_snapshot_leader``: the leader's Raft address, or ``None`` when unknown.
@@ -274,7 +271,7 @@ class PluginManager(pluggy.PluginManager):
         """
         result = self._optional(backend, "raft_snapshot_leader", backend=backend, node=node)
         return None if result is None else cast(
-            str, _expect(result, str, backend, "raft_snapshot_leader"))
+            str, expect(result, str, backend, "raft_snapshot_leader"))
 
     def describe(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes]
@@ -284,7 +281,7 @@ class PluginManager(pluggy.PluginManager):
                                 backend=backend, meta=meta, source=source)
         if result is None:
             return None
-        return _rows(result, backend, "raft_snapshot_describe")
+        return rows(result, backend, "raft_snapshot_describe")
 
     def describe_keys(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes], depth: int, prefix: str
@@ -292,7 +289,7 @@ class PluginManager(pluggy.PluginManager):
         """Call ``raft_snapshot_describe_keys``: the breakdown by key, or ``None`` without it."""
         result = self._optional(backend, "raft_snapshot_describe_keys", backend=backend,
                                 meta=meta, source=source, depth=depth, prefix=prefix)
-        return None if result is None else _rows(result, backend, "raft_snapshot_describe_keys")
+        return None if result is None else rows(result, backend, "raft_snapshot_describe_keys")
 
     def drill(
         self, backend: str, meta: SnapshotMeta, source: IO[bytes], workdir: Path,
@@ -307,52 +304,62 @@ class PluginManager(pluggy.PluginManager):
         if caller is None:
             raise BackendError(f"adapter {backend!r} cannot drill: it does not implement "
                                "raft_snapshot_drill", backend=backend)
-        with _hook_edge(backend, "raft_snapshot_drill"):
+        with hook_edge(backend, "raft_snapshot_drill"):
             result = caller(backend=backend, meta=meta, source=source, workdir=workdir,
                             timeout=timeout)
-        return _rows(result, backend, "raft_snapshot_drill")
+        return rows(result, backend, "raft_snapshot_drill")
+
+    def connect(self, url: str) -> tuple[str, object]:
+        """Call ``raft_snapshot_connect`` of the adapter named by ``url``'s scheme: (the backend
+        name, the node object it made).
+
+        :raises BackendNotFoundError: no adapter is registered under the scheme.
+        :raises BackendError: the adapter cannot make nodes from URLs, or refused this one.
+        """
+        backend, sep, _ = url.partition("://")
+        if not sep or not backend:
+            raise BackendNotFoundError(
+                f"{url}: a node URL is BACKEND://..., e.g. etcd://127.0.0.1:2379 (installed: "
+                f"{', '.join(self._active_names()) or 'none'})")
+        try:
+            caller = self._caller(backend, "raft_snapshot_connect")
+        except BackendNotFoundError as exc:
+            raise BackendNotFoundError(f"{url}: {exc}", backend=backend) from exc
+        if caller is None:
+            raise BackendError(f"{url}: adapter {backend!r} cannot reach a node from a URL: it "
+                               "does not implement raft_snapshot_connect", backend=backend)
+        with hook_edge(backend, "raft_snapshot_connect"):
+            try:
+                node = caller(backend=backend, url=url)
+            except ValueError as exc:  # the adapter's word on what is wrong with the URL
+                raise BackendError(f"{url}: {exc}", backend=backend) from exc
+        if node is None:
+            raise BackendError(f"{url}: adapter {backend!r} made no node of it", backend=backend)
+        return backend, node
+
+    def offline_command(self, backend: str) -> Any:
+        """Call ``raft_snapshot_offline_command``: the adapter's ``click.Command`` that restores a
+        lost cluster offline.
+
+        :raises BackendNotFoundError: no adapter is registered as ``backend``.
+        :raises BackendError: the adapter offers none.
+        """
+        result = self._optional(backend, "raft_snapshot_offline_command", backend=backend)
+        if result is None:
+            raise BackendError(f"adapter {backend!r} has no offline restore (it does not implement "
+                               "raft_snapshot_offline_command): restore into a running cluster "
+                               "with `raft-snapshot restore`", backend=backend)
+        return result
 
     def _optional(self, backend: str, hook_name: str, /, **kwargs: Any) -> Any:
         caller = self._caller(backend, hook_name)
         if caller is None:
             return None
-        with _hook_edge(backend, hook_name):
+        with hook_edge(backend, hook_name):
             return caller(**kwargs)
 
     def _active_names(self) -> list[str]:
         return sorted(name for name, plugin in self.list_name_plugin() if plugin is not None)
-
-
-@contextlib.contextmanager
-def _hook_edge(backend: str, hook_name: str) -> Iterator[None]:
-    """The one mapping of what a hook raises to what the core raises.
-
-    ``TimeoutError`` -> :class:`SnapshotTimeoutError`; a refusal of the state's bytes
-    (:class:`StateRejectedError`, or an :class:`ArchiveError` from decoding them) stays a refusal;
-    a :class:`BackendError` keeps its type; anything else -> :class:`BackendError`. Every one names
-    the backend, with the original chained.
-    """
-    try:
-        yield
-    except SnapshotTimeoutError:
-        raise
-    except TimeoutError as exc:
-        raise SnapshotTimeoutError(
-            f"adapter {backend!r} timed out in {hook_name}: {exc}") from exc
-    except StateRejectedError as exc:
-        if exc.backend is None:
-            exc.backend = backend
-        raise
-    except ArchiveError as exc:
-        raise StateRejectedError(f"adapter {backend!r} refused the state: {exc}",
-                                 backend=backend) from exc
-    except BackendError as exc:
-        if exc.backend is None:
-            exc.backend = backend
-        raise
-    except Exception as exc:
-        raise BackendError(f"adapter {backend!r} failed in {hook_name}: {exc!r}",
-                           backend=backend) from exc
 
 
 def get_plugin_manager(*, load_entrypoints: bool = True) -> PluginManager:
@@ -385,26 +392,3 @@ def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
 
 def _describe(plugin: object) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__qualname__
-
-
-def _rows(result: Any, backend: str, hook_name: str) -> Mapping[str, tuple[int, int]]:
-    """A breakdown ``{name: (count, size)}`` as a hook must return it."""
-    rows = cast(Mapping[str, tuple[int, int]], _expect(result, Mapping, backend, hook_name))
-    for key, value in rows.items():
-        if not (isinstance(key, str) and isinstance(value, tuple) and len(value) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-            raise BackendError(
-                f"adapter {backend!r} returned {key!r}: {value!r} from {hook_name},"
-                " not name: (count, size)", backend=backend,
-            )
-    return rows
-
-
-def _expect(result: Any, kind: Any, backend: str, hook_name: str) -> Any:
-    if not isinstance(result, kind):
-        raise BackendError(
-            f"adapter {backend!r} returned {type(result).__name__} from {hook_name}, "
-            f"not {getattr(kind, '__name__', kind)}",
-            backend=backend,
-        )
-    return result

@@ -396,14 +396,15 @@ def test_inspect_detail_from_the_command_line(tmp_path: Path) -> None:
 
 
 # ==================================================================================================
-# demo --serve
+# demo --keep-running (--serve)
 # ==================================================================================================
 
-def test_demo_serve_until_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--keep-running", "--serve"])
+def test_demo_keep_running_until_ctrl_c(tmp_path: Path, flag: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFT_SNAPSHOT_")}
     env["RAFT_SNAPSHOT_TMPDIR"] = str(tmp_path)
     head = b""
-    proc = subprocess.Popen([*CLI, "demo", "--serve"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*CLI, "demo", flag, "--backend", "memory"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     try:
         head = test_cli_remote._read_line(proc, 30.0)
@@ -422,6 +423,12 @@ def test_demo_serve_until_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert err.decode().endswith("raft-snapshot demo: stopped\n") and b"Traceback" not in err
     assert b"raft-snapshot save backup.snap" in head + out
-    assert usage_line(cli("demo", "--serve", "--backend", "pysyncobj")).endswith(
-        "--serve runs the in-memory reference cluster; it takes no --backend "
-        "(see 'raft-snapshot demo --help')")
+    assert b"# a 3-node in-memory cluster: leader http://127.0.0.1:" in head + out
+    assert usage_line(cli("demo", flag, "--backend", "nope")) == (
+        "raft-snapshot: error: Invalid value for '--backend': no demo cluster for 'nope' "
+        f"(offered: {', '.join(_demo_clusters())}) (see 'raft-snapshot demo --help')")
+
+
+def _demo_clusters() -> list[str]:
+    found = {ep.name for ep in importlib.metadata.entry_points(group="raft_snapshot.demo_cluster")}
+    return sorted({"memory", *found})

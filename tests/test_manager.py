@@ -50,6 +50,29 @@ def raft_snapshot_is_leader(node):
 @hookimpl
 def raft_snapshot_describe(source):
     return {{"bytes": (1, len(source.read()))}}
+
+@hookimpl
+def raft_snapshot_connect(url):
+    state = url.partition("://")[2]
+    if not state:
+        raise ValueError("give the state after tiny://")
+    return TinyNode(state.encode(), leader=state != "follower")
+
+@hookimpl
+def raft_snapshot_offline_command():
+    import click
+    from raft_snapshot_plugin.toolkit import open_verified
+
+    @click.command()
+    @click.argument("file")
+    @click.option("--out", required=True, help="Where the new node's state goes.")
+    def write_state(file, out):
+        """Write a new tiny node's state from FILE."""
+        with open_verified(file, backend="{name}") as verified, open(out, "wb") as target:
+            target.write(verified.file.read())
+        click.echo(f"Wrote {{verified.meta.size}} bytes to {{out}}")
+
+    return write_state
 '''
 
 
@@ -144,7 +167,8 @@ def test_backends_cli_lists_external_adapter(adapter_sites: dict[str, Path]) -> 
     listed = json.loads(_cli(["backends", "--format", "json"], adapter_sites["tiny"]).stdout)
     assert {"name": "tiny", "distribution": "raft-snapshot-tiny", "version": "1.2.3",
             "disabled": False, "usable": True, "missing": [],
-            "hooks": ["raft_snapshot_backend", "raft_snapshot_describe", "raft_snapshot_is_leader",
+            "hooks": ["raft_snapshot_backend", "raft_snapshot_connect", "raft_snapshot_describe",
+                      "raft_snapshot_is_leader", "raft_snapshot_offline_command",
                       "raft_snapshot_restore", "raft_snapshot_take"]} in listed
 
 

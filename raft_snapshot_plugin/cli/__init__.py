@@ -9,7 +9,7 @@ line names the restore's ID to ask about with ``restore-status``.
 Transfers show a progress bar (bytes and rate) on stderr when it is a terminal, nothing otherwise.
 
 The commands live by job: :mod:`.archives` (verify, inspect, seal, keygen, encrypt, decrypt),
-:mod:`.remote` (save, restore, restore-status), :mod:`.agent`, :mod:`.seed` (the adapters' offline
+:mod:`.remote` (save, restore, restore-status), :mod:`.agent`, :mod:`.offline` (the adapters' offline
 recovery commands) and :mod:`.tools` (backends, demo, new-adapter).
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import click
 
 from ..errors import RaftSnapshotError, RestorePendingError
-from . import agent, archives, remote, seed, tools  # noqa: F401  (they add their commands to the group)
+from . import agent, archives, offline, remote, tools  # noqa: F401  (they add their commands to the group)
 from ._common import describe_os_error, fail
 from ._group import cli
 

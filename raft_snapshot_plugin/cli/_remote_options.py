@@ -72,11 +72,26 @@ def remote_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _NAMES}
-        return func(*args, remote=_resolve(click.get_current_context(), values), **kwargs)
+        ctx = click.get_current_context()
+        if kwargs.get("node"):  # the cluster itself, not an endpoint (save --node)
+            if _on_command_line(ctx, "addr"):
+                raise click.UsageError("give --addr or --node, not both")
+            return func(*args, remote=NodeOptions(kwargs["node"], values["timeout"]), **kwargs)
+        return func(*args, remote=_resolve(ctx, values), **kwargs)
 
     for option in reversed(options):
         wrapper = option(wrapper)
     return cast(F, wrapper)
+
+
+def node_option(func: F) -> F:
+    """``--node BACKEND://...``: talk to the cluster directly through its adapter's
+    ``raft_snapshot_connect``, as etcdctl does, instead of an endpoint (``--addr``)."""
+    return click.option(
+        "--node", metavar="URL",
+        help="Take the snapshot from the cluster itself, through its adapter, instead of an "
+             "endpoint: BACKEND://..., e.g. etcd://127.0.0.1:2379,127.0.0.1:22379 (TLS and auth "
+             "in the URL's query: see the adapter's README). Not with --addr.")(func)
 
 
 def _resolve(ctx: click.Context, values: dict[str, Any]) -> RemoteOptions:
@@ -145,3 +160,11 @@ class RemoteOptions:
             raise click.BadParameter(str(exc), param_hint=hint) from exc
         except (OSError, ssl.SSLError) as exc:  # a certificate or key that does not load
             raise click.ClickException(f"cannot load the TLS files: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeOptions:
+    """``--node``: a cluster reached through its adapter, and how long its take may last."""
+
+    url: str
+    timeout: float

@@ -7,30 +7,29 @@ connection dropped, or Ctrl-C): the message names the restore's ID for ``restore
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Callable
 
 import click
 
 from .. import encryption
 from .._files import atomic_output, remove_quietly, temp_file
 from ..client import Client, new_restore_id
-from ..errors import RemoteError, RestorePendingError
+from ..errors import BackendError, NotLeaderError, RemoteError, RestorePendingError
+from ..manager import get_plugin_manager
 from ..meta import SnapshotMeta
+from ..operations import take
 from ..restored import RestoreResult
 from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
-    agent_module,
     identity_option,
     is_storage_url,
-    load_config,
     load_key,
     naming,
     progress,
@@ -39,7 +38,8 @@ from ._common import (
 from ._destination import APPEND_FIELDS, append_fields, appended_name, check_destination
 from ._group import cli
 from ._members import show_members
-from ._remote_options import RemoteOptions, remote_options
+from ._remote_options import NodeOptions, RemoteOptions, node_option, remote_options
+from ._sources import local_copy
 from .archives import recipients_of
 
 #: Seconds the status question after a Ctrl-C may take: the operator wants out.
@@ -47,6 +47,7 @@ _INTERRUPTED_WAIT = 5.0
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@node_option
 @remote_options
 @click.option("--stale", is_flag=True, help="Accept a snapshot from a node that is not the leader.")
 @verify_key_option
@@ -59,33 +60,38 @@ _INTERRUPTED_WAIT = 5.0
               help="Add these, in this order, to FILE's name before its suffix: "
                    f"{','.join(APPEND_FIELDS)} (status: leader, or stale when read on a follower), as consul "
                    "snapshot save -append-filename: backup.snap -> backup-1234-pysyncobj.snap.")
-def save(file: str, remote: RemoteOptions, stale: bool, verify_key_file: str | None,
-         encrypt_to: tuple[str, ...], encrypt_to_files: tuple[str, ...],
-         append: tuple[str, ...]) -> None:
+def save(file: str, remote: RemoteOptions | NodeOptions, node: str | None, stale: bool,
+         verify_key_file: str | None, encrypt_to: tuple[str, ...],
+         encrypt_to_files: tuple[str, ...], append: tuple[str, ...]) -> None:
     """Save a fresh snapshot of a node's cluster into FILE (- for stdout).
 
     FILE's folder is checked before the node is asked for anything. The archive goes to
     FILE.<pid>.<random>.unverified, is verified completely, then renamed to FILE (one left by a
     killed save is removed by the next save into that folder). With --encrypt-to, or FILE -, it
     is verified in a private temp file first, then written to FILE (encrypted) or stdout; with
-    --append-filename too, the name being known only once the snapshot is.
+    --append-filename too, the name being known only once the snapshot is. With --node the
+    cluster's adapter takes the snapshot here, as etcdctl snapshot save does.
     """
     check_destination(file)
     if append and file == "-":
         raise click.UsageError("--append-filename needs a FILE name, not -")
     key = load_key("verify", verify_key_file)
     recipients = recipients_of(encrypt_to, encrypt_to_files)
-    client = remote.client()
-    client.check()
-    if not recipients and file != "-" and not append:
-        with naming(file):
-            meta = _save(client, file, stale, key)
-        click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
-        return
+    if isinstance(remote, NodeOptions):
+        fetch = _direct(remote, stale, key)
+    else:
+        client = remote.client()
+        client.check()
+        fetch = functools.partial(_save, client, stale=stale, key=key)
+        if not recipients and file != "-" and not append:
+            with naming(file):
+                meta = fetch(file)
+            click.echo(f"Saved and verified snapshot to index {meta.index}: {file}")
+            return
     with temp_file(prefix="raft-snapshot-save-") as (tmp, tmp_path):
         tmp.close()
         try:
-            meta = _save(client, tmp_path, stale, key)
+            meta = fetch(tmp_path)
             file = appended_name(file, append, meta) if append else file
             _deliver(tmp_path, file, recipients)
         finally:
@@ -129,7 +135,28 @@ def _drop_stdout() -> None:
         os.close(null)
 
 
-def _save(client: Client, path: str, stale: bool, key: object) -> SnapshotMeta:
+def _direct(target: NodeOptions, stale: bool, key: object) -> Callable[[str], SnapshotMeta]:
+    """Connect to ``--node``'s cluster at once (a bad URL fails before anything); return what
+    takes its snapshot into a path, verified there."""
+    pm = get_plugin_manager()
+    backend, node = pm.connect(target.url)
+
+    def fetch(path: str) -> SnapshotMeta:
+        try:
+            with take(node, backend=backend, timeout=target.timeout, leader_only=not stale,
+                      manager=pm) as snap:
+                snap.save(path)
+        except NotLeaderError as exc:
+            raise NotLeaderError(f"{target.url}: {exc}: give its endpoint first, or --stale to "
+                                 "save from this member anyway", leader=exc.leader) from exc
+        except BackendError as exc:  # the one line names the URL, as every remote error does
+            raise BackendError(f"{target.url}: {exc}", backend=exc.backend) from exc
+        return verify_archive(path, verify_key=key)  # type: ignore[arg-type]
+
+    return fetch
+
+
+def _save(client: Client, path: str, *, stale: bool, key: object) -> SnapshotMeta:
     try:
         with progress("Saving") as shown:
             return client.save(path, stale=stale, progress=shown, verify_key=key)  # type: ignore[arg-type]
@@ -147,42 +174,6 @@ def _not_leader_words(exc: RemoteError) -> str:
         "save from the leader's endpoint"
     return (f"{exc.url}: {exc.status} Service Unavailable: this node is not the leader ({where}); "
             f"{advice}, or give --stale for this node's possibly stale state")
-
-
-@contextlib.contextmanager
-def _local_copy(file: str, config_path: str | None) -> Iterator[tuple[str, str]]:
-    """(a local path of the archive, where it came from): FILE itself, or stdin or a stored
-    snapshot copied into a private temp file (an upload needs its length first)."""
-    if file == "-":
-        with _spooled(sys.stdin.buffer) as path:
-            yield path, "stdin"
-        return
-    if not is_storage_url(file):
-        yield file, file
-        return
-    agent = agent_module()
-    options = load_config(agent, config_path).storage_options if config_path else {}
-    with temp_file(prefix="raft-snapshot-download-") as (tmp, tmp_path):
-        try:
-            found = agent.download(file, tmp, options)
-            tmp.close()
-            yield tmp_path, str(found)
-        finally:
-            tmp.close()
-            remove_quietly(tmp_path)
-
-
-@contextlib.contextmanager
-def _spooled(source: IO[bytes]) -> Iterator[str]:
-    with temp_file(prefix="raft-snapshot-stdin-") as (tmp, tmp_path):
-        try:
-            with naming("stdin"):
-                shutil.copyfileobj(source, tmp, 1 << 20)
-            tmp.close()
-            yield tmp_path
-        finally:
-            tmp.close()
-            remove_quietly(tmp_path)
 
 
 @cli.command()
@@ -215,7 +206,7 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     key = load_key("verify", verify_key_file)
     client = remote.client()
     client.check()
-    with _local_copy(file, remote.config_path) as (local, origin), \
+    with local_copy(file, remote.config_path) as (local, origin), \
             naming(origin, archive=True), \
             decrypted(local, identity_file) as plain:
         if key is not None:  # check the seal here too, before a byte leaves this machine

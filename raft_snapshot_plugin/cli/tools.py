@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 
 import click
-from click.core import ParameterSource
 
 from ..manager import DISABLE_ENV, get_plugin_manager
 from ._common import FORMAT
@@ -41,25 +40,24 @@ DEMO_GROUP = "raft_snapshot.demo"
 
 
 @cli.command()
-@click.option("--backend", default="pysyncobj", show_default=True,
-              help="Whose demo to run (an adapter offering one).")
-@click.option("--serve", is_flag=True,
-              help="Instead, keep a 3-node in-memory reference cluster serving the snapshot "
-                   "endpoint here until Ctrl-C, and print the RAFT_SNAPSHOT_ADDR/TOKEN to use.")
-@click.pass_context
-def demo(ctx: click.Context, backend: str, serve: bool) -> int:
+@click.option("--backend", metavar="NAME",
+              help="Whose demo to run (an adapter offering one) [default: pysyncobj; with "
+                   "--keep-running, pysyncobj when its adapter is installed, else memory].")
+@click.option("--keep-running", "--serve", "keep_running", is_flag=True,
+              help="Instead, start a 3-node cluster serving the snapshot endpoint here and keep "
+                   "it running until Ctrl-C, printing the RAFT_SNAPSHOT_ADDR/TOKEN line to "
+                   "export and commands to try.")
+def demo(backend: str | None, keep_running: bool) -> int:
     """Run an adapter's demo: for PySyncObj a 3-node cluster here: snapshot, verify, inspect,
-    restore, report. With --serve, a cluster to try the command line against."""
+    restore, report. With --keep-running, a cluster to try the command line against."""
     from importlib.metadata import entry_points
 
-    if serve:
-        if ctx.get_parameter_source("backend") is ParameterSource.COMMANDLINE:
-            raise click.UsageError("--serve runs the in-memory reference cluster; it takes no "
-                                   "--backend")
-        from ._demo_serve import serve_demo
+    if keep_running:
+        from ._demo_serve import keep_running as serve_until_stopped
 
-        return serve_demo()
+        return serve_until_stopped(backend)
 
+    backend = backend or "pysyncobj"
     found = {ep.name: ep for ep in entry_points(group=DEMO_GROUP)}
     if backend not in found:
         offered = ", ".join(sorted(found)) or "none installed"

@@ -20,6 +20,7 @@ from raft_snapshot_plugin.toolkit import (
 )
 
 from .cluster import EtcdCluster, NewCluster
+from .connect import cluster_from_url
 from .drill import drill_state
 from .restore import BACKEND, STATE_FORMAT_PREFIX, restore_state
 from .tools import snapshot_status
@@ -105,6 +106,18 @@ def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
         "keys (etcd totalKey)": (status.total_key, status.total_size),
         "revision": (status.revision, 0),
     }
+
+
+@hookimpl
+def raft_snapshot_connect(url: str) -> EtcdCluster:
+    return cluster_from_url(url)
+
+
+@hookimpl
+def raft_snapshot_offline_command() -> object:
+    from .cli import restore_offline_command  # click's command, loaded only when asked for
+
+    return restore_offline_command
 
 
 @hookimpl

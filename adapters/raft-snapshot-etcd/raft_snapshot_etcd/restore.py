@@ -36,7 +36,8 @@ from ._stream import check_trailing_hash
 from .cluster import EtcdCluster, EtcdMember, NewCluster, RestorePlan
 from .tools import run_tool
 
-__all__ = ["BACKEND", "STATE_FORMAT_PREFIX", "EtcdProcesses", "restore_data_dirs", "start_members"]
+__all__ = ["BACKEND", "STATE_FORMAT_PREFIX", "EtcdProcesses", "restore_data_dirs", "restore_member",
+           "start_members"]
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +102,8 @@ def restore_state(
         with open(db, "rb") as check:
             check_trailing_hash(check)  # a clear error before etcdctl sees garbage
         for member in new.members:
-            run_tool([
-                "snapshot", "restore", str(db), "--name", member.name,
-                "--data-dir", str(staging / member.name),
-                "--initial-cluster", new.initial_cluster,
-                "--initial-cluster-token", new.cluster_token,
-                "--initial-advertise-peer-urls", member.peer_url,
-            ], tool=tool, timeout=timeout)
+            _restore_member(db, member, new.initial_cluster, new.cluster_token,
+                            staging / member.name, tool=tool, timeout=timeout)
         for member in new.members:
             os.rename(staging / member.name, new.data_dir(member))
             placed.append(new.data_dir(member))
@@ -118,6 +114,63 @@ def restore_state(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return new.plan()
+
+
+def restore_member(
+    source: ArchiveSource,
+    member: EtcdMember,
+    *,
+    initial_cluster: str,
+    cluster_token: str,
+    data_dir: str | os.PathLike[str],
+    tool: str | None = None,
+    timeout: float | None = None,
+) -> SnapshotMeta:
+    """Build one new member's data dir from an archive, as ``etcdutl snapshot restore --name
+    ... --data-dir ...`` does: run it once per member of the new cluster, each from the same
+    archive, with the same ``initial_cluster`` and ``cluster_token``.
+
+    :param member: the member (its name and peer URL; its client URL is not used here).
+    :param initial_cluster: the new cluster's ``NAME=PEER_URL,...`` (``member`` among them).
+    :param data_dir: the member's data dir; it must not exist yet. On any failure nothing is
+        left there.
+    :return: the archive's metadata.
+    :raises FileExistsError: ``data_dir`` exists.
+    :raises ArchiveError: the archive is bad; ``StateRejectedError``: not an etcd snapshot.
+    :raises RuntimeError: the etcd tool failed.
+    """
+    target = Path(data_dir)
+    if target.exists():
+        raise FileExistsError(f"{target} exists: an offline restore builds a new member's data "
+                              "dir and never overwrites one")
+    with open_verified(source, prefix="raft-snapshot-etcd-", backend=BACKEND) as verified:
+        meta = verified.meta
+        if meta.state_format and not meta.state_format.startswith(STATE_FORMAT_PREFIX):
+            raise StateRejectedError(f"state format {meta.state_format!r} is not an etcd snapshot",
+                                     backend=BACKEND)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".raft-snapshot-restore-", dir=target.parent))
+        try:
+            db = staging / "snapshot.db"
+            with open(db, "wb") as out:
+                shutil.copyfileobj(verified.file, out, CHUNK_SIZE)
+            with open(db, "rb") as check:
+                check_trailing_hash(check)
+            _restore_member(db, member, initial_cluster, cluster_token, staging / "member",
+                            tool=tool, timeout=timeout)
+            os.rename(staging / "member", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def _restore_member(db: Path, member: EtcdMember, initial_cluster: str, cluster_token: str,
+                    data_dir: Path, *, tool: str | None, timeout: float | None) -> None:
+    run_tool([
+        "snapshot", "restore", str(db), "--name", member.name, "--data-dir", str(data_dir),
+        "--initial-cluster", initial_cluster, "--initial-cluster-token", cluster_token,
+        "--initial-advertise-peer-urls", member.peer_url,
+    ], tool=tool, timeout=timeout)
 
 
 class EtcdProcesses:

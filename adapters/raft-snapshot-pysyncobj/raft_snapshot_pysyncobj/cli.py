@@ -1,6 +1,7 @@
-"""``raft-snapshot seed pysyncobj``: :func:`~raft_snapshot_pysyncobj.seed` from the command line.
+"""``raft-snapshot restore-offline FILE --backend pysyncobj``: :func:`~raft_snapshot_pysyncobj.seed`
+from the command line.
 
-Offered to the core's ``raft-snapshot seed`` through the ``raft_snapshot.seed`` entry-point group.
+Offered to the core's ``restore-offline`` through the ``raft_snapshot_offline_command`` hook.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from raft_snapshot_plugin.seal import load_verify_key
 
 from .seed import seed
 
-__all__ = ["seed_command"]
+__all__ = ["restore_offline_command"]
 
 
 @click.command("pysyncobj")
@@ -31,8 +32,9 @@ __all__ = ["seed_command"]
               type=click.Path(dir_okay=False), metavar="FILE",
               help="Refuse an archive not sealed with this key; a sealed archive's pickle then "
                    "loads without restriction [env RAFT_SNAPSHOT_VERIFY_KEY].")
-def seed_command(file: str, dump_file: str, journal_file: str | None, members: tuple[str, ...],
-                 no_snapshot_support: bool, verify_key_file: str | None) -> None:
+def restore_offline_command(file: str, dump_file: str, journal_file: str | None,
+                            members: tuple[str, ...], no_snapshot_support: bool,
+                            verify_key_file: str | None) -> None:
     """Write a new PySyncObj node's fullDumpFile from the archive FILE.
 
     Run it once per node of the new cluster, from the same archive, each with its own

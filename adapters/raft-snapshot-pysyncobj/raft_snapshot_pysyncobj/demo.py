@@ -25,7 +25,7 @@ from raft_snapshot_plugin.endpoint import serve
 
 from .support import SnapshotSupport
 
-__all__ = ["DemoStore", "free_ports", "run_demo"]
+__all__ = ["DemoStore", "demo_cluster", "free_ports", "run_demo"]
 
 _WAIT = 20.0
 
@@ -33,12 +33,15 @@ _WAIT = 20.0
 class DemoStore(SyncObj):  # type: ignore[misc]
     """A replicated key/value store: the application a user would write."""
 
-    def __init__(self, address: str, partners: list[str], password: str) -> None:
+    def __init__(self, address: str, partners: list[str], password: str, **conf: Any) -> None:
         # The deployment rule: a password (only members join and append) and private addresses
         # (loopback here). Without a password any process reaching the port could join.
-        conf = SyncObjConf(dynamicMembershipChange=False, connectionTimeout=5.0, password=password)
-        super().__init__(address, partners, conf=conf, consumers=[SnapshotSupport()])
-        self.data: dict[str, str] = {}
+        options = {"dynamicMembershipChange": False, "connectionTimeout": 5.0, **conf}
+        super().__init__(address, partners, conf=SyncObjConf(password=password, **options),
+                         consumers=[SnapshotSupport()])
+        # After SyncObj's __init__ (what it sets is left out of dumps), and without overwriting
+        # what a fullDumpFile loaded on the tick thread in the meantime.
+        self.data: dict[str, str] = self.__dict__.setdefault("data", {})
 
     @replicated  # type: ignore[untyped-decorator]
     def put_many(self, items: dict[str, str]) -> int:
@@ -92,6 +95,23 @@ def _converged(nodes: list[DemoStore], expected: dict[str, str]) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+@contextlib.contextmanager
+def demo_cluster() -> Iterator[tuple[list[str], str, str]]:
+    """A 3-node cluster holding a few keys, every node serving the endpoint with one random
+    token, for ``raft-snapshot demo --keep-running``: yields (the endpoint URLs, the leader's
+    first; the token; a description); everything is stopped when the block ends."""
+    token = secrets.token_urlsafe(18)
+    with _cluster() as nodes, contextlib.ExitStack() as servers:
+        leader = _leader(nodes)
+        leader.put_many({f"{('users', 'orders')[i % 2]}/{i:03d}": f"value {i}" for i in range(20)},
+                        sync=True, timeout=_WAIT)
+        urls = {node.selfNode.address: servers.enter_context(serve(node, token=token)).url
+                for node in nodes}
+        first = leader.selfNode.address
+        yield ([urls[first], *(url for address, url in urls.items() if address != first)], token,
+               f"a 3-node PySyncObj cluster (Raft {', '.join(urls)})")
 
 
 def run_demo(echo: Callable[[str], Any] = print, *, keys: int = 5000) -> bool:

@@ -16,7 +16,7 @@ from raft_snapshot_plugin import RestoreReport, SnapshotMeta, hookimpl
 from . import _node
 from .drill import drill_state
 from .restore import restore_state
-from .state import STATE_FORMAT, describe_state
+from .state import STATE_FORMAT, describe_keys, describe_state
 from .take import take_state
 
 BACKEND = _node.BACKEND
@@ -55,6 +55,13 @@ def raft_snapshot_describe(meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str
 
 
 @hookimpl
+def raft_snapshot_describe_keys(
+    meta: SnapshotMeta, source: IO[bytes], depth: int, prefix: str,
+) -> Mapping[str, tuple[int, int]]:
+    return describe_keys(source, meta.size, depth, prefix)
+
+
+@hookimpl
 def raft_snapshot_leader(node: SyncObj) -> str | None:
     return _node.leader_address(node)
 
@@ -64,3 +71,10 @@ def raft_snapshot_drill(
     meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None,
 ) -> Mapping[str, tuple[int, int]]:
     return drill_state(meta, source, workdir, timeout)
+
+
+@hookimpl
+def raft_snapshot_offline_command() -> object:
+    from .cli import restore_offline_command  # click's command, loaded only when asked for
+
+    return restore_offline_command

@@ -40,6 +40,7 @@ __all__ = [
     "UnsafePickleError",
     "YieldingReader",
     "alloc_budget",
+    "describe_keys",
     "describe_state",
     "dump_state",
     "load_state",
@@ -328,6 +329,33 @@ def _check(document: Any) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any
 def describe_state(source: IO[bytes], size: int | None = None) -> dict[str, tuple[int, int]]:
     """Per attribute and per consumer field: (items, pickled bytes), without running any code,
     within the same allocation budget as a restricted load (``size``: state.bin's length)."""
+    return {path: _measure(value) for path, value in _fields(source, size)}
+
+
+def describe_keys(source: IO[bytes], size: int | None, depth: int,
+                  prefix: str) -> dict[str, tuple[int, int]]:
+    """``inspect --detail``: the state's keys by attribute path, grouped by their first ``depth``
+    ``/``-separated segments, only those starting with ``prefix``: (keys, pickled bytes of their
+    values). A dict attribute or consumer field (a ``ReplDict``'s) gives one key per entry,
+    ``data/users/001``; any other value is one key, its path (``counter``,
+    ``ReplCounter[0]._ReplCounter__counter``). Loaded as :func:`describe_state` loads, within the
+    same allocation budget; only the rows are kept beyond it."""
+    rows: dict[str, tuple[int, int]] = {}
+    for path, value in _fields(source, size):
+        entries = value.items() if isinstance(value, dict) and value else ((None, value),)
+        for key, item in entries:
+            name = path if key is None else f"{path}/{key}"
+            if not name.startswith(prefix):
+                continue
+            group = "/".join(name.split("/")[:depth])
+            count, total = rows.get(group, (0, 0))
+            rows[group] = (count + 1, total + _measure(item)[1])
+    return dict(sorted(rows.items()))
+
+
+def _fields(source: IO[bytes], size: int | None) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every attribute and consumer field, as the describing unpickler reads
+    them (no code of the state's runs)."""
     try:
         budget = _Budget(alloc_budget(size or 0))
         attributes, consumers = _check(_DescribingUnpickler(source, budget).load())
@@ -335,12 +363,11 @@ def describe_state(source: IO[bytes], size: int | None = None) -> dict[str, tupl
         raise
     except Exception as exc:
         raise ArchiveError(_MEMBER, f"not a PySyncObj state: {exc!r}") from exc
-    rows = {name: _measure(value) for name, value in sorted(attributes.items())}
+    yield from sorted(attributes.items())
     for position, (cls, fields) in enumerate(consumers):
         short = cls.rsplit(".", 1)[-1]
         for name, value in sorted(fields.items()):
-            rows[f"{short}[{position}].{name}"] = _measure(value)
-    return rows
+            yield f"{short}[{position}].{name}", value
 
 
 def _measure(value: Any) -> tuple[int, int]:
