@@ -20,6 +20,7 @@ It imports without pytest; it is a model of a Raft backend, not a substitute for
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -88,6 +89,9 @@ class MemoryCluster:
             self.committed.notify_all()
             return entry.index
 
+    def _longer_than(self, index: int) -> bool:
+        return len(self.log) > index
+
     def compact(self, through: int) -> None:
         """Forget the changes up to ``through`` (the state machines keep what they applied)."""
         with self.lock:
@@ -104,9 +108,8 @@ class MemoryCluster:
                     cursor = self.compacted
                 else:
                     gap = None
-                seen = cursor
                 if gap is None and not self.committed.wait_for(
-                        lambda: len(self.log) > seen, timeout):
+                        functools.partial(self._longer_than, cursor), timeout):
                     return
                 batch = [] if gap else self.log[cursor:]
             if gap is not None:
