@@ -13,12 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("raft_snapshot_"))
 
 
-def test_hooks_are_the_designed_nine() -> None:
-    assert HOOKS == ["raft_snapshot_backend", "raft_snapshot_describe",
+def test_hooks_are_the_designed_eleven() -> None:
+    assert HOOKS == ["raft_snapshot_backend", "raft_snapshot_changes", "raft_snapshot_describe",
                      "raft_snapshot_describe_keys", "raft_snapshot_drill",
                      "raft_snapshot_is_leader",
-                     "raft_snapshot_leader", "raft_snapshot_restore", "raft_snapshot_state_format",
-                     "raft_snapshot_take"]
+                     "raft_snapshot_leader", "raft_snapshot_replay", "raft_snapshot_restore",
+                     "raft_snapshot_state_format", "raft_snapshot_take"]
 
 
 def test_required_and_optional_cover_every_hook() -> None:

@@ -57,7 +57,8 @@ def prune(fs: Any, root: str, *, now: float, retention: Retention, newest: str,
         for path, when in list_partials(fs, folder):
             if when is not None and now - when > partial_grace:
                 _delete(fs, path, report, report.partials, by_version=False)
-    prune_segments(fs, root, list_stored(fs, root), report, by_version=by_version)
+    prune_segments(fs, root, [s for s in existing if s.name in keep], report,
+                   by_version=by_version)
     return report
 
 

@@ -190,8 +190,15 @@ def _spooled(source: IO[bytes]) -> Iterator[str]:
 @identity_option
 @click.option("--allow-incompatible", is_flag=True,
               help="Restore an archive of another backend or a newer state format anyway.")
+@click.option("--to-index", type=click.IntRange(min=1), metavar="N",
+              help="FILE is a storage prefix: restore the state at Raft index N, rebuilt from the "
+                   "newest snapshot before it and the changes shipped after it.")
+@click.option("--to-time", metavar="TIME",
+              help="FILE is a storage prefix: restore the state after the last change committed "
+                   "at or before TIME (ISO 8601, 2026-11-30T12:00:00Z; UTC without a zone).")
 def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
-            identity_file: str | None, allow_incompatible: bool) -> None:
+            identity_file: str | None, allow_incompatible: bool, to_index: int | None,
+            to_time: str | None) -> None:
     """Restore the snapshot in FILE (- for stdin) into a node's cluster.
 
     FILE is a local file, - (stdin, read whole into a private temp file first) or a storage URL
@@ -201,12 +208,24 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     into another. The node verifies the whole archive before anything is applied; the cluster
     keeps its own membership.
 
+    With --to-index or --to-time, FILE is the agent's storage prefix: the state at that point is
+    rebuilt here (the backend's adapter must be installed and replay changes), verified, and
+    restored like any archive; a point no snapshot reaches through the shipped changes (inside a
+    gap, past the last segment) is refused, naming the nearest reachable indexes.
+
     Exit status: 0 applied, 1 refused or failed (nothing applied), 3 not known yet (the node is
     still applying it: ask with restore-status and the ID printed).
     """
     key = load_key("verify", verify_key_file)
+    if to_index is not None and to_time is not None:
+        raise click.UsageError("give --to-index or --to-time, not both")
     client = remote.client()
     client.check()
+    if to_index is not None or to_time is not None:
+        meta, origin = _restore_point(file, remote, key, identity_file, allow_incompatible,
+                                      to_index, to_time)
+        click.echo(f"Restored index {meta.index} (term {meta.term}) rebuilt from {origin}")
+        return
     with _local_copy(file, remote.config_path) as (local, origin), \
             naming(origin, archive=True), \
             decrypted(local, identity_file) as plain:
@@ -217,6 +236,28 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
         meta = _upload(client, remote, plain, allow_incompatible)
     where = "" if origin == file and not is_storage_url(file) else f" from {origin}"
     click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}){where}")
+
+
+def _restore_point(prefix: str, remote: RemoteOptions, key: object, identity_file: str | None,
+                   allow_incompatible: bool, to_index: int | None, to_time: str | None
+                   ) -> tuple[SnapshotMeta, str]:
+    """Rebuild the state at the target from the prefix into a private temp file and upload it."""
+    agent = agent_module()
+    config = load_config(agent, remote.config_path) if remote.config_path else None
+    when = None
+    if to_time is not None:
+        try:
+            when = agent.parse_time(to_time)
+        except ValueError as exc:
+            raise click.UsageError(f"--to-time: {to_time!r} is not an ISO 8601 time") from exc
+    with agent.build_point(prefix, to_index=to_index, to_time=when,
+                           storage_options=config.storage_options if config else None,
+                           identity=identity_file or (config.identity if config else None),
+                           verify_key=key) as point:
+        origin = (f"{point.base.url} and {point.replayed} change(s) after it"
+                  if point.replayed else point.base.url)
+        with open(point.path, "rb") as built:
+            return _upload(remote.client(), remote, built, allow_incompatible), origin
 
 
 def _upload(client: Client, remote: RemoteOptions, source: object,
