@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -67,7 +68,8 @@ class MemoryCluster:
     :meth:`changes` then reports them as a :class:`~raft_snapshot_plugin.changes.Gap`.
     """
 
-    def __init__(self, size: int = 3, *, name: str = "mem") -> None:
+    def __init__(self, size: int = 3, *, name: str = "mem",
+                 journal: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.RLock()
         self.committed = threading.Condition(self.lock)  # notified on every append
         self.term = 1
@@ -75,13 +77,29 @@ class MemoryCluster:
         self.log: list[_Entry] = []
         self.nodes = [MemoryNode(self, f"{name}-node{i}", f"memory://{name}/{i}") for i in range(size)]
         self.leader: MemoryNode | None = self.nodes[0]
-        self._append(("noop",))
+        # ``journal``: the log on disk, one JSON line per entry, as a real node keeps its log; a
+        # cluster made with an existing journal starts from what it holds (a node restart)
+        self._journal = (None if journal is None
+                         else open(journal, "a+", encoding="utf-8"))  # noqa: SIM115 (the cluster's life)
+        if self._journal is not None:
+            self._journal.seek(0)
+            for line in self._journal.read().splitlines():
+                index, term, when, command = json.loads(line)
+                self.log.append(_Entry(index, term, tuple(command), when))
+                self.term = term
+            for node in self.nodes:
+                node.catch_up()
+        if not self.log:
+            self._append(("noop",))
 
     def _append(self, command: tuple[Any, ...]) -> int:
         with self.lock:
             if self.leader is None or not self.leader.running:
                 raise RuntimeError("the cluster has no leader")
             entry = _Entry(len(self.log) + 1, self.term, command, time.time())
+            if self._journal is not None:
+                self._journal.write(json.dumps([entry.index, entry.term, entry.time, command]) + "\n")
+                self._journal.flush()
             self.log.append(entry)
             for node in self.nodes:
                 if node.running:
