@@ -12,7 +12,11 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,9 +40,10 @@ from raft_snapshot_plugin.agent.segments import read_segment
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import UnreachablePointError
 from raft_snapshot_plugin.manager import PluginManager
-from raft_snapshot_plugin.memory import MemoryCluster, decode_memory_state
+from raft_snapshot_plugin.memory import MemoryCluster, apply_command, decode_memory_state
 
 _buckets = itertools.count()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -315,3 +320,78 @@ def test_segment_bytes_cuts_segments_and_status_says_where_they_reach(
     segments = list_segments(*fsspec.core.url_to_fs(url))
     assert len(segments) >= 5 and status["segments_stored"] == len(segments)
     assert all(s.size is not None and s.size < 4000 for s in segments)
+
+
+APP = Path(__file__).resolve().parent / "apps" / "pitr_app.py"
+
+
+def journal_states(journal: Path) -> tuple[dict[int, dict[str, str]], list[float]]:
+    """The state at every index, replayed from a node's journal (its log on disk)."""
+    states: dict[int, dict[str, str]] = {}
+    data: dict[str, str] = {}
+    times = []
+    for line in journal.read_text().splitlines():
+        index, _term, when, command = json.loads(line)
+        data = apply_command(dict(data), command)
+        states[index] = data
+        times.append(when)
+    return states, times
+
+
+def run_app(journal: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    return subprocess.Popen([sys.executable, str(APP), "--journal", str(journal), "--store", url,
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def test_an_agent_killed_mid_segment_and_its_node_restarted_lose_and_repeat_nothing(
+    tmp_path: Path, memory_manager: PluginManager,
+) -> None:
+    """SIGKILL the process of a node and its agent while a segment is being filled (changes
+    committed, not shipped yet); start the node again from its log on disk with a new agent: the
+    new agent ships from where the stored segments end, so the changes the killed one held are
+    shipped once, and every index restores to the state the journal says."""
+    journal, url = tmp_path / "node.journal", str(tmp_path / "store")
+    with run_app(journal, url, "--seconds", "60", "--segment-interval", "1.5") as first:
+        _kill_mid_segment(first)
+    fs, root = fsspec.core.url_to_fs(url)
+    stored_before = max(s.last for s in list_segments(fs, root))
+    killed_at = len(journal.read_text().splitlines())
+    assert killed_at > stored_before, "the kill must leave committed changes unshipped"
+    with run_app(journal, url, "--seconds", "2", "--segment-interval", "0.5") as second:
+        out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    done = json.loads(out.splitlines()[-1])
+    assert done["segment_index"] == done["done"]
+    segments = list_segments(fs, root)
+    assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), segments
+    window = recovery_window(url)
+    assert window.gaps == () and len(window.reachable) == 1
+    low, high = window.reachable[0]
+    assert high == done["done"] and low <= stored_before
+    states, _ = journal_states(journal)
+    rng = random.Random(5)
+    targets = rng.sample(range(stored_before + 1, killed_at + 1), 5) + rng.sample(
+        range(low, high + 1), 10)
+    for target in targets:
+        assert built_state(url, memory_manager, {}, to_index=target)[1] == states[target], target
+
+
+def _kill_mid_segment(app: subprocess.Popen[str]) -> None:
+    """SIGKILL ``app`` once its segments are well on and 20 changes wait in the next one."""
+    try:
+        assert app.stdout is not None
+        for line in app.stdout:
+            seen = json.loads(line)
+            shipped = seen["segment_index"]
+            if shipped is not None and shipped > 50 and seen["index"] > shipped + 20:
+                break
+        else:
+            pytest.fail(f"the app ended early: {app.stderr.read() if app.stderr else ''}")
+        app.send_signal(signal.SIGKILL)
+        app.wait(30)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait(30)
