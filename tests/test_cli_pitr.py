@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import test_cli_remote
 from test_cli_remote import TOKEN, App, one_error_line
-from test_cli_remote import start_app as _start_app  # noqa: F401 (the fixture, by its name)
 from test_pitr import Recorder, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import Agent
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.memory import MemoryCluster
 
+#: the endpoint app fixture of the remote CLI tests (pytest finds a fixture by this name)
+start_app = test_cli_remote.start_app
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "tests" / "data" / "memory-entry-point"
 
@@ -55,7 +57,7 @@ def test_restore_to_an_index_and_a_time_through_the_endpoint(
     start_app: Callable[..., App], tmp_path: Path, memory_manager: PluginManager,
 ) -> None:
     app = start_app()
-    _, cluster = filled_prefix(tmp_path / "store", memory_manager)
+    recorder, cluster = filled_prefix(tmp_path / "store", memory_manager)
     target = 21 + 45
     done = cli("restore", str(tmp_path / "store"), "--to-index", str(target),
                "--addr", app.leader, "--token", TOKEN)
