@@ -7,6 +7,7 @@ import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ class _Misbehaving(MemoryPlugin):
 
     @hookimpl
     def raft_snapshot_changes(self, node: object, after_index: int, timeout: float | None
-                              ) -> Iterator[object]:
+                              ) -> Iterator[Any]:  # wrong items, on purpose
         yield Change(after_index + 1, 1, 1.0, b"[]")
         if self.how == "type":
             yield {"index": after_index + 2}
