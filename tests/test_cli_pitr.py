@@ -111,3 +111,11 @@ def test_agent_list_and_window_show_the_recoverable_window(
     doc = json.loads(window.stdout)
     assert doc["reachable"] == [[21, last]] and doc["gaps"] == []
     assert doc["last_time"] == cluster.log[-1].time
+
+
+def test_backends_reports_the_point_in_time_hooks() -> None:
+    done = cli("backends", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    (memory,) = [b for b in json.loads(done.stdout) if b["name"] == "memory"]
+    assert {"raft_snapshot_changes", "raft_snapshot_replay"} <= set(memory["hooks"])
+    assert memory["usable"] and memory["distribution"] == "raft-snapshot-memory-entry"

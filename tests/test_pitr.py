@@ -40,7 +40,12 @@ from raft_snapshot_plugin.agent.segments import read_segment
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import UnreachablePointError
 from raft_snapshot_plugin.manager import PluginManager
-from raft_snapshot_plugin.memory import MemoryCluster, apply_command, decode_memory_state
+from raft_snapshot_plugin.memory import (
+    MemoryCluster,
+    MemoryNode,
+    apply_command,
+    decode_memory_state,
+)
 
 _buckets = itertools.count()
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,11 +79,19 @@ class Recorder:
         for _ in range(count):
             key = f"k{self.random.randrange(40)}"
             with self.cluster.lock:  # the state right after the entry, before anyone else writes
+                leader = self.cluster.leader
+                assert leader is not None
                 if self.random.random() < 0.1:
-                    index = self.leader.delete(key)
+                    index = leader.delete(key)
                 else:
-                    index = self.leader.set(key, f"v{self.random.randrange(10**6)}")
-                self.states[index] = dict(self.leader.data)
+                    index = leader.set(key, f"v{self.random.randrange(10**6)}")
+                self.states[index] = dict(leader.data)
+
+    def elect(self, node: MemoryNode) -> None:
+        """A new leader (and term): its no-op entry is an index too."""
+        with self.cluster.lock:
+            self.cluster.elect(node)
+            self.states[len(self.cluster.log)] = dict(node.data)
 
     def run(self, per_second: float, seconds: float) -> None:
         def loop() -> None:
@@ -286,6 +299,44 @@ def test_a_storage_outage_loses_and_repeats_nothing(memory_manager: PluginManage
                 recorder.states[target]
     finally:
         proxy.cut()
+
+
+def test_a_failover_and_a_node_restart_during_shipping_lose_and_repeat_nothing(
+    tmp_path: Path, memory_manager: PluginManager,
+) -> None:
+    """An agent beside each of two nodes on one prefix: the leader's ships; leadership moves and
+    the old leader stops and starts again while writes go on. The new leader's agent ships from
+    where the stored segments end: no gap, and every index restores to its recorded state."""
+    url = str(tmp_path / "store")
+    cluster = MemoryCluster(3, name="failover")
+    recorder = Recorder(cluster)
+    first, second = cluster.nodes[0], cluster.nodes[1]
+    agents = [Agent(node, url, manager=memory_manager, interval=3600, segment_interval=0.3)
+              for node in (first, second)]
+    for agent in agents:
+        agent.start()
+    try:
+        wait_for(lambda: agents[0].status().stored >= 1, 30, "the leader's first snapshot")
+        recorder.write(100)
+        time.sleep(0.5)
+        recorder.write(50)  # some of these wait in the old leader's buffer when it steps down
+        recorder.elect(second)
+        first.stop()
+        recorder.write(100)
+        first.start()
+        recorder.write(50)
+        last = cluster.nodes[0].applied
+        wait_for(lambda: shipped_through(agents[1], last), 30, f"segments through {last}")
+        assert agents[0].status().shipping is not None
+        assert "not the leader" in str(agents[0].status().shipping)
+    finally:
+        for agent in agents:
+            agent.stop(30)
+    window = recovery_window(url)
+    assert window.gaps == () and len(window.reachable) == 1 and window.reachable[0][1] == last
+    low = window.reachable[0][0]
+    for target in random.Random(9).sample(range(low, last + 1), 20):
+        assert built_state(url, memory_manager, {}, to_index=target)[1] == recorder.states[target]
 
 
 def test_segment_options_are_checked_at_start(tmp_path: Path, memory_manager: PluginManager
