@@ -8,8 +8,8 @@ an agent beside its leader snapshots every ``--interval`` seconds and ships segm
 ``--segment-interval`` into a local folder. For every change, the delay is the time its segment
 was stored (the segment file's modification time: when its upload into the folder finished,
 before the agent reads it back to check it) minus the change's commit time; the percentiles of
-those delays go to ``--out``. The baseline in the same run is ``--segment-interval`` itself: a change waits for its segment to be
-cut, so the p99 cannot be much below it.
+those delays go to ``--out``. The baseline in the same run is ``--segment-interval`` itself: a
+change waits for its segment to be cut, so the p99 cannot be much below it.
 """
 
 from __future__ import annotations
