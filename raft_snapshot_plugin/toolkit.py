@@ -14,6 +14,8 @@ written against these names keeps working when the core's insides move.
 - :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
 - :func:`check_seal`: whether an archive's seal holds under a key, for an adapter whose nodes
   decide for themselves whether to trust a state (as PySyncObj's do before loading a pickle).
+- :class:`Change` and :class:`Gap`: what ``raft_snapshot_changes`` yields (and
+  ``raft_snapshot_replay`` receives), for point-in-time recovery.
 - the errors a hook raises: :class:`StateRejectedError` (these bytes are not mine, or not safe to
   load), :class:`SnapshotTimeoutError` (or the built-in ``TimeoutError``), :class:`BackendError`.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 from ._files import atomic_output, remove_quietly, temp_dir, temp_file
 from .archive import CHUNK as CHUNK_SIZE
 from .archive import ArchiveSource
+from .changes import Change, Gap
 from .errors import (
     ArchiveError,
     BackendError,
@@ -42,6 +45,8 @@ __all__ = [
     "ArchiveError",
     "ArchiveSource",
     "BackendError",
+    "Change",
+    "Gap",
     "IncompatibleArchiveError",
     "IntegrityError",
     "RaftSnapshotError",

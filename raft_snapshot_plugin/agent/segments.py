@@ -124,7 +124,12 @@ def read_segment(fs: Any, segment: StoredSegment, *, verify_key: VerifyKey | Non
         try:
             with storage_errors(f"downloading {segment.url}", segment.url), \
                     fs.open(segment.path, "rb") as source:
+                copied = 0
                 while chunk := source.read(CHUNK):
+                    copied += len(chunk)
+                    if copied > MAX_SEGMENT_STATE_BYTES:  # compressed, it is smaller than that
+                        raise ArchiveError("gzip", f"{segment.name} is larger than "
+                                                   f"{MAX_SEGMENT_STATE_BYTES} bytes")
                     local.write(chunk)
             local.flush()
             local.seek(0)
