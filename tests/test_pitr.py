@@ -446,3 +446,16 @@ def _kill_mid_segment(app: subprocess.Popen[str]) -> None:
         if app.poll() is None:
             app.kill()
             app.wait(30)
+
+
+def test_an_agent_through_an_endpoint_says_it_ships_no_changes(tmp_path: Path) -> None:
+    agent = Agent(None, str(tmp_path / "store"), addr="http://127.0.0.1:9", token="t",
+                  interval=3600, retries=1, timeout=1)
+    agent.start()
+    try:
+        shipping = agent.status().shipping
+    finally:
+        agent.stop(30)
+    assert shipping is not None and shipping.startswith("not shipping changes: the agent takes "
+                                                        "snapshots through addr")
+    assert not (tmp_path / "store" / "changes").exists()

@@ -80,6 +80,11 @@ class Shipper:
                 log.warning("shipping changes failed: %s", exc)
                 self.books.update(last_segment_error=describe(exc))
                 waited = False
+            except Exception as exc:  # a bug here must not end shipping: start again from storage
+                log.exception("shipping changes failed unexpectedly")
+                self.books.update(last_segment_error=describe(exc))
+                self._drop("following changes again after an unexpected error")
+                waited = False
             if not waited and self.stop.wait(poll):
                 break
         if self._buffer:
