@@ -97,8 +97,7 @@ class Shipper:
         self._pm = pm
         name = self._backend or pm.backend_for(self.node)
         self._backend = name
-        if not self.stale and pm.is_leader(name, self.node) is False:
-            self._drop("not shipping changes: this node is not the leader (its agent ships)")
+        if not self._leads(pm, name):
             return False
         if self._cursor is None and not self._resume():
             return False
@@ -108,6 +107,7 @@ class Shipper:
             self._drop(f"not shipping changes: the {name} adapter cannot follow this node now")
             return False
         self._shipping("following changes")
+        checked = self.clock()
         with contextlib.closing(items):
             for item in items:
                 self._take(item)
@@ -115,9 +115,20 @@ class Shipper:
                     self._flush()
                 if self.stop.is_set():
                     break
+                if self.clock() - checked > poll:  # a busy cluster never lets the hook end
+                    if not self._leads(pm, name):
+                        return False
+                    checked = self.clock()
         if self._due():
             self._flush()
         return True
+
+    def _leads(self, pm: PluginManager, name: str) -> bool:
+        """Whether this agent ships (its node leads, or ``stale``); if not, stop following."""
+        if self.stale or pm.is_leader(name, self.node) is not False:
+            return True
+        self._drop("not shipping changes: this node is not the leader (its agent ships)")
+        return False
 
     def _resume(self) -> bool:
         """Start after the last stored segment, or the newest snapshot; whether one was found."""
