@@ -183,3 +183,35 @@ def test_sealed_and_encrypted_segments_restore_with_the_keys_and_not_without(
             verify_key=HmacKey(b"another secret, sixteen bytes+")):
         pass
 
+
+
+def test_a_damaged_segment_fails_the_restore_as_itself_and_only_where_it_is_needed(
+    tmp_path: Path, memory_manager: PluginManager,
+) -> None:
+    """Listing reads a segment's meta.json alone; the replay reads it whole, verified: damage
+    past meta.json is refused as an ArchiveError (not the adapter's failure), and only for
+    targets that need that segment."""
+    url = str(tmp_path / "store")
+    cluster = MemoryCluster(3, name="damaged")
+    recorder = Recorder(cluster)
+    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
+                  segment_interval=0.1)
+    agent.start()
+    try:
+        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
+        for _ in range(4):
+            recorder.write(40)
+            wait_for(lambda: shipped_through(agent, cluster.nodes[0].applied), 30, "a segment")
+    finally:
+        agent.stop(30)
+    fs, root = fsspec.core.url_to_fs(url)
+    segments = list_segments(fs, root)
+    assert len(segments) >= 2
+    damaged = segments[-1]
+    raw = bytearray(fs.cat_file(damaged.path))
+    raw[-12] ^= 0x40  # inside the compressed records, or the CRC: never meta.json
+    fs.pipe_file(damaged.path, bytes(raw))
+    with pytest.raises(ArchiveError):
+        built_state(url, memory_manager, {}, to_index=damaged.last)
+    before = segments[-2].last
+    assert built_state(url, memory_manager, {}, to_index=before)[1] == recorder.states[before]

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from .._files import remove_quietly, temp_file
-from ..archive import CHUNK, write_archive
+from ..archive import CHUNK, peek_meta, write_archive
 from ..changes import SEGMENT_STATE_FORMAT, Change, Gap, SegmentRange, encode_change, read_changes
 from ..errors import ArchiveError, StorageError
 from ..meta import SnapshotMeta
@@ -29,6 +29,7 @@ __all__ = [
     "SEGMENT_PATTERN",
     "StoredSegment",
     "list_segments",
+    "peek_range",
     "read_segment",
     "segment_name",
     "write_segment",
@@ -107,6 +108,18 @@ def write_segment(out: IO[bytes], backend: str, first: int, changes: Sequence[Ch
     except ArchiveError as exc:
         raise ValueError(f"segment {first}-{last}: {exc.reason}") from exc
     return write_archive(out, meta, state, seal=seal_key)
+
+
+def peek_range(fs: Any, segment: StoredSegment) -> SegmentRange:
+    """A segment's range from its meta.json alone (the archive's first member: the first few KiB
+    of the object), not verified: for listing and planning. An encrypted segment is read whole.
+
+    :raises StorageError: the object could not be read.
+    :raises ArchiveError: it does not start with a segment's meta.json matching its name.
+    """
+    with storage_errors(f"reading {segment.url}", segment.url), \
+            fs.open(segment.path, "rb", block_size=64 << 10) as source:
+        return _range_of(peek_meta(source), segment)
 
 
 @contextlib.contextmanager
