@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,12 @@ from raft_snapshot_plugin.agent import Agent, build_point, list_segments
 from raft_snapshot_plugin.agent.prune import PruneReport, prune_segments
 from raft_snapshot_plugin.agent.segments import StoredSegment, read_segment, write_segment
 from raft_snapshot_plugin.agent.storage import list_stored
-from raft_snapshot_plugin.archive import read_archive, read_archive_contents, write_archive
+from raft_snapshot_plugin.archive import (
+    peek_meta,
+    read_archive,
+    read_archive_contents,
+    write_archive,
+)
 from raft_snapshot_plugin.changes import (
     SEGMENT_STATE_FORMAT,
     Change,
@@ -215,3 +221,16 @@ def test_a_damaged_segment_fails_the_restore_as_itself_and_only_where_it_is_need
         built_state(url, memory_manager, {}, to_index=damaged.last)
     before = segments[-2].last
     assert built_state(url, memory_manager, {}, to_index=before)[1] == recorder.states[before]
+
+
+def test_peek_meta_reads_the_first_member_alone() -> None:
+    changes = [Change(i, 1, float(i), os.urandom(512)) for i in range(1, 400)]
+    out = io.BytesIO()
+    meta = write_segment(out, "memory", 1, changes, [])
+    whole = out.getvalue()
+    assert len(whole) > 150_000
+    assert peek_meta(io.BytesIO(whole)) == meta
+    # the state and the sums are not read: the first 64 KiB answer alone
+    assert peek_meta(io.BytesIO(whole[: 64 << 10])) == meta
+    with pytest.raises(ArchiveError):
+        peek_meta(io.BytesIO(b"not an archive at all"))
