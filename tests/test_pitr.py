@@ -285,7 +285,8 @@ def test_a_storage_outage_loses_and_repeats_nothing(memory_manager: PluginManage
         assert agent.status().last_segment_error is None  # cleared by the stores that followed
         fs, root = fsspec.core.url_to_fs(url, **options)
         segments = list_segments(fs, root)
-        assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments))
+        assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), [
+            (s.first, s.last) for s in segments]
         seen = []
         for segment in segments:
             with read_segment(fs, segment) as (found, changes):
@@ -459,3 +460,44 @@ def test_an_agent_through_an_endpoint_says_it_ships_no_changes(tmp_path: Path) -
     assert shipping is not None and shipping.startswith("not shipping changes: the agent takes "
                                                         "snapshots through addr")
     assert not (tmp_path / "store" / "changes").exists()
+
+
+def test_a_segment_that_landed_but_failed_its_check_is_stored_again_not_overlapped(
+    tmp_path: Path, memory_manager: PluginManager, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store goes away between an upload and its read-back (what the outage above hits by
+    chance): the object is there, the round failed. The retry stores exactly that range again,
+    so the next segment starts after it: no overlap, no gap."""
+    from raft_snapshot_plugin.agent import shipping
+    from raft_snapshot_plugin.errors import StorageError
+
+    real_check = shipping.check_stored
+    failed: list[str] = []
+
+    def check_once(fs: Any, remote: str, size: int, sha256: str, url: str) -> None:
+        real_check(fs, remote, size, sha256, url)
+        if not failed:
+            failed.append(remote)
+            raise StorageError("could not be read back (the store went away)", url=url)
+
+    monkeypatch.setattr(shipping, "check_stored", check_once)
+    url = str(tmp_path / "store")
+    cluster = MemoryCluster(3, name="landed")
+    recorder = Recorder(cluster)
+    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
+                  segment_interval=0.2)
+    agent.start()
+    try:
+        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
+        recorder.write(30)
+        wait_for(lambda: bool(failed), 30, "the failed check")
+        recorder.write(30)
+        last = cluster.nodes[0].applied
+        wait_for(lambda: shipped_through(agent, last), 30, f"segments through {last}")
+    finally:
+        agent.stop(30)
+    segments = list_segments(*fsspec.core.url_to_fs(url))
+    assert failed[0].endswith(segments[0].name)
+    assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), [
+        (s.first, s.last) for s in segments]
+    assert built_state(url, memory_manager, {}, to_index=last)[1] == recorder.states[last]

@@ -67,6 +67,7 @@ class Shipper:
         self._since: float | None = None  # when the oldest buffered item arrived
         self._retry_at = 0.0
         self._retry_delay = 1.0
+        self._retry_count = 0             # the items of the range whose store failed, if one did
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -150,6 +151,7 @@ class Shipper:
         """Stop following (leadership moved, the node cannot follow): forget the buffer, which the
         agent that ships next delivers again from the node's log, and resume from storage."""
         self._cursor, self._buffer, self._bytes, self._since = None, [], 0, None
+        self._retry_count = 0
         self._shipping(why)
 
     def _shipping(self, what: str) -> None:
@@ -190,14 +192,18 @@ class Shipper:
         """Store the buffer as segments of at most ``max_bytes`` (one change more, when a single
         change is larger); on failure keep the rest buffered and retry after a backoff."""
         while self._buffer:
+            # a retry stores exactly the range that failed: an upload that landed although its
+            # check failed (the store went away meanwhile) is then overwritten, not overlapped
             count, size = 0, 0
-            while count < len(self._buffer) and (count == 0 or size < self.max_bytes):
-                item = self._buffer[count]
-                size += _cost(item)
+            while count < len(self._buffer) and (
+                    count < self._retry_count if self._retry_count
+                    else count == 0 or size < self.max_bytes):
+                size += _cost(self._buffer[count])
                 count += 1
             try:
                 self._store(self._buffer[:count])
             except RaftSnapshotError as exc:
+                self._retry_count = count
                 self._retry_at = self.clock() + self._retry_delay
                 self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY)
                 log.warning("storing a segment failed (changes kept, retry in %.0f s): %s",
@@ -209,7 +215,7 @@ class Shipper:
                 return
             del self._buffer[:count]
             self._bytes -= size
-            self._retry_delay = 1.0
+            self._retry_delay, self._retry_count = 1.0, 0
         self._since = None
 
     def _store(self, items: Sequence[Change | Gap]) -> None:
