@@ -469,9 +469,9 @@ def test_a_segment_that_landed_but_failed_its_check_is_stored_again_not_overlapp
     chance): the object is there, the round failed. The retry stores exactly that range again,
     so the next segment starts after it: no overlap, no gap."""
     from raft_snapshot_plugin.agent import shipping
+    from raft_snapshot_plugin.agent.objects import check_stored as real_check
     from raft_snapshot_plugin.errors import StorageError
 
-    real_check = shipping.check_stored
     failed: list[str] = []
 
     def check_once(fs: Any, remote: str, size: int, sha256: str, url: str) -> None:
