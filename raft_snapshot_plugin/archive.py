@@ -54,6 +54,7 @@ __all__ = [
     "MEMBER_SUMS",
     "ArchiveContents",
     "Readable",
+    "peek_meta",
     "read_archive",
     "read_archive_contents",
     "write_archive",
@@ -345,6 +346,23 @@ def _read(source: Readable, sink: _Sink | None, verify_key: VerifyKey | None,
         vault_seal=small.get(MEMBER_SEAL),
         trusted=verify_key is not None,
     )
+
+
+def peek_meta(source: Readable) -> SnapshotMeta:
+    """meta.json of an archive that starts with it (ours always do), read from the first member
+    alone: nothing else is read, so nothing is verified. For planning only (which segments a
+    restore would read); anything used is read again with :func:`read_archive`.
+
+    :raises ArchiveError: the archive does not start with a valid meta.json.
+    """
+    gz = GzipReader(source)
+    for name, size in tar_members(gz, _KNOWN):
+        if name != MEMBER_META:
+            raise ArchiveError(name, "the first member, not meta.json")
+        if size > MAX_META_BYTES:
+            raise ArchiveError(name, f"{size} bytes, more than the {MAX_META_BYTES} allowed")
+        return SnapshotMeta.from_json(gz.read_exact(size, name))
+    raise ArchiveError(MEMBER_META, "missing from the archive")
 
 
 def _stream_member(gz: GzipReader, size: int, sink: _Sink | None) -> str:

@@ -17,6 +17,7 @@ Every error the library raises on purpose derives from :class:`RaftSnapshotError
     ├── RemoteError                           a snapshot endpoint refused or was unreachable  .status
     │   └── RestorePendingError               a restore's outcome is not known yet       .restore_id
     ├── StorageError                          the agent's storage (fsspec) failed          .url
+    ├── UnreachablePointError                 a point-in-time target no snapshot + changes reach
     └── DrillError                            a restore drill's instance holds another state .backend
 
 Errors raised by other libraries (an adapter's own exception, ``OSError`` from the file system) are
@@ -42,6 +43,7 @@ __all__ = [
     "SnapshotTimeoutError",
     "StateRejectedError",
     "StorageError",
+    "UnreachablePointError",
 ]
 
 
@@ -210,3 +212,21 @@ class DrillError(RaftSnapshotError):
     def __init__(self, message: str, *, backend: str | None = None) -> None:
         super().__init__(message)
         self.backend = backend
+
+
+class UnreachablePointError(RaftSnapshotError):
+    """A point-in-time restore's target cannot be rebuilt from what is stored: it lies before the
+    oldest snapshot, inside a gap of the shipped changes, or past the last segment.
+
+    :param message: why, naming the nearest reachable points.
+    :param target: the index asked for (or the one a time resolved to), when known.
+    :param before: the nearest reachable index before the target, or ``None``.
+    :param after: the nearest reachable index after it, or ``None``.
+    """
+
+    def __init__(self, message: str, *, target: int | None = None, before: int | None = None,
+                 after: int | None = None) -> None:
+        super().__init__(message)
+        self.target = target
+        self.before = before
+        self.after = after

@@ -26,12 +26,13 @@ backend, the original chained.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import pluggy
 
+from .changes import Change, Gap
 from .meta import SnapshotMeta
 from .restored import RestoreReport
 
@@ -45,6 +46,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "raft_snapshot_backend",
+    "raft_snapshot_changes",
     "raft_snapshot_connect",
     "raft_snapshot_describe",
     "raft_snapshot_describe_keys",
@@ -52,6 +54,7 @@ __all__ = [
     "raft_snapshot_is_leader",
     "raft_snapshot_leader",
     "raft_snapshot_offline_command",
+    "raft_snapshot_replay",
     "raft_snapshot_restore",
     "raft_snapshot_state_format",
     "raft_snapshot_take",
@@ -63,9 +66,10 @@ NAME = "raft_snapshot"
 #: The hooks every adapter implements.
 REQUIRED = ("raft_snapshot_backend", "raft_snapshot_take", "raft_snapshot_restore")
 #: The hooks an adapter may leave out; each one's docstring says what happens without it.
-OPTIONAL = ("raft_snapshot_connect", "raft_snapshot_describe", "raft_snapshot_describe_keys",
-            "raft_snapshot_drill", "raft_snapshot_is_leader", "raft_snapshot_leader",
-            "raft_snapshot_offline_command", "raft_snapshot_state_format")
+OPTIONAL = ("raft_snapshot_changes", "raft_snapshot_connect", "raft_snapshot_describe",
+            "raft_snapshot_describe_keys", "raft_snapshot_drill", "raft_snapshot_is_leader",
+            "raft_snapshot_leader", "raft_snapshot_offline_command", "raft_snapshot_replay",
+            "raft_snapshot_state_format")
 
 hookspec = pluggy.HookspecMarker(NAME)
 #: The marker adapters put on their hook implementations.
@@ -357,4 +361,82 @@ def raft_snapshot_offline_command(backend: str) -> click.Command | None:
         @hookimpl
         def raft_snapshot_offline_command():
             return restore_offline
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_changes(
+    backend: str, node: object, after_index: int, timeout: float | None
+) -> Iterator[Change | Gap] | None:
+    """Follow the changes ``node``'s cluster commits after ``after_index``, for point-in-time
+    recovery: the agent ships them as segments between snapshots.
+
+    Optional: without it the agent ships no segments (its status says why) and a restore can reach
+    only the stored snapshots themselves.
+
+    :param backend: the backend name chosen for ``node``.
+    :param node: the node object the backend claimed.
+    :param after_index: deliver the committed changes whose index is greater than this.
+    :param timeout: once the changes committed so far are delivered, wait up to this many seconds
+        for the next one, then end the iterator (``None``: follow until the caller closes it).
+        The agent calls the hook again, after the last index it saw, to go on.
+    :return: an iterator of :class:`~raft_snapshot_plugin.changes.Change` and
+        :class:`~raft_snapshot_plugin.changes.Gap`, in index order: the first item covers
+        ``after_index + 1``, and each one the index after the one before (a change's ``index``, a
+        gap's ``after_index + 1``). Only committed entries, every one of them (no-ops and
+        configuration changes too, with whatever bytes your replay needs for them). When the node
+        can no longer deliver some (its log was compacted past them), yield a ``Gap`` naming
+        where the changes resume: never skip indexes silently. ``None`` (not an iterator): this
+        node cannot follow its changes now. Raise (here or while iterating) on failure; a
+        ``TimeoutError`` is mapped as for every hook.
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_changes(backend, node, after_index, timeout):
+            first = node.first_log_index()
+            if after_index + 1 < first:
+                yield Gap(after_index, first, "compacted")
+                after_index = first - 1
+            for entry in node.follow(after_index, idle_timeout=timeout):
+                yield Change(entry.index, entry.term, entry.commit_time, entry.command_bytes)
+    """
+
+
+@hookspec(firstresult=True)
+def raft_snapshot_replay(
+    backend: str, meta: SnapshotMeta, state: IO[bytes], changes: Iterable[Change],
+    sink: IO[bytes], until_index: int,
+) -> SnapshotMeta | None:
+    """Apply changes to a snapshot's state offline, and write the state at ``until_index``.
+
+    Point-in-time recovery (``restore(..., to_index=)``, ``raft-snapshot restore URL --to-index``)
+    takes the newest snapshot at or before the target, replays the stored changes after it up to
+    the target through this hook, and restores the result like any archive. The replay touches no
+    cluster: the state lives in a detached copy (a private process, a throwaway member).
+    Optional: without it a target between snapshots is refused (``BackendError``: "cannot
+    replay"); restoring a stored snapshot as it is still works.
+
+    :param backend: the snapshot's backend name.
+    :param meta: the snapshot's metadata.
+    :param state: a binary file positioned at the snapshot's state.bin. Do not close it.
+    :param changes: the changes from ``meta.index + 1`` to ``until_index``, contiguous and in
+        order, as :func:`raft_snapshot_changes` delivered them (read from verified segments).
+    :param sink: a binary file to write the state at ``until_index`` into. Do not close it.
+    :param until_index: the index of the last change to apply.
+    :return: the metadata of the state written, as ``raft_snapshot_take`` returns it: ``index``
+        ``until_index``, ``term`` the last change's, the configuration, ``state_format``. Raise
+        ``StateRejectedError`` when the state or a change's bytes are not this backend's.
+
+    Example::
+
+        @hookimpl
+        def raft_snapshot_replay(meta, state, changes, sink, until_index):
+            data, term = json.load(state), meta.term
+            for change in changes:
+                apply_command(data, json.loads(change.data))
+                term = change.term
+            sink.write(json.dumps(data).encode())
+            return SnapshotMeta(index=until_index, term=term, servers=meta.servers,
+                                state_format=meta.state_format)
     """

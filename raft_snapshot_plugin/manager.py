@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import IO, Any, cast
@@ -21,6 +21,7 @@ import pluggy
 
 from . import hookspecs
 from ._edge import expect, hook_edge, rows
+from .changes import Change, Gap
 from .errors import (
     BackendError,
     BackendNotFoundError,
@@ -351,6 +352,46 @@ class PluginManager(pluggy.PluginManager):
                                "with `raft-snapshot restore`", backend=backend)
         return result
 
+    def changes(
+        self, backend: str, node: object, after_index: int, timeout: float | None
+    ) -> Generator[Change | Gap, None, None] | None:
+        """Call ``raft_snapshot_changes``: the changes after ``after_index``, or ``None`` when the
+        adapter does not implement the hook or cannot follow this node now.
+
+        Errors raised while iterating are mapped as the hook's own are; an item that is neither a
+        ``Change`` nor a ``Gap`` is a :class:`BackendError`. Order is the caller's to check.
+        """
+        found = self._optional(backend, "raft_snapshot_changes", backend=backend, node=node,
+                               after_index=after_index, timeout=timeout)
+        if found is None:
+            return None
+        if not isinstance(found, Iterator):
+            found = iter(expect(found, Iterable, backend, "raft_snapshot_changes"))
+        return _checked_changes(found, backend)
+
+    def replay(
+        self, backend: str, meta: SnapshotMeta, state: IO[bytes], changes: Iterable[Change],
+        sink: IO[bytes], until_index: int,
+    ) -> SnapshotMeta:
+        """Call ``raft_snapshot_replay``: the metadata of the state written at ``until_index``.
+
+        :raises BackendError: the adapter cannot replay (no hook), failed, or answered a state at
+            another index.
+        """
+        caller = self._caller(backend, "raft_snapshot_replay")
+        if caller is None:
+            raise BackendError(f"adapter {backend!r} cannot replay changes: it does not implement "
+                               "raft_snapshot_replay", backend=backend)
+        with hook_edge(backend, "raft_snapshot_replay"):
+            result = caller(backend=backend, meta=meta, state=state, changes=changes, sink=sink,
+                            until_index=until_index)
+        replayed = cast(SnapshotMeta, expect(result, SnapshotMeta, backend,
+                                              "raft_snapshot_replay"))
+        if replayed.index != until_index:
+            raise BackendError(f"adapter {backend!r} replayed to index {replayed.index}, not "
+                               f"{until_index}", backend=backend)
+        return replayed
+
     def _optional(self, backend: str, hook_name: str, /, **kwargs: Any) -> Any:
         caller = self._caller(backend, hook_name)
         if caller is None:
@@ -360,6 +401,24 @@ class PluginManager(pluggy.PluginManager):
 
     def _active_names(self) -> list[str]:
         return sorted(name for name, plugin in self.list_name_plugin() if plugin is not None)
+
+
+def _checked_changes(items: Iterator[Any], backend: str) -> Generator[Change | Gap, None, None]:
+    """An adapter's change iterator, its errors mapped at the edge and its items type-checked."""
+    try:
+        while True:
+            with hook_edge(backend, "raft_snapshot_changes"):
+                item = next(items, None)
+            if item is None:
+                return
+            if not isinstance(item, (Change, Gap)):
+                raise BackendError(f"adapter {backend!r} yielded {type(item).__name__} from "
+                                   "raft_snapshot_changes, not Change or Gap", backend=backend)
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def get_plugin_manager(*, load_entrypoints: bool = True) -> PluginManager:

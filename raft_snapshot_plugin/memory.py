@@ -20,11 +20,15 @@ It imports without pytest; it is a model of a Raft backend, not a substitute for
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
+from .changes import Change, Gap
 from .errors import StateRejectedError
 from .hookspecs import hookimpl
 from .meta import Server, SnapshotMeta
@@ -36,7 +40,10 @@ __all__ = [
     "MemoryCluster",
     "MemoryNode",
     "MemoryPlugin",
+    "apply_command",
+    "decode_command",
     "decode_memory_state",
+    "encode_command",
     "encode_memory_state",
 ]
 
@@ -49,6 +56,7 @@ class _Entry:
     index: int
     term: int
     command: tuple[Any, ...]
+    time: float  #: when the entry was committed, Unix seconds
 
 
 class MemoryCluster:
@@ -57,26 +65,78 @@ class MemoryCluster:
     The state machine is a key/value store (``str -> str``). Writes go through the leader, get the
     next index in the current term and are applied at once by every running node; a stopped node
     applies what it missed when it starts again. ``elect`` changes the leader and the term.
+    ``compact(through)`` forgets the changes up to an index, as a real log's compaction does:
+    :meth:`changes` then reports them as a :class:`~raft_snapshot_plugin.changes.Gap`.
     """
 
-    def __init__(self, size: int = 3, *, name: str = "mem") -> None:
+    def __init__(self, size: int = 3, *, name: str = "mem",
+                 journal: str | os.PathLike[str] | None = None) -> None:
         self.lock = threading.RLock()
+        self.committed = threading.Condition(self.lock)  # notified on every append
         self.term = 1
+        self.compacted = 0  #: changes up to this index can no longer be delivered
         self.log: list[_Entry] = []
         self.nodes = [MemoryNode(self, f"{name}-node{i}", f"memory://{name}/{i}") for i in range(size)]
         self.leader: MemoryNode | None = self.nodes[0]
-        self._append(("noop",))
+        # ``journal``: the log on disk, one JSON line per entry, as a real node keeps its log; a
+        # cluster made with an existing journal starts from what it holds (a node restart)
+        self._journal = (None if journal is None
+                         else open(journal, "a+", encoding="utf-8"))  # noqa: SIM115 (the cluster's life)
+        if self._journal is not None:
+            self._journal.seek(0)
+            for line in self._journal.read().splitlines():
+                index, term, when, command = json.loads(line)
+                self.log.append(_Entry(index, term, tuple(command), when))
+                self.term = term
+            for node in self.nodes:
+                node.catch_up()
+        if not self.log:
+            self._append(("noop",))
 
     def _append(self, command: tuple[Any, ...]) -> int:
         with self.lock:
             if self.leader is None or not self.leader.running:
                 raise RuntimeError("the cluster has no leader")
-            entry = _Entry(len(self.log) + 1, self.term, command)
+            entry = _Entry(len(self.log) + 1, self.term, command, time.time())
+            if self._journal is not None:
+                self._journal.write(json.dumps([entry.index, entry.term, entry.time, command]) + "\n")
+                self._journal.flush()
             self.log.append(entry)
             for node in self.nodes:
                 if node.running:
                     node.catch_up()
+            self.committed.notify_all()
             return entry.index
+
+    def _longer_than(self, index: int) -> bool:
+        return len(self.log) > index
+
+    def compact(self, through: int) -> None:
+        """Forget the changes up to ``through`` (the state machines keep what they applied)."""
+        with self.lock:
+            self.compacted = max(self.compacted, min(through, len(self.log)))
+
+    def changes(self, after_index: int, timeout: float | None) -> Iterator[Change | Gap]:
+        """The committed changes after ``after_index``, then those committed while we wait, until
+        none comes within ``timeout`` seconds. Compacted ones are one :class:`Gap`."""
+        cursor = after_index
+        while True:
+            with self.lock:
+                if cursor < self.compacted:
+                    gap: Gap | None = Gap(cursor, self.compacted + 1, "compacted")
+                    cursor = self.compacted
+                else:
+                    gap = None
+                if gap is None and not self.committed.wait_for(
+                        functools.partial(self._longer_than, cursor), timeout):
+                    return
+                batch = [] if gap else self.log[cursor:]
+            if gap is not None:
+                yield gap
+                continue
+            for entry in batch:
+                yield Change(entry.index, entry.term, entry.time, encode_command(entry.command))
+            cursor = batch[-1].index
 
     def elect(self, node: MemoryNode) -> None:
         """Make ``node`` the leader in a new term."""
@@ -130,13 +190,7 @@ class MemoryNode:
     def catch_up(self) -> None:
         with self.cluster.lock:
             for entry in self.cluster.log[self.applied:]:
-                kind = entry.command[0]
-                if kind == "set":
-                    self.data[entry.command[1]] = entry.command[2]
-                elif kind == "delete":
-                    self.data.pop(entry.command[1], None)
-                elif kind == "replace":
-                    self.data = dict(entry.command[1])
+                self.data = apply_command(self.data, entry.command)
                 self.applied = entry.index
 
     def snapshot(self) -> tuple[int, int, bytes]:
@@ -144,6 +198,41 @@ class MemoryNode:
         with self.cluster.lock:
             term = self.cluster.entry(self.applied).term if self.applied else 0
             return self.applied, term, encode_memory_state(self.data)
+
+
+def apply_command(data: dict[str, str], command: Iterable[Any]) -> dict[str, str]:
+    """Apply one log command to a state (in place, except ``replace``); return the state."""
+    kind, *args = command
+    if kind == "set":
+        data[args[0]] = args[1]
+    elif kind == "delete":
+        data.pop(args[0], None)
+    elif kind == "replace":
+        data = dict(args[0])
+    return data
+
+
+def encode_command(command: tuple[Any, ...]) -> bytes:
+    """A log command as a change's bytes: a compact JSON array."""
+    return json.dumps(command, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_command(raw: bytes) -> list[Any]:
+    """A change's bytes as a log command.
+
+    :raises StateRejectedError: the bytes are not a memory command.
+    """
+    try:
+        command = json.loads(raw)
+    except ValueError as exc:
+        raise StateRejectedError(f"not a memory change: {exc}") from exc
+    shapes = {"noop": (), "set": (str, str), "delete": (str,), "replace": (dict,)}
+    if (not isinstance(command, list) or not command or command[0] not in shapes
+            or len(command) != 1 + len(shapes[command[0]])
+            or not all(isinstance(a, t) for a, t in zip(command[1:], shapes[command[0]],
+                                                        strict=True))):
+        raise StateRejectedError(f"not a memory change: {raw[:80]!r}")
+    return command
 
 
 def encode_memory_state(data: Mapping[str, str]) -> bytes:
@@ -226,6 +315,29 @@ class MemoryPlugin:
                 count, size = rows.get(name, (0, 0))
                 rows[name] = (count + 1, size + len(key) + len(value))
         return dict(sorted(rows.items()))
+
+    @hookimpl
+    def raft_snapshot_changes(self, node: MemoryNode, after_index: int,
+                              timeout: float | None) -> Iterator[Change | Gap] | None:
+        return node.cluster.changes(after_index, timeout) if node.running else None
+
+    @hookimpl
+    def raft_snapshot_replay(self, meta: SnapshotMeta, state: IO[bytes], changes: Iterable[Change],
+                             sink: IO[bytes], until_index: int) -> SnapshotMeta:
+        # the detached copy: the snapshot's state as a plain dict, each change applied as a node
+        # of the cluster applies its log entry
+        data, term, last = decode_memory_state(state.read()), meta.term, meta.index
+        for change in changes:
+            if change.index != last + 1:
+                raise ValueError(f"change {change.index} follows {last}: changes must be contiguous")
+            data = apply_command(data, decode_command(change.data))
+            term, last = change.term, change.index
+        if last != until_index:
+            raise ValueError(f"the changes end at {last}, not {until_index}")
+        sink.write(encode_memory_state(data))
+        return SnapshotMeta(index=until_index, term=term, servers=meta.servers,
+                            configuration_index=meta.configuration_index,
+                            state_format=MEMORY_STATE_FORMAT)
 
     @hookimpl
     def raft_snapshot_drill(self, meta: SnapshotMeta, source: IO[bytes]) -> Mapping[str, tuple[int, int]]:

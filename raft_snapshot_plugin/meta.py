@@ -22,6 +22,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .changes import SegmentRange
 from .errors import ArchiveError
 
 __all__ = [
@@ -96,6 +97,9 @@ class SnapshotMeta:
     #: it may lag the cluster. Written as ``"Stale":true`` only then (Consul ignores the key).
     stale: bool = False
     seal: Seal | None = None
+    #: a segment of changes (:mod:`.changes`), not a snapshot: the indexes and gaps it holds.
+    #: Written as ``"Segment":{...}`` before ``Seal``, so a seal covers it.
+    segment: SegmentRange | None = None
 
     def to_json(self) -> bytes:
         """Return ``meta.json`` exactly as Consul's Go code writes it (with one trailing newline)."""
@@ -122,6 +126,8 @@ class SnapshotMeta:
             )
         if self.stale:
             text += ',"Stale":true'
+        if self.segment is not None:
+            text += f',"Segment":{self.segment.to_json()}'
         if self.seal is not None:
             text += f',"Seal":{self.seal.to_json()}'
         return (text + "}\n").encode("utf-8")
@@ -162,6 +168,7 @@ class SnapshotMeta:
             state_format=fields.get("stateformat", ""),
             stale=fields.get("stale", False),
             seal=fields.get("seal"),
+            segment=fields.get("segment"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,7 +267,7 @@ _TOP_FIELDS: dict[str, _Field] = {
     "version": _int64, "id": _string, "index": _uint64, "term": _uint64, "peers": _base64,
     "configuration": _any, "configurationindex": _uint64, "size": _int64,
     "backend": _string, "backendversion": _string, "stateformat": _string, "stale": _bool,
-    "seal": _seal,
+    "seal": _seal, "segment": SegmentRange.from_doc,
 }
 _SERVER_FIELDS: dict[str, _Field] = {"suffrage": _int64, "id": _string, "address": _string}
 

@@ -20,6 +20,15 @@ and one test module subclasses :class:`ConformanceTests`::
         backend = "mybackend"
 
 It then runs the round-trip, lifecycle, damaged-archive-never-applied, temp-file and metadata tests.
+
+An adapter that implements the point-in-time hooks (``raft_snapshot_changes``,
+``raft_snapshot_replay``) also provides ``snapshot_write`` (``(node, count) -> None``: commit
+``count`` changes through the node's cluster and return once they are applied) and, when its
+backend can compact its log on demand, ``snapshot_compact`` (``node -> int``: compact, return the
+last index compacted away). The kit then checks that changes come contiguous and in order, that
+what cannot be delivered is reported as a ``Gap`` (never skipped), and that replaying a snapshot
+with the changes after it gives the state a snapshot taken at that index holds. Without
+``snapshot_write`` those checks skip, saying so.
 ``snapshot_manager`` (a fresh plugin manager: the installed adapters plus the reference backend)
 and ``snapshot_tmpdir`` (a private temp folder that must be empty at the end) come with the kit.
 
@@ -52,6 +61,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from ._pitr_kit import ChangesConformance, snapshot_compact, snapshot_write
 from .archive import read_archive
 from .errors import (
     ArchiveError,
@@ -83,9 +93,11 @@ __all__ = [
     "MemoryPlugin",
     "decode_memory_state",
     "encode_memory_state",
+    "snapshot_compact",
     "snapshot_manager",
     "snapshot_start_restored",
     "snapshot_tmpdir",
+    "snapshot_write",
 ]
 
 
@@ -122,7 +134,7 @@ def snapshot_start_restored() -> Callable[[Any], None]:
     return lambda node: None
 
 
-class ConformanceTests:
+class ConformanceTests(ChangesConformance):
     """Subclass in an adapter's tests and set ``backend``; the fixtures come from the conftest."""
 
     #: The backend name the adapter registers (its entry-point name).

@@ -18,6 +18,8 @@ written against these names keeps working when the core's insides move.
   decide for themselves whether to trust a state (as PySyncObj's do before loading a pickle).
 - :class:`RestoreReport` and :class:`MemberApplied`: what ``raft_snapshot_restore`` returns, each
   member of the cluster and whether it applied the restored state.
+- :class:`Change` and :class:`Gap`: what ``raft_snapshot_changes`` yields (and
+  ``raft_snapshot_replay`` receives), for point-in-time recovery.
 - the errors a hook raises: :class:`StateRejectedError` (these bytes are not mine, or not safe to
   load), :class:`SnapshotTimeoutError` (or the built-in ``TimeoutError``), :class:`BackendError`.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 from ._files import atomic_output, remove_quietly, temp_dir, temp_file
 from .archive import CHUNK as CHUNK_SIZE
 from .archive import ArchiveSource
+from .changes import Change, Gap
 from .errors import (
     ArchiveError,
     BackendError,
@@ -47,6 +50,8 @@ __all__ = [
     "ArchiveError",
     "ArchiveSource",
     "BackendError",
+    "Change",
+    "Gap",
     "IncompatibleArchiveError",
     "IntegrityError",
     "MemberApplied",

@@ -316,7 +316,8 @@ def test_a_damaged_status_file_is_read_for_what_it_still_says(
         "healthy", "last_success", "last_error", "last_error_at", "next_run", "stored",
         "last_stored", "consecutive_failures", "updated_at", "interval", "last_drill",
         "last_drill_ok", "last_drill_error", "last_drill_url", "retention_refused",
-        "last_retention_error", "fatal"}
+        "last_retention_error", "fatal", "segments_stored", "last_segment", "segment_index",
+        "last_segment_error", "shipping"}
 
 def test_start_runs_a_round_at_once_and_stop_is_prompt(
     cluster: MemoryCluster, manager: PluginManager, memory_url: str, tmp_path: Path

@@ -51,6 +51,42 @@ def test_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
 
 @needs_bench
+def test_replay_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """bench/replay_bench.py: every path measured, the replayed state checked against the live
+    one inside the harness, the ratios against the live cluster written."""
+    out = tmp_path / "replay.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.replay_bench", "--changes", "600", "--keys", "50",
+         "--segment-changes", "100", "--runs", "1", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert set(report["changes_per_second"]) == {"live", "replay", "restore-build"}
+    assert all(rate > 0 for rate in report["changes_per_second"].values())
+    assert set(report["ratio_vs_live"]) == {"replay", "restore-build"}
+    assert list(tmp_path.iterdir()) == [out]  # the segments' temp folder is gone
+
+
+@needs_bench
+def test_recovery_point_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "rpo.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.recovery_point_bench", "--rate", "200", "--seconds", "1.5",
+         "--segment-interval", "0.3", "--interval", "60", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    delays = report["delay_seconds"]
+    assert report["changes"] > 100 and report["segments"] >= 2
+    assert 0 <= delays["p50"] <= delays["p99"] <= delays["max"]
+    assert list(tmp_path.iterdir()) == [out]
+
+
+@needs_bench
 def test_encryption_harness_runs_at_a_tiny_size(tmp_path: Path) -> None:
     if importlib.util.find_spec("pyrage") is None:
         age_unavailable("pyrage (pip install 'raft-snapshot-plugin[age]')")

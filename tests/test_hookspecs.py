@@ -14,12 +14,11 @@ HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("raft_snapshot
 
 
 def test_hooks_are_the_designed_eleven() -> None:
-    assert HOOKS == ["raft_snapshot_backend", "raft_snapshot_connect", "raft_snapshot_describe",
-                     "raft_snapshot_describe_keys", "raft_snapshot_drill",
-                     "raft_snapshot_is_leader",
-                     "raft_snapshot_leader", "raft_snapshot_offline_command", "raft_snapshot_restore",
-                     "raft_snapshot_state_format",
-                     "raft_snapshot_take"]
+    assert HOOKS == ["raft_snapshot_backend", "raft_snapshot_changes", "raft_snapshot_connect",
+                     "raft_snapshot_describe", "raft_snapshot_describe_keys", "raft_snapshot_drill",
+                     "raft_snapshot_is_leader", "raft_snapshot_leader",
+                     "raft_snapshot_offline_command", "raft_snapshot_replay",
+                     "raft_snapshot_restore", "raft_snapshot_state_format", "raft_snapshot_take"]
 
 
 def test_required_and_optional_cover_every_hook() -> None:

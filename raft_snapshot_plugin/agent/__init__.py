@@ -41,6 +41,12 @@ snapshot is restored offline into a throwaway instance (:mod:`.drill`); a failed
 agent unhealthy until one succeeds. The status and what the agent last stored live as JSON in
 ``state_dir``, so a restarted agent keeps them; ``metrics_address`` serves Prometheus metrics.
 
+Point-in-time recovery: while :meth:`Agent.start` runs beside a node whose adapter implements
+``raft_snapshot_changes``, :mod:`.shipping` stores its committed changes as segments under
+``<prefix>/changes/`` (:mod:`.segments`) every ``segment_interval`` seconds; retention keeps every
+segment after the oldest kept snapshot; :mod:`.pitr` rebuilds and restores the state at any index
+or time the snapshots and segments reach (:func:`restore_point`, :func:`build_point`).
+
 The package by job: :mod:`.schedule` (the agent, its rounds and thread), :mod:`.storing` (one
 snapshot into the prefix), :mod:`.objects` (uploads, read-back checks, deletions, Object Lock),
 :mod:`.prune` and :mod:`.retention`, :mod:`.storage` (fsspec: listing, names, downloading),
@@ -54,8 +60,10 @@ from .config import AgentConfig, load_config
 from .drill import DrillResult, drill_newest
 from .metrics import AgentMetrics, metrics_asgi_app
 from .objects import LockOptions
+from .pitr import PointInTime, RecoveryWindow, build_point, parse_time, recovery_window, restore_point
 from .retention import Retention, retained
 from .schedule import Agent
+from .segments import StoredSegment, list_segments
 from .status import AgentStatus, read_status
 from .storage import (
     LATEST,
@@ -79,10 +87,15 @@ __all__ = [
     "AgentStatus",
     "DrillResult",
     "LockOptions",
+    "PointInTime",
+    "RecoveryWindow",
     "Retention",
+    "StoredSegment",
     "StoredSnapshot",
+    "build_point",
     "download",
     "drill_newest",
+    "list_segments",
     "list_snapshots",
     "load_config",
     "metrics_asgi_app",
@@ -90,7 +103,10 @@ __all__ = [
     "object_name",
     "open_store",
     "parse_name",
+    "parse_time",
     "read_status",
+    "recovery_window",
     "resolve",
+    "restore_point",
     "retained",
 ]

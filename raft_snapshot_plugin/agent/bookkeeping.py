@@ -4,6 +4,7 @@ the state dir), what it last stored, and the metrics."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class Bookkeeper:
         self.max_failures = max_failures
         self.clock = clock
         self.status = AgentStatus()
+        self._lock = threading.RLock()  # rounds and the segment shipper both record here
         self._stored: dict[str, Any] = {}   # name, url, state_sha256 of the newest we know
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,12 @@ class Bookkeeper:
         self.metrics.drill(error is None, when=now, duration=duration,
                            healthy=self.status.healthy)
 
+    def segment_stored(self, index: int) -> None:
+        now = self.clock()
+        self.update(segments_stored=self.status.segments_stored + 1, last_segment=now,
+                    segment_index=index, last_segment_error=None)
+        self.metrics.segment(when=now, index=index)
+
     # --- the status ---------------------------------------------------------------------------
 
     def _succeeded(self, **changes: Any) -> None:
@@ -103,15 +111,16 @@ class Bookkeeper:
 
     def update(self, **changes: Any) -> None:
         """Apply ``changes``, work out ``healthy`` again, stamp and write the status."""
-        status = self.status.replace(**changes)
-        healthy = (status.consecutive_failures < self.max_failures and not status.fatal
-                   and status.last_drill_ok is not False)
-        self.status = status.replace(healthy=healthy, updated_at=self.clock())
-        if self.state_dir is not None:
-            try:
-                write_json(self.state_dir / STATUS_FILE, self.status.to_dict())
-            except OSError as exc:
-                log.warning("could not write the agent's status: %s", exc)
+        with self._lock:
+            status = self.status.replace(**changes)
+            healthy = (status.consecutive_failures < self.max_failures and not status.fatal
+                       and status.last_drill_ok is not False)
+            self.status = status.replace(healthy=healthy, updated_at=self.clock())
+            if self.state_dir is not None:
+                try:
+                    write_json(self.state_dir / STATUS_FILE, self.status.to_dict())
+                except OSError as exc:
+                    log.warning("could not write the agent's status: %s", exc)
 
 
 def fatal_message(error: BaseException) -> str | None:

@@ -41,6 +41,9 @@ class AgentConfig:
     #: age identity file, to drill ``.snap.age`` objects
     identity: str | None = None
     metrics_address: str | None = None
+    #: point-in-time recovery: ship changes as a segment every this many seconds, or this many bytes
+    segment_interval: float = 5.0
+    segment_bytes: int = 16 << 20
 
 
 _NUMBER = (int, float)
@@ -48,7 +51,8 @@ _KEYS: dict[str, dict[str, Any]] = {
     "agent": {"addr": str, "token": str, "stale": bool, "interval": _NUMBER,
               "max_failures": int, "state_dir": str, "seal_key": str, "verify_key": str,
               "encrypt_to": list, "partial_grace": _NUMBER, "drill_interval": _NUMBER,
-              "drill_timeout": _NUMBER, "identity": str, "metrics_address": str},
+              "drill_timeout": _NUMBER, "identity": str, "metrics_address": str,
+              "segment_interval": _NUMBER, "segment_bytes": int},
     "storage": {"url": str, "options": dict, "object_lock_days": _NUMBER,
                 "object_lock_mode": str},
     "retention": {"keep": int, "hourly": int, "daily": int},
@@ -71,6 +75,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         drill_timeout = 600
         metrics_address = "127.0.0.1:9102"   # serve /metrics (the 'metrics' extra)
         partial_grace = 3600             # remove .tmp- objects of killed uploads after this
+        segment_interval = 5             # ship the committed changes every 5 s (a local node)
+        segment_bytes = 16777216         # or once a segment holds this many bytes
 
         [storage]
         url = "s3://bucket/prefix"
@@ -139,12 +145,15 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         drill_timeout=float(agent.get("drill_timeout", 600.0)),
         identity=identity,
         metrics_address=agent.get("metrics_address"),
+        segment_interval=float(agent.get("segment_interval", 5.0)),
+        segment_bytes=agent.get("segment_bytes", 16 << 20),
     )
 
 
 #: [agent] numbers and the least each may be: (bound, whether the bound itself is allowed)
 _RANGES = {"interval": (0, False), "drill_interval": (0, False), "drill_timeout": (0, False),
-           "max_failures": (1, True), "partial_grace": (0, True)}
+           "max_failures": (1, True), "partial_grace": (0, True),
+           "segment_interval": (0, False), "segment_bytes": (1, True)}
 
 
 def _check_ranges(agent: Mapping[str, Any], where: str) -> None:
@@ -167,7 +176,8 @@ def _recipients(values: list[Any], where: str) -> tuple[str, ...]:
 
 
 def check_arguments(node: object | None, addr: str | None, interval: float, max_failures: int,
-                     drill_interval: float | None, partial_grace: float) -> None:
+                    drill_interval: float | None, partial_grace: float,
+                    segment_interval: float = 5.0, segment_bytes: int = 1) -> None:
     """The :class:`~.schedule.Agent`'s own checks of its arguments.
 
     :raises ValueError: one is out of range.
@@ -182,3 +192,7 @@ def check_arguments(node: object | None, addr: str | None, interval: float, max_
         raise ValueError(f"drill_interval must be positive, not {drill_interval!r}")
     if not partial_grace >= 0:
         raise ValueError(f"partial_grace must be >= 0, not {partial_grace!r}")
+    if not segment_interval > 0:
+        raise ValueError(f"segment_interval must be positive, not {segment_interval!r}")
+    if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1:
+        raise ValueError(f"segment_bytes must be a whole number >= 1, not {segment_bytes!r}")

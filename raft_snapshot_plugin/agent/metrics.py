@@ -76,6 +76,10 @@ class AgentMetrics:
         self.drill_time = gauge("last_drill_timestamp_seconds", "When the last drill ended.")
         self.drill_ok = gauge("last_drill_success", "1 when the last drill restored, else 0.")
         self.drill_duration = gauge("drill_duration_seconds", "How long the last drill took.")
+        self.segment_time = gauge("last_segment_timestamp_seconds",
+                                  "When a segment of changes was last stored.")
+        self.segment_index = gauge("segment_index",
+                                   "The Raft index the stored segments reach (recovery point).")
         self.rounds = prom.Counter(PREFIX + "rounds", "Rounds, by result.", ["result"],
                                    registry=self.registry)
         self.refused = prom.Counter(PREFIX + "retention_refused",
@@ -109,6 +113,12 @@ class AgentMetrics:
             self.total.set(total)
             self.refused.inc(refused)
 
+    def segment(self, *, when: float, index: int) -> None:
+        """A segment of changes was stored, reaching ``index``."""
+        if self.enabled:
+            self.segment_time.set(when)
+            self.segment_index.set(index)
+
     def restored(self, status: Any) -> None:
         """Start from what a restarted agent's status file says (an :class:`AgentStatus`), so a
         restart does not read as "never succeeded"."""
@@ -116,7 +126,9 @@ class AgentMetrics:
             return
         for gauge, value in ((self.last_success, status.last_success),
                              (self.last_failure, status.last_error_at),
-                             (self.drill_time, status.last_drill)):
+                             (self.drill_time, status.last_drill),
+                             (self.segment_time, status.last_segment),
+                             (self.segment_index, status.segment_index)):
             if value is not None:
                 gauge.set(value)
         self.failures.set(status.consecutive_failures)

@@ -10,9 +10,10 @@ from typing import Any
 
 from .objects import DeletionRefusedError, delete_object
 from .retention import Retention, retained
-from .storage import describe, list_partials, list_stored
+from .segments import CHANGES_FOLDER, list_segments
+from .storage import StoredSnapshot, describe, list_partials, list_stored
 
-__all__ = ["PruneReport", "prune"]
+__all__ = ["PruneReport", "prune", "prune_segments"]
 
 log = logging.getLogger("raft_snapshot_plugin.agent")
 
@@ -52,10 +53,26 @@ def prune(fs: Any, root: str, *, now: float, retention: Retention, newest: str,
     for snap in existing:
         if snap.name not in keep:
             _delete(fs, snap.path, report, report.deleted, by_version)
-    for path, when in list_partials(fs, root):
-        if when is not None and now - when > partial_grace:
-            _delete(fs, path, report, report.partials, by_version=False)
+    for folder in (root, f"{root}/{CHANGES_FOLDER}"):
+        for path, when in list_partials(fs, folder):
+            if when is not None and now - when > partial_grace:
+                _delete(fs, path, report, report.partials, by_version=False)
+    prune_segments(fs, root, [s for s in existing if s.name in keep], report,
+                   by_version=by_version)
     return report
+
+
+def prune_segments(fs: Any, root: str, kept: list[StoredSnapshot], report: PruneReport, *,
+                   by_version: bool = False) -> None:
+    """Delete the segments no kept snapshot needs: those that end at or before the oldest kept
+    snapshot's index. Every segment after it stays, so each kept snapshot reaches the next one
+    and the newest reaches the last change shipped; with no snapshot, every segment stays."""
+    if not kept:
+        return
+    oldest = min(s.index for s in kept)
+    for segment in list_segments(fs, root):
+        if segment.last <= oldest:
+            _delete(fs, segment.path, report, report.deleted, by_version)
 
 
 def _delete(fs: Any, path: str, report: PruneReport, done: list[str], by_version: bool) -> None:

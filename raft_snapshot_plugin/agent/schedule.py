@@ -28,6 +28,7 @@ from .drill import DrillResult, drill_newest
 from .metrics import AgentMetrics, MetricsServer
 from .objects import LockOptions, supports_object_lock
 from .retention import Retention
+from .shipping import Shipper
 from .status import AgentStatus
 from .storage import SkipRoundError, StoredSnapshot, list_stored, open_store, storage_errors
 from .storing import Storer
@@ -74,6 +75,10 @@ class Agent:
     :param drill_timeout: seconds a drill may last.
     :param identity: age identities to decrypt ``.snap.age`` objects with, for drills.
     :param metrics_address: serve ``/metrics`` on ``host:port`` while :meth:`start` runs.
+    :param segment_interval: while :meth:`start` runs, ship the node's committed changes as a
+        segment every this many seconds (point-in-time recovery, :mod:`.shipping`), when its
+        adapter implements ``raft_snapshot_changes``; not through ``addr``.
+    :param segment_bytes: cut a segment sooner once it holds this many bytes of changes.
     """
 
     def __init__(
@@ -106,8 +111,11 @@ class Agent:
         drill_timeout: float | None = 600.0,
         identity: Identities | None = None,
         metrics_address: str | None = None,
+        segment_interval: float = 5.0,
+        segment_bytes: int = 16 << 20,
     ) -> None:
-        check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace)
+        check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace,
+                        segment_interval, segment_bytes)
         self.node = node
         self.url = url.rstrip("/")
         self.interval = float(interval)
@@ -149,6 +157,11 @@ class Agent:
         self._storer = Storer(self._store, self.url, self._books, retention=self.retention,
                               interval=self.interval, partial_grace=partial_grace,
                               encrypted=bool(self.recipients), object_lock=object_lock)
+        self._shipper = None if node is None else Shipper(
+            node, store=self._store, url=self.url, books=self._books, stop=self._stop,
+            interval=float(segment_interval), max_bytes=segment_bytes, stale=stale,
+            manager=manager, backend=backend, seal_key=seal_key, recipients=self.recipients)
+        self._shipper_thread: threading.Thread | None = None
 
     @classmethod
     def from_config(
@@ -165,6 +178,7 @@ class Agent:
             "partial_grace": config.partial_grace, "drill_interval": config.drill_interval,
             "drill_timeout": config.drill_timeout, "identity": config.identity,
             "metrics_address": config.metrics_address,
+            "segment_interval": config.segment_interval, "segment_bytes": config.segment_bytes,
         }
         options.update(kwargs)
         return cls(node, config.url, **options)
@@ -241,14 +255,23 @@ class Agent:
             log.info("metrics at %s", self._metrics_server.url)
         self._thread = threading.Thread(target=self._loop, name="raft-snapshot-agent", daemon=True)
         self._thread.start()
+        if self._shipper is None:
+            self._books.update(shipping="not shipping changes: the agent takes snapshots through "
+                                        "addr (run the agent beside the node to ship them)")
+        else:
+            self._shipper_thread = threading.Thread(target=self._shipper.run, daemon=True,
+                                                    name="raft-snapshot-shipper")
+            self._shipper_thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the background thread (a round in progress ends at its next wait) and the
         metrics listener."""
         self._stop.set()
         thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        for running in (thread, self._shipper_thread):
+            if running is not None and running is not threading.current_thread():
+                running.join(timeout)
+        self._shipper_thread = None
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
             server.close()

@@ -48,6 +48,13 @@ class AgentStatus:
     :param last_retention_error: the last refusal or failure of a retention pass.
     :param fatal: why the agent stopped itself (the endpoint refused its token, say); it stays
         unhealthy until restarted with a fixed configuration.
+    :param segments_stored: segments of changes this agent has stored (point-in-time recovery).
+    :param last_segment: when it last stored one.
+    :param segment_index: the index the stored segments reach (the recovery point).
+    :param last_segment_error: why the last attempt to store a segment failed (``None`` once one
+        succeeds again); the changes stay buffered and are stored on the next attempt.
+    :param shipping: what the segment shipper is doing, in words (``following changes``, or why
+        it ships nothing: an agent through ``addr``, an adapter without ``raft_snapshot_changes``).
     """
 
     healthy: bool = True
@@ -67,6 +74,11 @@ class AgentStatus:
     retention_refused: int = 0
     last_retention_error: str | None = None
     fatal: str | None = None
+    segments_stored: int = 0
+    last_segment: float | None = None
+    segment_index: int | None = None
+    last_segment_error: str | None = None
+    shipping: str | None = None
 
     def is_stale(self, now: float, grace: float = STALE_GRACE) -> bool:
         """Whether the status is too old to believe: not written within two intervals plus
@@ -129,6 +141,11 @@ _FITS: dict[str, Callable[[object], bool]] = {
     "retention_refused": _is_count,
     "last_retention_error": _is_text,
     "fatal": _is_text,
+    "segments_stored": _is_count,
+    "last_segment": _is_time,
+    "segment_index": lambda value: value is None or _is_count(value),
+    "last_segment_error": _is_text,
+    "shipping": _is_text,
 }
 
 

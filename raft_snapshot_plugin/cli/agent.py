@@ -155,6 +155,33 @@ def agent_list(ctx: click.Context, config_path: str | None, fmt: str) -> None:
         size = "-" if s.size is None else human_bytes(s.size)
         click.echo(f"{s.url}  {when}  index {s.index}  {size}"
                    + ("  stale (read on a follower)" if s.stale else ""))
+    if module.list_segments(*module.open_store(config.url, config.storage_options)):
+        _echo_window(module.recovery_window(config.url, config.storage_options,
+                                            identity=config.identity))
+
+
+@agent.command("window")
+@_CONFIG
+@click.option("--format", "fmt", type=FORMAT, default="text", show_default=True)
+@click.pass_context
+def agent_window(ctx: click.Context, config_path: str | None, fmt: str) -> None:
+    """Show the recoverable window: the indexes a point-in-time restore reaches (from the oldest
+    kept snapshot to the last shipped change), and the gaps in the shipped changes."""
+    module = agent_module()
+    config = load_config(module, _config_path(ctx, config_path))
+    window = module.recovery_window(config.url, config.storage_options, identity=config.identity)
+    if fmt == "json":
+        click.echo(json.dumps(window.to_dict(), indent=2))
+        return
+    _echo_window(window)
+
+
+def _echo_window(window: Any) -> None:
+    spans = ", ".join(f"{a} to {b}" for a, b in window.reachable) or "nothing"
+    last = "" if window.last_time is None else f" (last change committed {_when(window.last_time)})"
+    click.echo(f"recoverable: index {spans}{last}; {len(window.segments)} segment(s)")
+    for gap in window.gaps:
+        click.echo(f"  gap: {gap.first_missing} to {gap.last_missing} ({gap.reason})")
 
 
 @cli.command("drill")

@@ -28,8 +28,10 @@ from ..restored import RestoreResult
 from ..snapshot import decrypted
 from ..snapshot import verify as verify_archive
 from ._common import (
+    agent_module,
     identity_option,
     is_storage_url,
+    load_config,
     load_key,
     naming,
     progress,
@@ -183,8 +185,15 @@ def _not_leader_words(exc: RemoteError) -> str:
 @identity_option
 @click.option("--allow-incompatible", is_flag=True,
               help="Restore an archive of another backend or a newer state format anyway.")
+@click.option("--to-index", type=click.IntRange(min=1), metavar="N",
+              help="FILE is a storage prefix: restore the state at Raft index N, rebuilt from the "
+                   "newest snapshot before it and the changes shipped after it.")
+@click.option("--to-time", metavar="TIME",
+              help="FILE is a storage prefix: restore the state after the last change committed "
+                   "at or before TIME (ISO 8601, 2026-11-30T12:00:00Z; UTC without a zone).")
 def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
-            identity_file: str | None, allow_incompatible: bool) -> int:
+            identity_file: str | None, allow_incompatible: bool, to_index: int | None,
+            to_time: str | None) -> int:
     """Restore the snapshot in FILE (- for stdin) into a node's cluster.
 
     FILE is a local file, - (stdin, read whole into a private temp file first) or a storage URL
@@ -194,9 +203,10 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     into another. The node verifies the whole archive before anything is applied; the cluster
     keeps its own membership.
 
-    Prints one line per member of the cluster: the index it had applied, or that it had not
-    applied the restore when the node stopped waiting for it (when the node's adapter reports
-    members).
+    With --to-index or --to-time, FILE is the agent's storage prefix: the state at that point is
+    rebuilt here (the backend's adapter must be installed and replay changes), verified, and
+    restored like any archive; a point no snapshot reaches through the shipped changes (inside a
+    gap, past the last segment) is refused, naming the nearest reachable indexes.
 
     Exit status: 0 applied (by every member, when members are reported), 1 refused or failed
     (nothing applied), 3 not known yet (the node is still applying it: ask with restore-status
@@ -204,8 +214,16 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     on stderr; it takes the state when it catches up).
     """
     key = load_key("verify", verify_key_file)
+    if to_index is not None and to_time is not None:
+        raise click.UsageError("give --to-index or --to-time, not both")
     client = remote.client()
     client.check()
+    if to_index is not None or to_time is not None:
+        result, origin = _restore_point(file, remote, key, identity_file, allow_incompatible,
+                                        to_index, to_time)
+        click.echo(f"Restored index {result.meta.index} (term {result.meta.term}) rebuilt from "
+                   f"{origin}")
+        return show_members(result)
     with local_copy(file, remote.config_path) as (local, origin), \
             naming(origin, archive=True), \
             decrypted(local, identity_file) as plain:
@@ -219,6 +237,28 @@ def restore(file: str, remote: RemoteOptions, verify_key_file: str | None,
     at = "" if result.index is None else f", committed at index {result.index}"
     click.echo(f"Restored snapshot {meta.id} (index {meta.index}, term {meta.term}){where}{at}")
     return show_members(result)
+
+
+def _restore_point(prefix: str, remote: RemoteOptions, key: object, identity_file: str | None,
+                   allow_incompatible: bool, to_index: int | None, to_time: str | None
+                   ) -> tuple[RestoreResult, str]:
+    """Rebuild the state at the target from the prefix into a private temp file and upload it."""
+    agent = agent_module()
+    config = load_config(agent, remote.config_path) if remote.config_path else None
+    when = None
+    if to_time is not None:
+        try:
+            when = agent.parse_time(to_time)
+        except ValueError as exc:
+            raise click.UsageError(f"--to-time: {to_time!r} is not an ISO 8601 time") from exc
+    with agent.build_point(prefix, to_index=to_index, to_time=when,
+                           storage_options=config.storage_options if config else None,
+                           identity=identity_file or (config.identity if config else None),
+                           verify_key=key) as point:
+        origin = (f"{point.base.url} and {point.replayed} change(s) after it"
+                  if point.replayed else point.base.url)
+        with open(point.path, "rb") as built:
+            return _upload(remote.client(), remote, built, allow_incompatible), origin
 
 
 def _upload(client: Client, remote: RemoteOptions, source: object,
