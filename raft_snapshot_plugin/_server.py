@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover  (httptools is not installed)
 try:
     import uvloop  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover  (Windows, PyPy: uvloop's markers leave it out)
-    uvloop = None
+    uvloop = None  # type: ignore[assignment,unused-ignore]
 
 from ._protocol import content_length, printable
 
@@ -278,7 +278,7 @@ class SnapshotServer:
             if uvloop is not None:  # its transports move an upload's bytes with less CPU
                 uvloop.run(serving)
             else:
-                asyncio.run(serving)
+                asyncio.run(serving)  # type: ignore[unreachable,unused-ignore]
         except BaseException as exc:  # reported by the constructor, or logged once serving
             self._failed = exc
             if self._server.started:
