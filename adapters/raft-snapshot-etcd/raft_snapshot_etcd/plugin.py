@@ -5,6 +5,9 @@ The core calls these only for nodes this module claimed, so none checks its ``ba
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -15,8 +18,7 @@ from raft_snapshot_plugin.toolkit import (
     SnapshotMeta,
     Suffrage,
     hookimpl,
-    remove_quietly,
-    temp_file,
+    temp_dir,
 )
 
 from .cluster import EtcdCluster, NewCluster
@@ -93,15 +95,17 @@ def raft_snapshot_leader(node: EtcdCluster | NewCluster) -> str | None:
 
 @hookimpl
 def raft_snapshot_describe(source: IO[bytes]) -> Mapping[str, tuple[int, int]]:
-    with temp_file(prefix="raft-snapshot-etcd-describe-") as (file, path):
-        try:
+    # A folder of its own, not a locked temp file: etcd's tools lock the db file they read
+    # (bbolt's flock), and would wait forever on the lock a temp file's owner holds.
+    folder = tempfile.mkdtemp(prefix="raft-snapshot-etcd-describe-", dir=temp_dir())
+    try:
+        path = os.path.join(folder, "snapshot.db")
+        with open(path, "wb") as file:
             while chunk := source.read(CHUNK_SIZE):
                 file.write(chunk)
-            file.close()
-            status = snapshot_status(path)
-        finally:
-            file.close()
-            remove_quietly(path)
+        status = snapshot_status(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return {
         "keys (etcd totalKey)": (status.total_key, status.total_size),
         "revision": (status.revision, 0),
