@@ -13,6 +13,8 @@ written against these names keeps working when the core's insides move.
   files (0600, in ``RAFT_SNAPSHOT_TMPDIR``, removed on error) and atomic writes of final files.
   A temp file stays locked as this process's (so no other process's sweep takes it, even after
   you close it and reopen it by path) until you remove it with :func:`remove_quietly`.
+  A tool that locks the files it reads (etcd's bbolt does) waits on that lock: give such a tool
+  a copy in a folder of your own (``tempfile.mkdtemp(dir=temp_dir())``) instead.
 - :data:`CHUNK_SIZE`: the block size the core streams in; use it when copying a state.
 - :func:`check_seal`: whether an archive's seal holds under a key, for an adapter whose nodes
   decide for themselves whether to trust a state (as PySyncObj's do before loading a pickle).
