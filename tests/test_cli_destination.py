@@ -1,6 +1,8 @@
 """``save`` refuses a folder it cannot write before any snapshot is taken, checked as an
 unprivileged user really meets it: CI runs as root, for whom every folder is writable, so there
-the command runs as ``nobody`` (``setpriv``); as any other user, in a folder made read-only."""
+the command runs in a user namespace of its own (``unshare --user``: it is ``nobody`` there and
+has no capability over the host's files, yet can still read the interpreter, which ``setpriv`` to
+nobody could not under a private pyenv); as any other user, in a folder made read-only."""
 
 from __future__ import annotations
 
@@ -23,15 +25,14 @@ def unwritable() -> Iterator[tuple[Path, list[str]]]:
     """(a folder the command's user cannot write, the command prefix that runs as that user)."""
     folder = Path(tempfile.mkdtemp(prefix="raft-snapshot-unwritable-"))
     try:
+        folder.chmod(0o555)
         if os.geteuid() == 0:
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                pytest.skip("running as root without setpriv (util-linux): no unprivileged user "
+            unshare = shutil.which("unshare")
+            if unshare is None:
+                pytest.skip("running as root without unshare (util-linux): no unprivileged user "
                             "to run the command as")
-            folder.chmod(0o755)  # nobody may enter it, not write in it
-            yield folder, [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+            yield folder, [unshare, "--user"]
         else:
-            folder.chmod(0o555)
             yield folder, []
     finally:
         folder.chmod(0o700)
