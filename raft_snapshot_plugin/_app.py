@@ -13,7 +13,6 @@ import dataclasses
 import hmac
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -30,6 +29,7 @@ from ._protocol import (
     RESTORE_ID_HEADER,
     RESTORES_PATH,
     content_length,
+    new_restore_id,
     printable,
     valid_restore_id,
 )
@@ -163,7 +163,7 @@ class SnapshotApp:
             return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                          f"the upload of {length} bytes exceeds this endpoint's limit of "
                          f"{config.max_upload_bytes} bytes")
-        restore_id = headers.get(RESTORE_ID_HEADER) or secrets.token_urlsafe(18)
+        restore_id = headers.get(RESTORE_ID_HEADER) or new_restore_id()
         if not valid_restore_id(restore_id):
             return error(HTTPStatus.BAD_REQUEST, f"{RESTORE_ID_HEADER} must be 16 to 64 URL-safe "
                                                  "characters")

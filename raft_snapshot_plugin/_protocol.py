@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 #: The endpoint's path.
 PATH = "/v1/snapshot"
 #: The largest upload ``serve`` accepts unless told otherwise: 1 GiB.
@@ -43,6 +45,12 @@ RESTORE_RETENTION_SECONDS = 3600.0
 RESTORE_RETENTION_COUNT = 1000
 
 _ID_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def new_restore_id() -> str:
+    """A fresh restore ID: 32 hexadecimal digits (128 random bits). Never one that starts with
+    ``-``, which a command line (``raft-snapshot restore-status ID``) would read as an option."""
+    return secrets.token_hex(16)
 
 
 def valid_restore_id(value: str) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import ssl
 import time
 import urllib.parse
@@ -36,6 +35,7 @@ from ._protocol import (
     RESTORE_ID_HEADER,
     RESTORES_PATH,
     content_length,
+    new_restore_id,
 )
 from ._restore_answers import RestoreStatus, read_applied, read_status
 from ._transfer import Progress, Upload, fsync_folder, opened
@@ -53,11 +53,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two questions about a restore whose answer was lost.
 _POLL_SECONDS = 0.5
-
-def new_restore_id() -> str:
-    """A fresh restore ID: 24 URL-safe random characters."""
-    return secrets.token_urlsafe(18)
-
 
 class Client:
     """Talk to a snapshot endpoint: :meth:`save` a snapshot to a file, :meth:`restore` one.
