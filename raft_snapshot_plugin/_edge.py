@@ -33,17 +33,13 @@ def hook_edge(backend: str, hook_name: str) -> Iterator[None]:
     except TimeoutError as exc:
         raise SnapshotTimeoutError(
             f"adapter {backend!r} timed out in {hook_name}: {exc}") from exc
-    except StateRejectedError as exc:
+    except (StateRejectedError, BackendError) as exc:
         if exc.backend is None:
             exc.backend = backend
         raise
     except ArchiveError as exc:
         raise StateRejectedError(f"adapter {backend!r} refused the state: {exc}",
                                  backend=backend) from exc
-    except BackendError as exc:
-        if exc.backend is None:
-            exc.backend = backend
-        raise
     except Exception as exc:
         raise BackendError(f"adapter {backend!r} failed in {hook_name}: {exc!r}",
                            backend=backend) from exc
