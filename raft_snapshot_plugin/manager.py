@@ -13,13 +13,13 @@ import dataclasses
 import logging
 import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import IO, Any, cast
 
 import pluggy
 
 from . import hookspecs
+from ._discovery import BackendInfo, claims, describe_plugin
 from ._edge import expect, hook_edge, rows
 from .changes import Change, Gap
 from .errors import (
@@ -39,33 +39,6 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "RAFT_SNAPSHOT_DISABLE_PLUGINS"
 
 
-@dataclasses.dataclass(frozen=True)
-class BackendInfo:
-    """One adapter as ``raft-snapshot backends`` lists it.
-
-    :param hooks: the hooks it implements (empty when disabled: it was not loaded).
-    :param missing: the required hooks it leaves out; an adapter missing one is not usable.
-    """
-
-    name: str
-    distribution: str | None
-    version: str | None
-    disabled: bool = False
-    hooks: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-
-    @property
-    def usable(self) -> bool:
-        """Loaded and implementing every required hook."""
-        return not self.disabled and not self.missing
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of ``raft-snapshot backends --format json``."""
-        return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "disabled": self.disabled, "usable": self.usable, "hooks": list(self.hooks),
-                "missing": list(self.missing)}
-
-
 class PluginManager(pluggy.PluginManager):
     """pluggy's manager with typed, error-translating calls for each hook."""
 
@@ -81,7 +54,7 @@ class PluginManager(pluggy.PluginManager):
         if name is not None and self.has_plugin(name) and self.get_plugin(name) is not plugin:
             raise PluginConflictError(
                 f"two plugins claim the backend name {name!r}: "
-                f"{_describe(self.get_plugin(name))} and {_describe(plugin)}",
+                f"{describe_plugin(self.get_plugin(name))} and {describe_plugin(plugin)}",
                 backend=name,
             )
         registered = super().register(plugin, name)
@@ -91,23 +64,12 @@ class PluginManager(pluggy.PluginManager):
 
     def load_entrypoints(self) -> int:
         """Load the ``raft_snapshot`` entry points not blocked; return how many were registered."""
-        claims: dict[str, list[EntryPoint]] = {}
-        for ep in entry_points(group=NAME):
-            same = claims.setdefault(ep.name, [])
-            if all(ep.value != other.value for other in same):  # a path listed twice is one claim
-                same.append(ep)
         count = 0
-        for name, eps in sorted(claims.items()):
-            dists = [_dist_of(ep) for ep in eps]
-            if len(eps) > 1:
-                owners = ", ".join(f"{ep.value} ({d[0] or 'unknown distribution'})"
-                                   for ep, d in zip(eps, dists, strict=True))
-                raise PluginConflictError(
-                    f"two plugins claim the backend name {name!r}: {owners}", backend=name
-                )
-            ep, (dist, version) = eps[0], dists[0]
+        for claim in claims():
+            name, ep = claim.name, claim.entry_point
             if self.is_blocked(name):
-                self._infos[name] = BackendInfo(name, dist, version, disabled=True)
+                self._infos[name] = BackendInfo(name, claim.distribution, claim.version,
+                                                disabled=True)
                 continue
             try:
                 plugin = ep.load()
@@ -116,7 +78,7 @@ class PluginManager(pluggy.PluginManager):
                     f"adapter {name!r} ({ep.value}) failed to load: {exc!r}", backend=name
                 ) from exc
             self.register(plugin, name=name)
-            self._infos[name] = BackendInfo(name, dist, version)
+            self._infos[name] = BackendInfo(name, claim.distribution, claim.version)
             count += 1
         return count
 
@@ -441,13 +403,3 @@ def get_plugin_manager(*, load_entrypoints: bool = True) -> PluginManager:
 def _blocked_names(value: str) -> Iterable[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
-
-def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return None, None
-    return dist.metadata["Name"], dist.version
-
-
-def _describe(plugin: object) -> str:
-    return getattr(plugin, "__name__", None) or type(plugin).__qualname__
