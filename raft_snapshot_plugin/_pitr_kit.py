@@ -40,10 +40,15 @@ def snapshot_compact() -> Callable[[Any], int] | None:
 
 
 class ChangesConformance:
-    """The point-in-time checks; they skip for an adapter without the hooks."""
+    """The point-in-time checks; they skip for an adapter without the hooks. The base of
+    :class:`~raft_snapshot_plugin.testing.ConformanceTests`, and where the settings live."""
 
+    #: The backend name the adapter registers (its entry-point name).
     backend: ClassVar[str]
+    #: Set False for an adapter that cannot restore (the restore tests are then skipped).
     supports_restore: ClassVar[bool] = True
+    #: Set True for an adapter that restores offline into a cluster that does not run yet: after a
+    #: successful restore the kit calls ``snapshot_start_restored(node)`` before reading its state.
     restore_is_offline: ClassVar[bool] = False
 
     def _restore_or_skip(self) -> None:

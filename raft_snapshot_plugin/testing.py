@@ -57,7 +57,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -135,21 +135,9 @@ def snapshot_start_restored() -> Callable[[Any], None]:
 
 
 class ConformanceTests(ChangesConformance):
-    """Subclass in an adapter's tests and set ``backend``; the fixtures come from the conftest."""
-
-    #: The backend name the adapter registers (its entry-point name).
-    backend: ClassVar[str]
-    #: Set False for an adapter that cannot restore (the restore tests are then skipped).
-    supports_restore: ClassVar[bool] = True
-    #: Set True for an adapter that restores offline into a cluster that does not run yet: after a
-    #: successful restore the kit calls ``snapshot_start_restored(node)`` before reading its state.
-    restore_is_offline: ClassVar[bool] = False
-
-    # --- helpers ----------------------------------------------------------------------------------
-
-    def _restore_or_skip(self) -> None:
-        if not self.supports_restore:
-            pytest.skip(f"the {self.backend} adapter does not restore")
+    """Subclass in an adapter's tests and set ``backend`` (and, where they apply,
+    ``supports_restore`` and ``restore_is_offline``: see :class:`ChangesConformance`, whose
+    point-in-time checks it inherits); the fixtures come from the conftest."""
 
     # --- discovery and leadership -----------------------------------------------------------------
 
