@@ -91,10 +91,11 @@ def run_on_tick(node: SyncObj, fn: Callable[[], T], timeout: float | None) -> T:
     """Run ``fn`` once on the node's tick thread, between applied entries; return its result.
 
     The callback never lets an exception escape (on 0.3.10 and 0.3.12 an exception in a tick
-    ends the tick thread for good). It is removed from another thread: PySyncObj holds its
-    non-reentrant callback lock for a whole round of callbacks, so removing from inside would
-    deadlock, and removing from here would wait for a tick that may hang. A timeout cancels the
-    callback unless ``fn`` has already started, in which case its result is awaited.
+    ends the tick thread for good). It is added and removed from another thread: PySyncObj holds
+    its non-reentrant callback lock for a whole round of callbacks, so removing from inside would
+    deadlock, and adding or removing from here would wait for a tick that may hang (the timeout
+    would then not hold). A timeout cancels the callback unless ``fn`` has already started, in
+    which case its result is awaited.
     """
     thread = node._SyncObj__thread
     if thread is None:  # autoTick=False: the application drives doTick() from this thread
@@ -117,7 +118,8 @@ def run_on_tick(node: SyncObj, fn: Callable[[], T], timeout: float | None) -> T:
         done.set()
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    node.addOnTickCallback(callback)
+    adder = threading.Thread(target=node.addOnTickCallback, args=(callback,), daemon=True)
+    adder.start()
     try:
         while not done.wait(0.05):
             failure: BaseException | None = None
@@ -132,7 +134,11 @@ def run_on_tick(node: SyncObj, fn: Callable[[], T], timeout: float | None) -> T:
                         raise failure
                 # fn is running on the tick right now: it cannot be interrupted, wait for it
     finally:
-        threading.Thread(target=node.removeOnTickCallback, args=(callback,), daemon=True).start()
+        def remove() -> None:
+            adder.join()
+            node.removeOnTickCallback(callback)
+
+        threading.Thread(target=remove, daemon=True).start()
     if "error" in box:
         raise box["error"]
     result: T = box["result"]

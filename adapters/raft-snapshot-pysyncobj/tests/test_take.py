@@ -122,9 +122,15 @@ def test_is_leader_and_take_timeout(cluster: Cluster, snapshot_tmpdir: Path) -> 
     assert pm.is_leader("pysyncobj", leader) is True
     assert pm.is_leader("pysyncobj", cluster.follower()) is False
     assert pm.leader("pysyncobj", cluster.follower()) == leader.selfNode.address
-    release = threading.Event()
-    leader.addOnTickCallback(lambda: release.wait(10))  # a tick that hangs
+    release, hanging = threading.Event(), threading.Event()
+
+    def hang() -> None:
+        hanging.set()
+        release.wait(10)
+
+    leader.addOnTickCallback(hang)  # a tick that hangs, holding PySyncObj's callback lock
     try:
+        assert hanging.wait(10)
         started = time.monotonic()
         with pytest.raises(rsp.errors.SnapshotTimeoutError):
             rsp.take(leader, timeout=0.5)
