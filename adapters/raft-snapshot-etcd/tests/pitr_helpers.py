@@ -45,12 +45,13 @@ class Recorder:
         self.errors: list[BaseException] = []
         self.lock = threading.Lock()
         self.paused = threading.Event()
-        self._seq = 0
+        self._seq = self._base = 0
         self._rng = random.Random(seed)
 
     def run(self, seconds: float) -> float:
         """Write for ``seconds``; the achieved rate of revisions per second."""
         start, stop = time.monotonic(), time.monotonic() + seconds
+        made_before, self._base = len(self.ops), self._seq
         workers = [threading.Thread(target=self._work, args=(start, stop), daemon=True)
                    for _ in range(self.threads)]
         for worker in workers:
@@ -59,7 +60,7 @@ class Recorder:
             worker.join(seconds + 60)
         assert not any(w.is_alive() for w in workers), "a writer hung"
         assert not self.errors, f"writes failed: {self.errors[:3]}"
-        return len(self.ops) / (time.monotonic() - start)
+        return (len(self.ops) - made_before) / (time.monotonic() - start)
 
     def _work(self, start: float, stop: float) -> None:
         with self.cluster.connect(self.endpoint) as conn:
@@ -68,7 +69,7 @@ class Recorder:
                     seq, self._seq = self._seq, self._seq + 1
                     roll, key, other = (self._rng.random(), self._rng.randrange(KEYS),
                                         self._rng.randrange(KEYS))
-                due = start + seq / self.rate
+                due = start + (seq - self._base) / self.rate
                 if due > now:
                     time.sleep(due - now)
                 while self.paused.is_set() and time.monotonic() < stop:
