@@ -170,9 +170,9 @@ def test_a_compaction_while_no_agent_ran_is_a_gap_and_only_there(
     window = recovery_window(URL, options)
     assert [(g.after_index, g.resumes_at, g.reason) for g in window.gaps] == [
         (shipped, compacted + 1, "compacted")]
-    with pytest.raises(UnreachablePointError, match="inside a gap"):
-        with build_point(URL, to_index=compacted - 1, storage_options=options):
-            pass
+    with pytest.raises(UnreachablePointError, match="inside a gap"), \
+            build_point(URL, to_index=compacted - 1, storage_options=options):
+        pass
     check_restores(recorder, options, [shipped, compacted, last], tmp_path)
 
 
