@@ -10,7 +10,11 @@ entries that change no key (lease grants, member changes, compactions) have no r
 Each :class:`~raft_snapshot_plugin.changes.Change` is one revision: ``index`` the revision,
 ``term`` the raft term in the watch response's header, ``time`` when this process received it
 (etcd stamps no time on a revision; the watch delivers it once the member has applied it), and
-``data`` the revision's events in :data:`CHANGE_FORMAT` (:func:`encode_events`).
+``data`` the revision's events in :data:`CHANGE_FORMAT` (:func:`encode_events`). A time is never
+before the commit: within milliseconds of it while the watch follows live, later when revisions
+are read back from etcd's history (an agent catching up after a restart). A restore to a time
+therefore never includes a change committed after that time; one committed shortly before an
+agent's catch-up may count as later than it was.
 
 Revision 1 is etcd's empty store (the first write makes revision 2): from index 0 it is delivered
 as a change holding no events. A compacted revision is a :class:`~raft_snapshot_plugin.changes.Gap`
