@@ -76,7 +76,7 @@ def wait_for(check: Any, seconds: float, what: str) -> None:
 
 
 @pytest.mark.parametrize(("seconds", "rate", "interval", "indexes", "times"), [
-    (4, 100, 2.0, 2, 1),
+    (3, 100, 2.0, 1, 1),
     pytest.param(60, 200, 30.0, 20, 5, marks=pytest.mark.slow),
 ])
 def test_restores_to_random_points_give_the_recorded_state(
