@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aetcd.rpc import rpc_pb2 as pb
 from etcd_clusters import Clusters
-from raft_snapshot_etcd import EtcdCluster
+from raft_snapshot_etcd import EtcdCluster, NewCluster, start_members
 from raft_snapshot_etcd.changes import CHANGE_FORMAT, Event, decode_events, encode_events
 
 import raft_snapshot_plugin as rsp
@@ -79,3 +79,35 @@ def test_replay_refuses_foreign_changes_and_a_raft_index(
     with pytest.raises(StateRejectedError, match="not its index"):
         pm.replay("etcd", raft_indexed, io.BytesIO(state), [], io.BytesIO(), meta.index + 41)
     assert list(private_tmp.iterdir()) == [], "a replay left files behind"
+
+
+def test_replay_keeps_a_lease_the_snapshot_holds_and_drops_a_later_one(
+    clusters: Clusters, tmp_path: Path,
+) -> None:
+    cluster = clusters.new("leases")
+    pm = get_plugin_manager()
+    with cluster.connect() as conn:
+        early = conn.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=600)).ID
+        conn.kv.Put(pb.PutRequest(key=b"a", value=b"1", lease=early))
+        with rsp.take(cluster) as snap:
+            meta, state = snap.meta, _state_bytes(snap)
+        late = conn.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=600)).ID
+        conn.kv.Put(pb.PutRequest(key=b"b", value=b"2", lease=early))
+        last = int(conn.kv.Put(pb.PutRequest(key=b"c", value=b"3", lease=late)).header.revision)
+    found = [c for c in pm.changes("etcd", cluster, meta.index, 1.0) or []
+             if isinstance(c, Change)]
+    assert [c.index for c in found] == [meta.index + 1, last]
+    assert [e.lease for c in found for e in decode_events(c.data)] == [early, late]
+    sink = io.BytesIO()
+    replayed = pm.replay("etcd", meta, io.BytesIO(state), found, sink, last)
+    built = dataclasses.replace(replayed, backend="etcd")
+    with rsp.Snapshot.create(built, sink.getvalue()) as snap:
+        snap.save(tmp_path / "replayed.snap")
+    new = NewCluster.on_loopback(1, tmp_path / "check", name="check",
+                                 extra_args=("--log-level=warn",))
+    rsp.restore(new, tmp_path / "replayed.snap")
+    with start_members(new.plan()), new.cluster().connect() as conn:
+        kvs = conn.kv.Range(pb.RangeRequest(key=b"\0", range_end=b"\0")).kvs
+        assert {kv.key: (kv.value, kv.lease) for kv in kvs} == {
+            b"a": (b"1", early), b"b": (b"2", early), b"c": (b"3", 0)}
+        assert int(conn.status().header.revision) == last
