@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from types import TracebackType
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -20,7 +20,13 @@ from raft_snapshot_plugin.errors import SnapshotTimeoutError
 from ._stream import HASH_SIZE
 from .errors import EtcdRpcError
 
-__all__ = ["Connection", "prefix_end"]
+__all__ = ["Connection", "prefix_end", "rpc_error"]
+
+
+class Sink(Protocol):
+    """Where :meth:`Connection.snapshot` writes: a binary file, or anything with its ``write``."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 class Connection:
@@ -55,6 +61,8 @@ class Connection:
         self.kv = rpc_pb2_grpc.KVStub(self._channel)
         self.cluster = rpc_pb2_grpc.ClusterStub(self._channel)
         self.maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
+        self.watch = rpc_pb2_grpc.WatchStub(self._channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(self._channel)
         try:
             if user is not None:
                 auth = rpc_pb2_grpc.AuthStub(self._channel)
@@ -88,7 +96,7 @@ class Connection:
         """The cluster's members (``Member``: ID, name, peerURLs, clientURLs, isLearner)."""
         return list(self._unary(self.cluster.MemberList, rpc_pb2.MemberListRequest(), timeout).members)
 
-    def snapshot(self, sink: IO[bytes], timeout: float | None = None) -> int:
+    def snapshot(self, sink: Sink, timeout: float | None = None) -> int:
         """Stream the member's backend database (etcd's own snapshot format) into ``sink``.
 
         The stream's last 32 bytes are the SHA-256 of the rest; it is checked here while streaming.
@@ -111,7 +119,7 @@ class Connection:
                     tail = tail[-HASH_SIZE:]
                 remaining = reply.remaining_bytes
         except grpc.RpcError as exc:
-            raise _translate(exc, "Snapshot", timeout) from exc
+            raise rpc_error(exc, "Snapshot", timeout) from exc
         if remaining != 0:
             raise ConnectionError(f"the snapshot stream from {self.endpoint} ended early")
         if len(tail) != HASH_SIZE or digest.digest() != tail:
@@ -123,11 +131,38 @@ class Connection:
         reply = self._unary(self.kv.Put, rpc_pb2.PutRequest(key=key, value=value), timeout)
         return int(reply.header.revision)
 
+    def delete(self, key: bytes, timeout: float | None = None) -> int | None:
+        """Delete ``key``; the revision of the delete, or ``None`` if there was no such key (etcd
+        then makes no revision)."""
+        reply = self._unary(self.kv.DeleteRange, rpc_pb2.DeleteRangeRequest(key=key), timeout)
+        return int(reply.header.revision) if reply.deleted else None
+
+    def txn(self, ops: list[Any], timeout: float | None = None) -> int:
+        """Run ``ops`` (``RequestOp``) as one transaction: one revision; return it."""
+        reply = self._unary(self.kv.Txn, rpc_pb2.TxnRequest(success=ops), timeout)
+        return int(reply.header.revision)
+
+    def compact(self, revision: int, timeout: float | None = None) -> None:
+        """Compact the key space's history up to ``revision`` (physically, before answering)."""
+        self._unary(self.kv.Compact, rpc_pb2.CompactionRequest(revision=revision, physical=True),
+                    timeout)
+
+    def lease_exists(self, lease: int, timeout: float | None = None) -> bool:
+        """Whether the lease ``lease`` is granted (and not expired) in this member's store."""
+        reply = self._unary(self.lease.LeaseTimeToLive,
+                            rpc_pb2.LeaseTimeToLiveRequest(ID=lease), timeout)
+        return int(reply.TTL) > 0
+
     def range(self, prefix: bytes, timeout: float | None = None) -> dict[bytes, bytes]:
         """Every key under ``prefix`` (linearizable read) and its value."""
         request = rpc_pb2.RangeRequest(key=prefix or b"\0", range_end=prefix_end(prefix))
         reply = self._unary(self.kv.Range, request, timeout)
         return {kv.key: kv.value for kv in reply.kvs}
+
+    def open_watch(self, requests: Any) -> Any:
+        """The bidirectional ``Watch`` call fed by the iterator ``requests`` (no deadline: a watch
+        lasts until cancelled; :mod:`.changes` bounds its waits)."""
+        return self.watch.Watch(requests, metadata=self._metadata)
 
     def _deadline(self, timeout: float | None) -> float | None:
         return timeout if timeout is not None else self.timeout
@@ -136,7 +171,7 @@ class Connection:
         try:
             return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as exc:
-            raise _translate(exc, type(request).__name__.removesuffix("Request"), timeout) from exc
+            raise rpc_error(exc, type(request).__name__.removesuffix("Request"), timeout) from exc
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -154,7 +189,7 @@ def _read(path: str | None) -> bytes | None:
         return file.read()
 
 
-def _translate(exc: grpc.RpcError, call: str, timeout: float | None) -> Exception:
+def rpc_error(exc: grpc.RpcError, call: str, timeout: float | None) -> Exception:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -8,23 +8,25 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from raft_snapshot_plugin.toolkit import (
     CHUNK_SIZE,
-    Server,
+    Change,
+    Gap,
     SnapshotMeta,
-    Suffrage,
     hookimpl,
     temp_dir,
 )
 
+from .changes import follow_changes
 from .cluster import EtcdCluster, NewCluster
 from .connect import cluster_from_url
 from .drill import drill_state
-from .restore import BACKEND, STATE_FORMAT_PREFIX, restore_state
+from .replay import replay_state, server_of, take_snapshot
+from .restore import BACKEND, restore_state
 from .tools import snapshot_status
 
 __all__ = ["BACKEND", "LiveRestoreRefusedError"]
@@ -43,19 +45,10 @@ def raft_snapshot_backend(node: object) -> str | None:
 def raft_snapshot_take(
     node: EtcdCluster | NewCluster, sink: IO[bytes], timeout: float | None
 ) -> SnapshotMeta:
-    cluster = _running(node, "take a snapshot of")
-    with cluster.connect() as conn:
-        # The status comes first: the snapshot holds every entry applied by then (and perhaps a
-        # few more when writes race the take), so the index is the one the state surely includes.
-        status = conn.status()
-        conn.snapshot(sink, timeout)
-        members = conn.members()
-    return SnapshotMeta(
-        index=int(status.raftAppliedIndex or status.raftIndex),
-        term=int(status.raftTerm),
-        servers=tuple(_server(m) for m in members),
-        state_format=STATE_FORMAT_PREFIX + ".".join(status.version.split(".")[:2]),
-    )
+    # index = the store revision the streamed database holds (see .replay): the index space of
+    # the changes the watch delivers, so that snapshots and shipped segments line up
+    with _running(node, "take a snapshot of").connect() as conn:
+        return take_snapshot(conn, sink, timeout)
 
 
 @hookimpl
@@ -89,7 +82,7 @@ def raft_snapshot_leader(node: EtcdCluster | NewCluster) -> str | None:
         leader = conn.status().leader
         for member in conn.members():
             if leader and leader == member.ID:
-                return _server(member).address
+                return server_of(member).address
     return None
 
 
@@ -125,6 +118,23 @@ def raft_snapshot_offline_command() -> object:
 
 
 @hookimpl
+def raft_snapshot_changes(
+    node: EtcdCluster | NewCluster, after_index: int, timeout: float | None,
+) -> Iterator[Change | Gap] | None:
+    if isinstance(node, NewCluster):
+        return None  # a planned cluster runs nothing to follow
+    return follow_changes(node, after_index, timeout)
+
+
+@hookimpl
+def raft_snapshot_replay(
+    meta: SnapshotMeta, state: IO[bytes], changes: Iterable[Change], sink: IO[bytes],
+    until_index: int,
+) -> SnapshotMeta:
+    return replay_state(meta, state, changes, sink, until_index)
+
+
+@hookimpl
 def raft_snapshot_drill(
     meta: SnapshotMeta, source: IO[bytes], workdir: Path, timeout: float | None,
 ) -> Mapping[str, tuple[int, int]]:
@@ -138,14 +148,3 @@ def _running(node: EtcdCluster | NewCluster, what: str) -> EtcdCluster:
             "use its .cluster() once its members are started"
         )
     return node
-
-
-def _server(member: Any) -> Server:
-    """A member as a Raft server: id = its name (its hex ID before it has one), address = its
-    first peer URL (its first client URL if it has no peer URL)."""
-    address = (list(member.peerURLs) or list(member.clientURLs) or [""])[0]
-    return Server(
-        id=member.name or f"{member.ID:x}",
-        address=address,
-        suffrage=Suffrage.NONVOTER if member.isLearner else Suffrage.VOTER,
-    )
