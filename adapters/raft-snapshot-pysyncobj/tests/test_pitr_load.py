@@ -13,6 +13,7 @@ marked slow; CI runs a short one.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import random
 import subprocess
@@ -62,7 +63,7 @@ def _time_targets(applied: list[tuple[int, int, float]], low: int, high: int, co
     """``count`` times between two recorded moves applied at least 20 ms apart (so the capture's
     own apply time of each, microseconds after the recorder's, is on the same side), with the
     index of the last move at or before each."""
-    pairs = [(a, b) for a, b in zip(applied, applied[1:], strict=False)
+    pairs = [(a, b) for a, b in itertools.pairwise(applied)
              if low <= a[0] and b[0] <= high and b[2] - a[2] >= 0.02]
     assert len(pairs) >= count, f"only {len(pairs)} quiet moments to restore to"
     return [((a[2] + b[2]) / 2, a[0]) for a, b in rng.sample(pairs, count)]
