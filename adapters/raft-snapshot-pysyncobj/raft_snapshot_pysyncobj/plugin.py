@@ -5,18 +5,21 @@ The core calls these only for nodes this module claimed, so none checks its ``ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 from pysyncobj import SyncObj
 
 from raft_snapshot_plugin import RestoreReport, SnapshotMeta, hookimpl
+from raft_snapshot_plugin.toolkit import Change, Gap
 
 from . import _node
 from .drill import drill_state
+from .replay import replay_state
 from .restore import restore_state
 from .state import STATE_FORMAT, describe_keys, describe_state
+from .support import find_support
 from .take import take_state
 
 BACKEND = _node.BACKEND
@@ -78,3 +81,21 @@ def raft_snapshot_offline_command() -> object:
     from .cli import restore_offline_command  # click's command, loaded only when asked for
 
     return restore_offline_command
+
+
+@hookimpl
+def raft_snapshot_changes(
+    node: SyncObj, after_index: int, timeout: float | None,
+) -> Iterator[Change | Gap] | None:
+    support = find_support(node)
+    if support is None:
+        return None  # without SnapshotSupport nothing captures what the node applies
+    return support.capture.follow(after_index, timeout)
+
+
+@hookimpl
+def raft_snapshot_replay(
+    meta: SnapshotMeta, state: IO[bytes], changes: Iterable[Change], sink: IO[bytes],
+    until_index: int,
+) -> SnapshotMeta:
+    return replay_state(meta, state, changes, sink, until_index)

@@ -47,6 +47,7 @@ from raft_snapshot_plugin.toolkit import RaftSnapshotError, SnapshotMeta, Verify
 from . import _node
 from .applied import APPLY_WAIT
 from .appstate import InternalConsumer, apply_state, check_consumers
+from .capture import DEFAULT_BUFFER_BYTES, Capture
 from .direct import DirectTransferError, Stage, State
 from .record import PendingRestore
 from .state import PickleSource, load_state
@@ -98,6 +99,9 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         those; ``None`` (the default) for any ephemeral port. When all are taken, the restore
         goes through the log. A served state stays served until every member has applied the
         commit, so allow a few ports for restores in quick succession.
+    :param change_buffer_bytes: how many bytes of the entries it applies the node keeps for the
+        agent to ship as point-in-time segments (:mod:`~raft_snapshot_pysyncobj.capture`); what
+        overflows is read from the node's journal while it holds it, else shipped as a gap.
     :param apply_wait: seconds a restore started on this node waits, after its commit, for every
         member to apply it (never past the restore's own timeout), before it reports those that
         had not (``raft_snapshot_plugin.RestoreResult.lagging``).
@@ -114,6 +118,7 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         transport: Transport = "auto",
         direct_ports: Iterable[int] | None = None,
         apply_wait: float = APPLY_WAIT,
+        change_buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     ) -> None:
         if transport not in ("auto", "direct", "log"):
             raise ValueError(f"transport must be 'auto', 'direct' or 'log', not {transport!r}")
@@ -135,6 +140,11 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         self.transport = transport
         self.direct_ports = ports
         self.apply_wait = float(apply_wait)
+        if isinstance(change_buffer_bytes, bool) or not isinstance(change_buffer_bytes, int) or \
+                change_buffer_bytes < 0:
+            raise ValueError(f"change_buffer_bytes must be a byte count, not {change_buffer_bytes!r}")
+        #: the entries this node applies, for point-in-time recovery (capture.py)
+        self.capture = Capture(change_buffer_bytes)
         self._stages: dict[str, Stage] = {}
         #: the log index at which this node applied each recent commit (the same on every node)
         self._commit_indexes: dict[str, int] = {}
@@ -145,6 +155,17 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         self._pending: PendingRestore | None = None
         #: the last restore committed: a commit sent again (after a leader change) is answered "ok"
         self._committed: str | None = None
+
+    @property
+    def _syncObj(self) -> Any:  # noqa: N802 - PySyncObj's name
+        return self.__dict__.get("_syncObj")
+
+    @_syncObj.setter
+    def _syncObj(self, node: Any) -> None:  # noqa: N802
+        # PySyncObj hands each consumer its node before the node applies anything: capture here
+        self.__dict__["_syncObj"] = node
+        if node is not None:
+            self.capture.attach(node)
 
     # --- replicated commands (ver 0; names are part of the log format) ----------------------------
 

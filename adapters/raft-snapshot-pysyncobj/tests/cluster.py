@@ -58,11 +58,12 @@ class Cluster:
     def __init__(self, size: int = 3, *,
                  consumers: Callable[[], list[SyncObjConsumer]] = default_consumers,
                  node_options: Callable[[int], dict[str, Any]] | None = None,
-                 **conf: Any) -> None:
+                 node_class: type[Bank] | None = None, **conf: Any) -> None:
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(size)]
         self.consumers = consumers
         self.conf = conf
         self.node_options = node_options or (lambda i: {})
+        self.node_class = node_class or Bank
         self.nodes: list[Bank | None] = [None] * size
         for i in range(size):
             self.start(i)
@@ -70,8 +71,8 @@ class Cluster:
     def start(self, i: int, **extra: Any) -> Bank:
         address = self.addresses[i]
         partners = [a for a in self.addresses if a != address]
-        node = Bank(address, partners, self.consumers(), **{**self.conf, **self.node_options(i),
-                                                             **extra})
+        node = self.node_class(address, partners, self.consumers(),
+                               **{**self.conf, **self.node_options(i), **extra})
         self.nodes[i] = node
         return node
 

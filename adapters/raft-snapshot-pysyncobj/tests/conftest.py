@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cluster import Bank, Cluster, running_cluster, transfer_args, user_state
+from cluster import WAIT, Bank, Cluster, running_cluster, transfer_args, user_state
+from raft_snapshot_pysyncobj._node import log_start
+from raft_snapshot_pysyncobj.support import find_support
 
 
 @pytest.fixture
@@ -49,6 +52,43 @@ def snapshot_read_state(cluster: Cluster, other_cluster: Cluster) -> Callable[[A
         return states[0]
 
     return read
+
+
+@pytest.fixture
+def snapshot_write(cluster: Cluster) -> Callable[[Any, int], None]:
+    """Commit ``count`` transfers through the node's cluster (the node leads)."""
+
+    def write(node: Bank, count: int) -> None:
+        start = len(node.history)
+        for seq in range(start, start + count):
+            node.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
+        cluster.converged()
+
+    return write
+
+
+@pytest.fixture
+def snapshot_compact(cluster: Cluster) -> Callable[[Any], int]:
+    """Shrink the node's capture buffer to its last entry and compact its journal: what it applied
+    before is then held by neither. Returns the last index compacted away."""
+
+    def compact(node: Bank) -> int:
+        support = find_support(node)
+        assert support is not None
+        support.capture.max_bytes = 1
+        applied = node.raftLastApplied
+        for seq in range(3):
+            node.put("compacted", seq, sync=True, timeout=10)
+        node.forceLogCompaction()
+        deadline = time.monotonic() + WAIT
+        while log_start(node) <= applied:
+            assert time.monotonic() < deadline, "the journal was not compacted"
+            node.forceLogCompaction()
+            time.sleep(0.05)
+        cluster.converged()
+        return log_start(node) - 1
+
+    return compact
 
 
 pytest_plugins = ["raft_snapshot_plugin.testing"]

@@ -22,6 +22,9 @@ one does not hold the others up). ``op`` is one of:
 ``take`` ``path`` ``timeout`` ``rsp.take`` here and save it: ``{"index", "stale"}``
 ``restore`` ``path`` ``timeout``  ``rsp.restore`` here
 ``compact``                   force a log compaction and wait until it is written
+``agent_start`` ``url`` ``interval`` ``segment_interval``  start a snapshot agent on this node
+                              (segments of its changes too)
+``agent_status``              that agent's ``status().to_dict()``
 Failures answer ``{"error": "<exception type>", "message": ...}``.
 
 ``--lease S`` lowers ``raft_snapshot_pysyncobj.restore.LEASE_SECONDS`` in this process (the lease an
@@ -115,6 +118,7 @@ class Node:
                          **conf)
         self.server = serve(self.node, token=args.token, timeout=args.serve_timeout)
         self.writer: Writer | None = None
+        self.agent: Any = None
 
     def handle(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd["op"]
@@ -167,6 +171,17 @@ class Node:
                     "members": [m.to_dict() for m in result.members or ()]}
         if op == "compact":
             return self.compact()
+        if op == "agent_start":
+            from raft_snapshot_plugin.agent import Agent, Retention
+
+            self.agent = Agent(node, cmd["url"], interval=cmd["interval"], backoff=0.2,
+                               segment_interval=cmd["segment_interval"],
+                               retention=Retention(keep=1000, hourly=0, daily=0))
+            self.agent.start()
+            return {}
+        if op == "agent_status":
+            assert self.agent is not None
+            return dict(self.agent.status().to_dict())
         raise ValueError(f"unknown op {op!r}")
 
     def put_random(self, key: str, size: int) -> dict[str, Any]:
@@ -213,6 +228,8 @@ class Node:
         emit({"id": cmd["id"], **answer})
 
     def close(self) -> None:
+        if self.agent is not None:
+            self.agent.stop(30.0)
         if self.writer is not None:
             self.writer.stop.set()
             self.writer.thread.join(10.0)
