@@ -4,12 +4,12 @@ the state the cluster had there.
 
 Real parts throughout: a folder and moto's S3 server through fsspec, the agent's own threads, a
 recorder of the state at every index taken while the writes run. Faults are real too: the
-backend's log really compacted (a gap), the S3 server really stopped (SIGSTOP) for a while.
+backend's log really compacted (a gap), the agent's process really killed; the storage outages
+(moto's server killed, or stopped) are in ``test_timeouts.py``.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import os
@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,25 +25,20 @@ from typing import Any
 import fsspec
 import pytest
 from apps.s3_server import S3Server
-from apps.tcp_proxy import TcpProxy
+from pitr_helpers import Recorder, built_state, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
     Agent,
     Retention,
-    build_point,
     list_segments,
     recovery_window,
     restore_point,
 )
-from raft_snapshot_plugin.agent.segments import read_segment
-from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import UnreachablePointError
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.memory import (
     MemoryCluster,
-    MemoryNode,
     apply_command,
-    decode_memory_state,
 )
 
 _buckets = itertools.count()
@@ -61,77 +55,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
     bucket = f"pitr-{next(_buckets)}"
     s3.create_bucket(bucket)
     yield f"s3://{bucket}/prefix", s3.options()
-
-
-class Recorder:
-    """Writes through the leader on a thread and records the state after every index."""
-
-    def __init__(self, cluster: MemoryCluster, seed: int = 7) -> None:
-        self.cluster = cluster
-        self.leader = cluster.nodes[0]
-        with cluster.lock:  # the state before the writes start
-            self.states = {self.leader.applied: dict(self.leader.data)}
-        self.random = random.Random(seed)
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def write(self, count: int) -> None:
-        for _ in range(count):
-            key = f"k{self.random.randrange(40)}"
-            with self.cluster.lock:  # the state right after the entry, before anyone else writes
-                leader = self.cluster.leader
-                assert leader is not None
-                if self.random.random() < 0.1:
-                    index = leader.delete(key)
-                else:
-                    index = leader.set(key, f"v{self.random.randrange(10**6)}")
-                self.states[index] = dict(leader.data)
-
-    def elect(self, node: MemoryNode) -> None:
-        """A new leader (and term): its no-op entry is an index too."""
-        with self.cluster.lock:
-            self.cluster.elect(node)
-            self.states[len(self.cluster.log)] = dict(node.data)
-
-    def run(self, per_second: float, seconds: float) -> None:
-        def loop() -> None:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self.stop.is_set():
-                self.write(1)
-                time.sleep(1 / per_second)
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        assert self.thread is not None
-        self.thread.join(60)
-
-    def state_at_time(self, when: float) -> tuple[int, dict[str, str]]:
-        with self.cluster.lock:
-            index = max(e.index for e in self.cluster.log if e.time <= when)
-        return index, self.states[index]
-
-
-def built_state(url: str, manager: PluginManager, options: dict[str, Any], **target: Any
-                ) -> tuple[int, dict[str, str]]:
-    with build_point(url, storage_options=options, manager=manager, **target) as point:
-        sink = io.BytesIO()
-        meta = read_archive(point.path, sink)
-        assert meta.index == point.target
-        return point.target, decode_memory_state(sink.getvalue())
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def shipped_through(agent: Agent, index: int) -> bool:
-    reached = agent.status().segment_index
-    return reached is not None and reached >= index
 
 
 def test_restores_to_random_indexes_and_times_give_the_recorded_state(
@@ -248,58 +171,6 @@ def test_a_compacted_log_is_a_recorded_gap_and_targets_inside_it_are_refused(
         built_state(url, memory_manager, {}, to_index=shipped + 25)
     for target in (shipped, second_snapshot_before, cluster.nodes[0].applied):
         assert built_state(url, memory_manager, {}, to_index=target)[1] == recorder.states[target]
-
-
-def test_a_storage_outage_loses_and_repeats_nothing(memory_manager: PluginManager,
-                                                    s3: S3Server) -> None:
-    """The S3 store cut off (connections refused, through a proxy to moto) for several seconds
-    while writes go on: segments fail to store, the changes stay buffered, and once the store is
-    back every index is shipped exactly once (segments contiguous, no overlap, no gap)."""
-    s3.create_bucket("outage")
-    proxy = TcpProxy(s3.port)
-    try:
-        options = s3.options(client_kwargs={"endpoint_url": proxy.endpoint,
-                                            "region_name": "us-east-1"})
-        url = "s3://outage/prefix"
-        cluster = MemoryCluster(3, name="outage")
-        recorder = Recorder(cluster)
-        agent = Agent(cluster.nodes[0], url, storage_options=options, manager=memory_manager,
-                      interval=3600, segment_interval=0.3, retries=1)
-        agent.start()
-        try:
-            wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
-            recorder.run(per_second=100, seconds=8.0)
-            time.sleep(1.0)
-            proxy.cut()
-            try:
-                wait_for(lambda: agent.status().last_segment_error is not None, 60,
-                         "a failed segment store")
-                time.sleep(3.0)
-            finally:
-                proxy.restore()
-            recorder.join()
-            last = cluster.nodes[0].applied
-            wait_for(lambda: shipped_through(agent, last), 90, f"segments through {last}")
-        finally:
-            agent.stop(30)
-        assert agent.status().last_segment_error is None  # cleared by the stores that followed
-        fs, root = fsspec.core.url_to_fs(url, **options)
-        segments = list_segments(fs, root)
-        assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), [
-            (s.first, s.last) for s in segments]
-        seen = []
-        for segment in segments:
-            with read_segment(fs, segment) as (found, changes):
-                assert found.gaps == ()
-                seen += [c.index for c in changes]
-        assert seen == list(range(segments[0].first, last + 1))
-        window = recovery_window(url, options)
-        first = window.reachable[0][0]
-        for target in random.Random(3).sample(range(first, last + 1), 10):
-            assert built_state(url, memory_manager, options, to_index=target)[1] == \
-                recorder.states[target]
-    finally:
-        proxy.cut()
 
 
 def test_a_failover_and_a_node_restart_during_shipping_lose_and_repeat_nothing(
