@@ -216,7 +216,9 @@ def test_segment_options_are_checked_at_start(tmp_path: Path, memory_manager: Pl
     node = MemoryCluster(1).nodes[0]
     bads: list[tuple[dict[str, Any], str]] = [
         ({"segment_interval": 0}, "segment_interval must be positive"),
-        ({"segment_bytes": 0}, "segment_bytes must be a whole number")]
+        ({"segment_bytes": 0}, "segment_bytes must be a whole number"),
+        ({"segment_bytes": 1000, "segment_buffer_bytes": 1999},
+         "segment_buffer_bytes must be at least twice segment_bytes")]
     for bad, message in bads:
         with pytest.raises(ValueError, match=message):
             Agent(node, str(tmp_path), manager=memory_manager, **bad)

@@ -217,3 +217,56 @@ def test_every_storage_call_on_a_dead_store_fails_in_bounded_time(
 def test_a_storage_timeout_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="must be positive"):
         open_store("s3://bucket/prefix", {}, timeout=0)
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["node-keeps-its-log", "log-compacted"])
+def test_a_full_buffer_is_read_again_from_the_node_and_is_a_gap_only_if_the_log_lost_it(
+    compacted: bool, server: S3Server, memory_manager: PluginManager,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store is down longer than the buffer lasts (``segment_buffer_bytes``): the shipper
+    keeps the segment whose store failed, forgets what follows and stops following. Once the
+    store is back it follows again: the node delivers the forgotten changes once more (no gap,
+    nothing twice), or, its log compacted meanwhile, the adapter reports them as a gap, which the
+    segments record and the window shows."""
+    server.create_bucket("full")
+    url, options = "s3://full/prefix", bare_options(server)
+    cluster = MemoryCluster(3, name=f"full-{compacted}")
+    recorder = Recorder(cluster)
+    agent = Agent(cluster.nodes[0], url, storage_options=options, manager=memory_manager,
+                  interval=3600, segment_interval=0.2, segment_bytes=1000,
+                  segment_buffer_bytes=3000, storage_timeout=TIMEOUT)
+    agent.start()
+    try:
+        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
+        server.kill()
+        try:
+            recorder.write(20)
+            wait_for(lambda: agent.status().last_segment_error is not None, 30, "a failed store")
+            recorder.write(300)  # some 25 kB of changes: far more than the buffer holds
+            wait_for(lambda: "holding the" in caplog.text, 30, "the shipper holding its buffer")
+            if compacted:
+                compacted_through = cluster.nodes[0].applied - 10
+                cluster.compact(compacted_through)
+        finally:
+            server.start()
+        recorder.write(20)
+        last = cluster.nodes[0].applied
+        wait_for(lambda: shipped_through(agent, last), 90, f"segments through {last}")
+    finally:
+        agent.stop(30)
+    window = recovery_window(url, options)
+    fs, root = open_store(url, options)
+    if not compacted:
+        assert window.gaps == () and window.reachable[0][1] == last
+        _each_index_once(fs, root, last)
+        return
+    (gap,) = window.gaps
+    assert (gap.reason, gap.resumes_at) == ("compacted", compacted_through + 1)
+    assert window.reachable[0][1] == gap.after_index  # the snapshot before it reaches the gap
+    segments = list_segments(fs, root)
+    assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments))
+    low = window.snapshots[0].index
+    for target in (low, gap.after_index):
+        assert built_state(url, memory_manager, options, to_index=target)[1] == \
+            recorder.states[target]
