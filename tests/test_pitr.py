@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 import pytest
 from apps.s3_server import S3Server
-from pitr_helpers import Recorder, built_state, shipped_through, wait_for
+from pitr_helpers import Recorder, built_state, ship, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
     Agent,
@@ -106,17 +106,8 @@ def test_targets_outside_the_window_are_refused_naming_the_nearest_points(
     cluster = MemoryCluster(3, name="edges")
     recorder = Recorder(cluster)
     recorder.write(30)
-    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                  segment_interval=0.2)
-    agent.start()
-    try:
-        wait_for(lambda: agent.list(), 30, "the first snapshot")
-        first = agent.list()[0].index
-        recorder.write(40)
-        last = cluster.nodes[0].applied
-        wait_for(lambda: shipped_through(agent, last), 30, f"segments through {last}")
-    finally:
-        agent.stop(30)
+    agent = ship(recorder, url, memory_manager, [40])
+    first, last = agent.list()[0].index, cluster.nodes[0].applied
     with pytest.raises(UnreachablePointError, match="past the last change shipped") as past:
         built_state(url, memory_manager, {}, to_index=last + 5)
     assert (past.value.before, past.value.after, past.value.target) == (last, None, last + 5)
@@ -140,24 +131,12 @@ def test_a_compacted_log_is_a_recorded_gap_and_targets_inside_it_are_refused(
     recorder = Recorder(cluster)
     recorder.write(20)
 
-    def run_agent(writes: int) -> None:
-        agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                      segment_interval=0.2)
-        agent.start()
-        try:
-            wait_for(lambda: agent.status().stored >= 1, 30, "this agent's first snapshot")
-            recorder.write(writes)
-            last = cluster.nodes[0].applied
-            wait_for(lambda: shipped_through(agent, last), 30, f"segments through {last}")
-        finally:
-            agent.stop(30)
-
-    run_agent(25)
+    ship(recorder, url, memory_manager, [25])
     shipped = cluster.nodes[0].applied
     recorder.write(30)                    # while no agent runs...
     cluster.compact(shipped + 20)         # ...the log forgets most of it
     second_snapshot_before = cluster.nodes[0].applied
-    run_agent(25)
+    ship(recorder, url, memory_manager, [25])
     window = recovery_window(url)
     assert [(g.after_index, g.resumes_at, g.reason) for g in window.gaps] == [
         (shipped, shipped + 21, "compacted")]
