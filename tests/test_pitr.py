@@ -282,6 +282,49 @@ def test_an_agent_killed_mid_segment_and_its_node_restarted_lose_and_repeat_noth
         assert built_state(url, memory_manager, {}, to_index=target)[1] == states[target], target
 
 
+def test_a_segment_uploaded_but_never_checked_and_a_killed_upload_are_resumed_after(
+    tmp_path: Path, memory_manager: PluginManager,
+) -> None:
+    """SIGKILL the node's process after a segment's upload and before its read-back check, with
+    a killed upload's ``.tmp-`` object beside it: the next agent (a fresh shipper) takes the
+    landed segment as stored and resumes after it, never overlapping it; the partial upload is
+    never listed as a segment and retention removes it; every index restores as recorded."""
+    journal, url = tmp_path / "node.journal", str(tmp_path / "store")
+    with run_app(journal, url, "--seconds", "60", "--segment-interval", "0.3",
+                 "--hang-at-upload", "3") as first:
+        try:
+            assert first.stdout is not None
+            uploaded = next(json.loads(line)["uploaded"] for line in first.stdout
+                            if '"uploaded"' in line)
+            time.sleep(0.5)  # more changes committed, never shipped by this agent
+        finally:
+            first.kill()
+            first.wait(30)
+    fs, root = fsspec.core.url_to_fs(url)
+    (landed,) = [s for s in list_segments(fs, root) if uploaded.endswith(s.name)]
+    assert landed.last == max(s.last for s in list_segments(fs, root))
+    landed_bytes = fs.cat_file(landed.path)
+    partial = (f"{root}/changes/.tmp-00112233aabbccdd-"
+               f"{landed.last + 1:020d}-{landed.last + 40:020d}.seg")
+    fs.pipe_file(partial, landed_bytes[: len(landed_bytes) // 2])
+    killed_at = len(journal.read_text().splitlines())
+    with run_app(journal, url, "--seconds", "2.5", "--segment-interval", "0.3",
+                 "--partial-grace", "0") as second:
+        out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    done = json.loads(out.splitlines()[-1])
+    segments = list_segments(fs, root)
+    assert fs.cat_file(landed.path) == landed_bytes  # kept as it landed, not stored again
+    assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), segments
+    assert not fs.exists(partial), "retention leaves a killed upload's partial object"
+    window = recovery_window(url)
+    assert window.gaps == () and window.reachable[0][1] == done["done"]
+    states, _ = journal_states(journal)
+    low = window.reachable[0][0]
+    for target in {landed.first, landed.last, landed.last + 1, killed_at, low, done["done"]}:
+        assert built_state(url, memory_manager, {}, to_index=target)[1] == states[target], target
+
+
 def _kill_mid_segment(app: subprocess.Popen[str]) -> None:
     """SIGKILL ``app`` once its segments are well on and 20 changes wait in the next one."""
     try:
