@@ -105,6 +105,7 @@ def test_a_storage_outage_loses_and_repeats_nothing(
     agent.start()
     try:
         wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
+        wait_for(lambda: agent.status().shipping == "following changes", 30, "the shipper")
         recorder.run(per_second=100, seconds=seconds + 60)
         time.sleep(1.0)
         first_out = cluster.nodes[0].applied + 1
@@ -239,6 +240,7 @@ def test_a_full_buffer_is_read_again_from_the_node_and_is_a_gap_only_if_the_log_
     agent.start()
     try:
         wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
+        wait_for(lambda: agent.status().shipping == "following changes", 30, "the shipper")
         server.kill()
         try:
             recorder.write(20)

@@ -20,11 +20,15 @@ attempts, so that one call on a dead store fails after about
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "S3FS_TRIES", "S3_ATTEMPTS", "bound_store",
            "bounded_options"]
+
+log = logging.getLogger("raft_snapshot_plugin.agent")
 
 #: the longest one storage request may take, in seconds (connect, send, wait, receive)
 DEFAULT_REQUEST_TIMEOUT = 60.0
@@ -49,7 +53,9 @@ def bounded_options(url: str, options: Mapping[str, Any], timeout: float) -> dic
     config.setdefault("connect_timeout", min(timeout, _CONNECT))
     config.setdefault("read_timeout", timeout)
     config.setdefault("retries", {"mode": "standard", "total_max_attempts": S3_ATTEMPTS})
-    config.setdefault("http_session_cls", _bounded_session(float(timeout)))
+    session = _bounded_session(float(timeout))
+    if session is not None:
+        config.setdefault("http_session_cls", session)
     return {**options, "config_kwargs": config}
 
 
@@ -61,10 +67,17 @@ def bound_store(fs: Any) -> None:
 
 
 @functools.cache
-def _bounded_session(total: float) -> type[Any]:
-    """aiobotocore's aiohttp session whose requests last at most ``total`` seconds."""
+def _bounded_session(total: float) -> type[Any] | None:
+    """aiobotocore's aiohttp session whose requests last at most ``total`` seconds; ``None``
+    (logged once) with an aiobotocore too old to take a session class."""
     import aiohttp
+    from aiobotocore.config import AioConfig
     from aiobotocore.httpsession import AIOHTTPSession
+
+    if "http_session_cls" not in inspect.signature(AioConfig).parameters:
+        log.warning("aiobotocore %s takes no http_session_cls: an upload to an S3 server that "
+                    "stops answering is not bounded in time (upgrade s3fs)", _version())
+        return None
 
     class BoundedSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore ships no types
         _timeout: aiohttp.ClientTimeout  # made from connect_timeout and read_timeout
@@ -78,3 +91,9 @@ def _bounded_session(total: float) -> type[Any]:
     # fsspec keys its cache of file systems by the options' text: one name per bound
     BoundedSession.__qualname__ = BoundedSession.__name__ = f"SessionBoundedTo{total:g}s"
     return BoundedSession
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("aiobotocore")
