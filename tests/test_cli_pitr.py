@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import test_cli_remote
-from pitr_helpers import Recorder, ship
+from pitr_recorder import Recorder, ship
 from test_cli_remote import TOKEN, App, one_error_line
 
 from raft_snapshot_plugin.manager import PluginManager

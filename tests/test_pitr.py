@@ -25,7 +25,7 @@ from typing import Any
 import fsspec
 import pytest
 from apps.s3_server import S3Server
-from pitr_helpers import Recorder, built_state, ship, shipped_through, wait_for
+from pitr_recorder import Recorder, built_state, ship, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
     Agent,

@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 from conftest import age_unavailable
-from pitr_helpers import Recorder, built_state, ship
+from pitr_recorder import Recorder, built_state, ship
 
 from raft_snapshot_plugin.agent import build_point, list_segments
 from raft_snapshot_plugin.agent.prune import PruneReport, prune_segments

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 from apps.s3_server import S3Server
-from pitr_helpers import Recorder, built_state, shipped_through, wait_for
+from pitr_recorder import Recorder, built_state, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
     Agent,
