@@ -14,8 +14,6 @@ change waits for its segment to be cut, so the p99 cannot be much below it.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,16 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._pitr import arguments, memory_manager, report
 from raft_snapshot_plugin.agent import Agent, Retention
 from raft_snapshot_plugin.agent.segments import CHANGES_FOLDER, SEGMENT_PATTERN
-from raft_snapshot_plugin.manager import get_plugin_manager
-from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+from raft_snapshot_plugin.memory import MemoryCluster
 
 
 def measure(rate: float, seconds: float, interval: float, segment_interval: float
             ) -> dict[str, Any]:
-    pm = get_plugin_manager(load_entrypoints=False)
-    pm.register(MemoryPlugin(), name=MEMORY_BACKEND)
+    pm = memory_manager()
     cluster = MemoryCluster(3, name="rpo")
     leader = cluster.nodes[0]
     with tempfile.TemporaryDirectory(prefix="rpo-bench-") as folder:
@@ -86,21 +83,18 @@ def _write(leader: Any, rate: float, seconds: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--segment-interval", type=float, default=2.0)
-    parser.add_argument("--out")
     args = parser.parse_args(argv)
     result = measure(args.rate, args.seconds, args.interval, args.segment_interval)
-    result["python"] = sys.version.split()[0]
     d = result["delay_seconds"]
-    print(f"{result['changes']} changes in {result['segments']} segments: commit-to-stored delay "
-          f"p50 {d['p50']:.2f} s, p90 {d['p90']:.2f} s, p99 {d['p99']:.2f} s, max {d['max']:.2f} s "
-          f"({result['p99_vs_segment_interval']:.2f}x the segment interval)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, [f"{result['changes']} changes in {result['segments']} segments: "
+                    f"commit-to-stored delay p50 {d['p50']:.2f} s, p90 {d['p90']:.2f} s, "
+                    f"p99 {d['p99']:.2f} s, max {d['max']:.2f} s "
+                    f"({result['p99_vs_segment_interval']:.2f}x the segment interval)"], args.out)
     return 0
 
 

@@ -18,7 +18,6 @@ Ratios are each against ``live``. The medians of ``--runs`` go to ``--out`` as J
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -29,13 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._pitr import arguments, memory_manager, report
 from raft_snapshot_plugin.agent import build_point
 from raft_snapshot_plugin.agent.segments import CHANGES_FOLDER, segment_name, write_segment
 from raft_snapshot_plugin.agent.storage import object_name
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.changes import Change
-from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
-from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
+from raft_snapshot_plugin.manager import PluginManager
+from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster
 from raft_snapshot_plugin.operations import take
 
 
@@ -95,16 +95,14 @@ def _state_of(folder: Path, index: int) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = arguments(__doc__)
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--segment-changes", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=24)
-    parser.add_argument("--out")
     args = parser.parse_args(argv)
-    pm = get_plugin_manager(load_entrypoints=False)
-    pm.register(MemoryPlugin(), name=MEMORY_BACKEND)
+    pm = memory_manager()
     runs = [one_run(args.changes, args.keys, args.segment_changes, args.seed + i, pm)
             for i in range(args.runs)]
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -112,13 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "changes": args.changes, "keys": args.keys, "segment_changes": args.segment_changes,
         "runs": args.runs, "changes_per_second": medians,
         "ratio_vs_live": {k: medians[k] / medians["live"] for k in ("replay", "restore-build")},
-        "python": sys.version.split()[0],
     }
-    for name, rate in medians.items():
-        print(f"{name:14s} {rate:12,.0f} changes/s"
-              + ("" if name == "live" else f"   {rate / medians['live']:.2f}x live"))
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, (f"{name:14s} {rate:12,.0f} changes/s"
+                    + ("" if name == "live" else f"   {rate / medians['live']:.2f}x live")
+                    for name, rate in medians.items()), args.out)
     return 0
 
 

@@ -420,8 +420,10 @@ stale = true
 interval = 60
 max_failures = 4
 state_dir = "state"
+segment_buffer_bytes = 100000000
 [storage]
 url = "s3://b/p"
+timeout = 15
 [storage.options]
 anon = false
 [retention]
@@ -429,6 +431,7 @@ keep = 1
 hourly = 2
 daily = 3
 """))
+    assert (config.segment_buffer_bytes, config.storage_timeout) == (100_000_000, 15.0)
     assert (config.addr, config.token, config.stale, config.interval, config.max_failures) == (
         "http://127.0.0.1:8500", "t", True, 60.0, 4)
     assert config.state_dir == str(tmp_path / "state")
@@ -549,12 +552,17 @@ def test_bad_numbers_in_the_config_are_one_line_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     for key, value in (("interval", "0"), ("interval", "-5"), ("max_failures", "0"),
-                       ("drill_interval", "0"), ("metrics_address", '"9102"')):
+                       ("drill_interval", "0"), ("metrics_address", '"9102"'),
+                       ("segment_buffer_bytes", "0")):
         config = write_config(tmp_path / "a.toml", f'[agent]\naddr = "http://127.0.0.1:1"\n'
                                                    f"{key} = {value}\n[storage]\nurl = \"x\"\n")
         assert main(["agent", "--config", str(config)]) == 1
         err = capsys.readouterr().err
         assert key in err and "Traceback" not in err and err.count("\n") == 1, err
+    config = write_config(tmp_path / "a.toml", '[agent]\naddr = "http://127.0.0.1:1"\n'
+                                               '[storage]\nurl = "x"\ntimeout = 0\n')
+    assert main(["agent", "--config", str(config)]) == 1
+    assert "[storage] timeout must be > 0" in capsys.readouterr().err
 
 
 def test_a_missing_storage_library_is_found_at_startup(

@@ -10,15 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import test_cli_remote
+from pitr_recorder import Recorder, ship
 from test_cli_remote import TOKEN, App, one_error_line
-from test_pitr import Recorder, shipped_through, wait_for
 
-from raft_snapshot_plugin.agent import Agent
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.memory import MemoryCluster
 
@@ -39,17 +37,7 @@ def filled_prefix(store: Path, manager: PluginManager) -> tuple[Recorder, Memory
     cluster = MemoryCluster(3, name="source")
     recorder = Recorder(cluster)
     recorder.write(20)
-    agent = Agent(cluster.nodes[0], str(store), manager=manager, interval=3600,
-                  segment_interval=0.2)
-    agent.start()
-    try:
-        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
-        recorder.write(60)
-        time.sleep(0.05)
-        recorder.write(60)
-        wait_for(lambda: shipped_through(agent, cluster.nodes[0].applied), 30, "the segments")
-    finally:
-        agent.stop(30)
+    ship(recorder, str(store), manager, [60, 60])
     return recorder, cluster
 
 

@@ -4,12 +4,12 @@ the state the cluster had there.
 
 Real parts throughout: a folder and moto's S3 server through fsspec, the agent's own threads, a
 recorder of the state at every index taken while the writes run. Faults are real too: the
-backend's log really compacted (a gap), the S3 server really stopped (SIGSTOP) for a while.
+backend's log really compacted (a gap), the agent's process really killed; the storage outages
+(moto's server killed, or stopped) are in ``test_timeouts.py``.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import os
@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,25 +25,20 @@ from typing import Any
 import fsspec
 import pytest
 from apps.s3_server import S3Server
-from apps.tcp_proxy import TcpProxy
+from pitr_recorder import Recorder, built_state, ship, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
     Agent,
     Retention,
-    build_point,
     list_segments,
     recovery_window,
     restore_point,
 )
-from raft_snapshot_plugin.agent.segments import read_segment
-from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import UnreachablePointError
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.memory import (
     MemoryCluster,
-    MemoryNode,
     apply_command,
-    decode_memory_state,
 )
 
 _buckets = itertools.count()
@@ -61,77 +55,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
     bucket = f"pitr-{next(_buckets)}"
     s3.create_bucket(bucket)
     yield f"s3://{bucket}/prefix", s3.options()
-
-
-class Recorder:
-    """Writes through the leader on a thread and records the state after every index."""
-
-    def __init__(self, cluster: MemoryCluster, seed: int = 7) -> None:
-        self.cluster = cluster
-        self.leader = cluster.nodes[0]
-        with cluster.lock:  # the state before the writes start
-            self.states = {self.leader.applied: dict(self.leader.data)}
-        self.random = random.Random(seed)
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def write(self, count: int) -> None:
-        for _ in range(count):
-            key = f"k{self.random.randrange(40)}"
-            with self.cluster.lock:  # the state right after the entry, before anyone else writes
-                leader = self.cluster.leader
-                assert leader is not None
-                if self.random.random() < 0.1:
-                    index = leader.delete(key)
-                else:
-                    index = leader.set(key, f"v{self.random.randrange(10**6)}")
-                self.states[index] = dict(leader.data)
-
-    def elect(self, node: MemoryNode) -> None:
-        """A new leader (and term): its no-op entry is an index too."""
-        with self.cluster.lock:
-            self.cluster.elect(node)
-            self.states[len(self.cluster.log)] = dict(node.data)
-
-    def run(self, per_second: float, seconds: float) -> None:
-        def loop() -> None:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self.stop.is_set():
-                self.write(1)
-                time.sleep(1 / per_second)
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
-    def join(self) -> None:
-        assert self.thread is not None
-        self.thread.join(60)
-
-    def state_at_time(self, when: float) -> tuple[int, dict[str, str]]:
-        with self.cluster.lock:
-            index = max(e.index for e in self.cluster.log if e.time <= when)
-        return index, self.states[index]
-
-
-def built_state(url: str, manager: PluginManager, options: dict[str, Any], **target: Any
-                ) -> tuple[int, dict[str, str]]:
-    with build_point(url, storage_options=options, manager=manager, **target) as point:
-        sink = io.BytesIO()
-        meta = read_archive(point.path, sink)
-        assert meta.index == point.target
-        return point.target, decode_memory_state(sink.getvalue())
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def shipped_through(agent: Agent, index: int) -> bool:
-    reached = agent.status().segment_index
-    return reached is not None and reached >= index
 
 
 def test_restores_to_random_indexes_and_times_give_the_recorded_state(
@@ -183,17 +106,8 @@ def test_targets_outside_the_window_are_refused_naming_the_nearest_points(
     cluster = MemoryCluster(3, name="edges")
     recorder = Recorder(cluster)
     recorder.write(30)
-    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                  segment_interval=0.2)
-    agent.start()
-    try:
-        wait_for(lambda: agent.list(), 30, "the first snapshot")
-        first = agent.list()[0].index
-        recorder.write(40)
-        last = cluster.nodes[0].applied
-        wait_for(lambda: shipped_through(agent, last), 30, f"segments through {last}")
-    finally:
-        agent.stop(30)
+    agent = ship(recorder, url, memory_manager, [40])
+    first, last = agent.list()[0].index, cluster.nodes[0].applied
     with pytest.raises(UnreachablePointError, match="past the last change shipped") as past:
         built_state(url, memory_manager, {}, to_index=last + 5)
     assert (past.value.before, past.value.after, past.value.target) == (last, None, last + 5)
@@ -217,24 +131,12 @@ def test_a_compacted_log_is_a_recorded_gap_and_targets_inside_it_are_refused(
     recorder = Recorder(cluster)
     recorder.write(20)
 
-    def run_agent(writes: int) -> None:
-        agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                      segment_interval=0.2)
-        agent.start()
-        try:
-            wait_for(lambda: agent.status().stored >= 1, 30, "this agent's first snapshot")
-            recorder.write(writes)
-            last = cluster.nodes[0].applied
-            wait_for(lambda: shipped_through(agent, last), 30, f"segments through {last}")
-        finally:
-            agent.stop(30)
-
-    run_agent(25)
+    ship(recorder, url, memory_manager, [25])
     shipped = cluster.nodes[0].applied
     recorder.write(30)                    # while no agent runs...
     cluster.compact(shipped + 20)         # ...the log forgets most of it
     second_snapshot_before = cluster.nodes[0].applied
-    run_agent(25)
+    ship(recorder, url, memory_manager, [25])
     window = recovery_window(url)
     assert [(g.after_index, g.resumes_at, g.reason) for g in window.gaps] == [
         (shipped, shipped + 21, "compacted")]
@@ -248,58 +150,6 @@ def test_a_compacted_log_is_a_recorded_gap_and_targets_inside_it_are_refused(
         built_state(url, memory_manager, {}, to_index=shipped + 25)
     for target in (shipped, second_snapshot_before, cluster.nodes[0].applied):
         assert built_state(url, memory_manager, {}, to_index=target)[1] == recorder.states[target]
-
-
-def test_a_storage_outage_loses_and_repeats_nothing(memory_manager: PluginManager,
-                                                    s3: S3Server) -> None:
-    """The S3 store cut off (connections refused, through a proxy to moto) for several seconds
-    while writes go on: segments fail to store, the changes stay buffered, and once the store is
-    back every index is shipped exactly once (segments contiguous, no overlap, no gap)."""
-    s3.create_bucket("outage")
-    proxy = TcpProxy(s3.port)
-    try:
-        options = s3.options(client_kwargs={"endpoint_url": proxy.endpoint,
-                                            "region_name": "us-east-1"})
-        url = "s3://outage/prefix"
-        cluster = MemoryCluster(3, name="outage")
-        recorder = Recorder(cluster)
-        agent = Agent(cluster.nodes[0], url, storage_options=options, manager=memory_manager,
-                      interval=3600, segment_interval=0.3, retries=1)
-        agent.start()
-        try:
-            wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
-            recorder.run(per_second=100, seconds=8.0)
-            time.sleep(1.0)
-            proxy.cut()
-            try:
-                wait_for(lambda: agent.status().last_segment_error is not None, 60,
-                         "a failed segment store")
-                time.sleep(3.0)
-            finally:
-                proxy.restore()
-            recorder.join()
-            last = cluster.nodes[0].applied
-            wait_for(lambda: shipped_through(agent, last), 90, f"segments through {last}")
-        finally:
-            agent.stop(30)
-        assert agent.status().last_segment_error is None  # cleared by the stores that followed
-        fs, root = fsspec.core.url_to_fs(url, **options)
-        segments = list_segments(fs, root)
-        assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), [
-            (s.first, s.last) for s in segments]
-        seen = []
-        for segment in segments:
-            with read_segment(fs, segment) as (found, changes):
-                assert found.gaps == ()
-                seen += [c.index for c in changes]
-        assert seen == list(range(segments[0].first, last + 1))
-        window = recovery_window(url, options)
-        first = window.reachable[0][0]
-        for target in random.Random(3).sample(range(first, last + 1), 10):
-            assert built_state(url, memory_manager, options, to_index=target)[1] == \
-                recorder.states[target]
-    finally:
-        proxy.cut()
 
 
 def test_a_failover_and_a_node_restart_during_shipping_lose_and_repeat_nothing(
@@ -345,7 +195,9 @@ def test_segment_options_are_checked_at_start(tmp_path: Path, memory_manager: Pl
     node = MemoryCluster(1).nodes[0]
     bads: list[tuple[dict[str, Any], str]] = [
         ({"segment_interval": 0}, "segment_interval must be positive"),
-        ({"segment_bytes": 0}, "segment_bytes must be a whole number")]
+        ({"segment_bytes": 0}, "segment_bytes must be a whole number"),
+        ({"segment_bytes": 1000, "segment_buffer_bytes": 1999},
+         "segment_buffer_bytes must be at least twice segment_bytes")]
     for bad, message in bads:
         with pytest.raises(ValueError, match=message):
             Agent(node, str(tmp_path), manager=memory_manager, **bad)
@@ -427,6 +279,49 @@ def test_an_agent_killed_mid_segment_and_its_node_restarted_lose_and_repeat_noth
     targets = rng.sample(range(stored_before + 1, killed_at + 1), 5) + rng.sample(
         range(low, high + 1), 10)
     for target in targets:
+        assert built_state(url, memory_manager, {}, to_index=target)[1] == states[target], target
+
+
+def test_a_segment_uploaded_but_never_checked_and_a_killed_upload_are_resumed_after(
+    tmp_path: Path, memory_manager: PluginManager,
+) -> None:
+    """SIGKILL the node's process after a segment's upload and before its read-back check, with
+    a killed upload's ``.tmp-`` object beside it: the next agent (a fresh shipper) takes the
+    landed segment as stored and resumes after it, never overlapping it; the partial upload is
+    never listed as a segment and retention removes it; every index restores as recorded."""
+    journal, url = tmp_path / "node.journal", str(tmp_path / "store")
+    with run_app(journal, url, "--seconds", "60", "--segment-interval", "0.3",
+                 "--hang-at-upload", "3") as first:
+        try:
+            assert first.stdout is not None
+            uploaded = next(json.loads(line)["uploaded"] for line in first.stdout
+                            if '"uploaded"' in line)
+            time.sleep(0.5)  # more changes committed, never shipped by this agent
+        finally:
+            first.kill()
+            first.wait(30)
+    fs, root = fsspec.core.url_to_fs(url)
+    (landed,) = [s for s in list_segments(fs, root) if uploaded.endswith(s.name)]
+    assert landed.last == max(s.last for s in list_segments(fs, root))
+    landed_bytes = fs.cat_file(landed.path)
+    partial = (f"{root}/changes/.tmp-00112233aabbccdd-"
+               f"{landed.last + 1:020d}-{landed.last + 40:020d}.seg")
+    fs.pipe_file(partial, landed_bytes[: len(landed_bytes) // 2])
+    killed_at = len(journal.read_text().splitlines())
+    with run_app(journal, url, "--seconds", "2.5", "--segment-interval", "0.3",
+                 "--partial-grace", "0") as second:
+        out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    done = json.loads(out.splitlines()[-1])
+    segments = list_segments(fs, root)
+    assert fs.cat_file(landed.path) == landed_bytes  # kept as it landed, not stored again
+    assert all(b.first == a.last + 1 for a, b in itertools.pairwise(segments)), segments
+    assert not fs.exists(partial), "retention leaves a killed upload's partial object"
+    window = recovery_window(url)
+    assert window.gaps == () and window.reachable[0][1] == done["done"]
+    states, _ = journal_states(journal)
+    low = window.reachable[0][0]
+    for target in {landed.first, landed.last, landed.last + 1, killed_at, low, done["done"]}:
         assert built_state(url, memory_manager, {}, to_index=target)[1] == states[target], target
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import fsspec
 import pytest
 from conftest import age_unavailable
-from test_pitr import Recorder, built_state, shipped_through, wait_for
+from pitr_recorder import Recorder, built_state, ship
 
-from raft_snapshot_plugin.agent import Agent, build_point, list_segments
+from raft_snapshot_plugin.agent import build_point, list_segments
 from raft_snapshot_plugin.agent.prune import PruneReport, prune_segments
 from raft_snapshot_plugin.agent.segments import StoredSegment, read_segment, write_segment
 from raft_snapshot_plugin.agent.storage import list_stored
@@ -162,15 +162,7 @@ def test_sealed_and_encrypted_segments_restore_with_the_keys_and_not_without(
     url = str(tmp_path / "store")
     cluster = MemoryCluster(3, name="sealed")
     recorder = Recorder(cluster)
-    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                  segment_interval=0.2, seal_key=key, encrypt_to=[recipient])
-    agent.start()
-    try:
-        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
-        recorder.write(50)
-        wait_for(lambda: shipped_through(agent, cluster.nodes[0].applied), 30, "segments")
-    finally:
-        agent.stop(30)
+    ship(recorder, url, memory_manager, [50], seal_key=key, encrypt_to=[recipient])
     fs, root = fsspec.core.url_to_fs(url)
     segments = list_segments(fs, root)
     assert segments and all(s.name.endswith(".seg.age") for s in segments)
@@ -200,16 +192,7 @@ def test_a_damaged_segment_fails_the_restore_as_itself_and_only_where_it_is_need
     url = str(tmp_path / "store")
     cluster = MemoryCluster(3, name="damaged")
     recorder = Recorder(cluster)
-    agent = Agent(cluster.nodes[0], url, manager=memory_manager, interval=3600,
-                  segment_interval=0.1)
-    agent.start()
-    try:
-        wait_for(lambda: agent.status().stored >= 1, 30, "the first snapshot")
-        for _ in range(4):
-            recorder.write(40)
-            wait_for(lambda: shipped_through(agent, cluster.nodes[0].applied), 30, "a segment")
-    finally:
-        agent.stop(30)
+    ship(recorder, url, memory_manager, [40] * 4, segment_interval=0.1)
     fs, root = fsspec.core.url_to_fs(url)
     segments = list_segments(fs, root)
     assert len(segments) >= 2

@@ -50,6 +50,7 @@ or time the snapshots and segments reach (:func:`restore_point`, :func:`build_po
 The package by job: :mod:`.schedule` (the agent, its rounds and thread), :mod:`.storing` (one
 snapshot into the prefix), :mod:`.objects` (uploads, read-back checks, deletions, Object Lock),
 :mod:`.prune` and :mod:`.retention`, :mod:`.storage` (fsspec: listing, names, downloading),
+:mod:`.timeouts` (every storage request bounded in time),
 :mod:`.drill`, :mod:`.metrics`, :mod:`.config` (the TOML file), :mod:`.status` (the typed status
 and its file) and :mod:`.bookkeeping` (what a round, a pass or a drill records).
 """

@@ -103,6 +103,11 @@ class Bookkeeper:
                     segment_index=index, last_segment_error=None)
         self.metrics.segment(when=now, index=index)
 
+    def segment_failed(self, error: str) -> None:
+        """Storing a segment (or following the node) failed: say why until one is stored."""
+        self.update(last_segment_error=error)
+        self.metrics.segment_failed()
+
     # --- the status ---------------------------------------------------------------------------
 
     def _succeeded(self, **changes: Any) -> None:

@@ -44,6 +44,10 @@ class AgentConfig:
     #: point-in-time recovery: ship changes as a segment every this many seconds, or this many bytes
     segment_interval: float = 5.0
     segment_bytes: int = 16 << 20
+    #: changes held unshipped while the store fails, at most; past it they are read again later
+    segment_buffer_bytes: int = 256 << 20
+    #: the longest one storage request may take (s3: connect, send, wait, receive)
+    storage_timeout: float = 60.0
 
 
 _NUMBER = (int, float)
@@ -52,9 +56,9 @@ _KEYS: dict[str, dict[str, Any]] = {
               "max_failures": int, "state_dir": str, "seal_key": str, "verify_key": str,
               "encrypt_to": list, "partial_grace": _NUMBER, "drill_interval": _NUMBER,
               "drill_timeout": _NUMBER, "identity": str, "metrics_address": str,
-              "segment_interval": _NUMBER, "segment_bytes": int},
+              "segment_interval": _NUMBER, "segment_bytes": int, "segment_buffer_bytes": int},
     "storage": {"url": str, "options": dict, "object_lock_days": _NUMBER,
-                "object_lock_mode": str},
+                "object_lock_mode": str, "timeout": _NUMBER},
     "retention": {"keep": int, "hourly": int, "daily": int},
 }
 
@@ -77,11 +81,13 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         partial_grace = 3600             # remove .tmp- objects of killed uploads after this
         segment_interval = 5             # ship the committed changes every 5 s (a local node)
         segment_bytes = 16777216         # or once a segment holds this many bytes
+        segment_buffer_bytes = 268435456 # changes held while the store fails (then read again)
 
         [storage]
         url = "s3://bucket/prefix"
         object_lock_days = 30            # S3 Object Lock retention on every upload
         object_lock_mode = "GOVERNANCE"  # or "COMPLIANCE"
+        timeout = 60                     # the longest one storage request may take
         [storage.options]                # passed to fsspec (s3fs: key, secret, endpoint_url, ...)
         anon = false
 
@@ -116,6 +122,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     if "url" not in storage:
         raise ValueError(f"{where}: [storage] url is required")
     _check_ranges(agent, where)
+    if "timeout" in storage and not storage["timeout"] > 0:
+        raise ValueError(f"{where}: [storage] timeout must be > 0, not {storage['timeout']!r}")
     state_dir, seal_key, verify_key, identity = (
         None if agent.get(k) is None else str(Path(where).parent / Path(agent[k]).expanduser())
         for k in ("state_dir", "seal_key", "verify_key", "identity"))
@@ -147,13 +155,16 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         metrics_address=agent.get("metrics_address"),
         segment_interval=float(agent.get("segment_interval", 5.0)),
         segment_bytes=agent.get("segment_bytes", 16 << 20),
+        segment_buffer_bytes=agent.get("segment_buffer_bytes", 256 << 20),
+        storage_timeout=float(storage.get("timeout", 60.0)),
     )
 
 
 #: [agent] numbers and the least each may be: (bound, whether the bound itself is allowed)
 _RANGES = {"interval": (0, False), "drill_interval": (0, False), "drill_timeout": (0, False),
            "max_failures": (1, True), "partial_grace": (0, True),
-           "segment_interval": (0, False), "segment_bytes": (1, True)}
+           "segment_interval": (0, False), "segment_bytes": (1, True),
+           "segment_buffer_bytes": (1, True)}
 
 
 def _check_ranges(agent: Mapping[str, Any], where: str) -> None:
@@ -177,7 +188,8 @@ def _recipients(values: list[Any], where: str) -> tuple[str, ...]:
 
 def check_arguments(node: object | None, addr: str | None, interval: float, max_failures: int,
                     drill_interval: float | None, partial_grace: float,
-                    segment_interval: float = 5.0, segment_bytes: int = 1) -> None:
+                    segment_interval: float = 5.0, segment_bytes: int = 1,
+                    segment_buffer_bytes: int = 1 << 62) -> None:
     """The :class:`~.schedule.Agent`'s own checks of its arguments.
 
     :raises ValueError: one is out of range.
@@ -196,3 +208,6 @@ def check_arguments(node: object | None, addr: str | None, interval: float, max_
         raise ValueError(f"segment_interval must be positive, not {segment_interval!r}")
     if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1:
         raise ValueError(f"segment_bytes must be a whole number >= 1, not {segment_bytes!r}")
+    if not isinstance(segment_buffer_bytes, int) or segment_buffer_bytes < 2 * segment_bytes:
+        raise ValueError(f"segment_buffer_bytes must be at least twice segment_bytes "
+                         f"({2 * segment_bytes}), not {segment_buffer_bytes!r}")

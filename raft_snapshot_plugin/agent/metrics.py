@@ -80,6 +80,8 @@ class AgentMetrics:
                                   "When a segment of changes was last stored.")
         self.segment_index = gauge("segment_index",
                                    "The Raft index the stored segments reach (recovery point).")
+        self.segment_failing = gauge("segment_failing",
+                                     "1 while the last attempt to store a segment failed, else 0.")
         self.rounds = prom.Counter(PREFIX + "rounds", "Rounds, by result.", ["result"],
                                    registry=self.registry)
         self.refused = prom.Counter(PREFIX + "retention_refused",
@@ -118,6 +120,12 @@ class AgentMetrics:
         if self.enabled:
             self.segment_time.set(when)
             self.segment_index.set(index)
+            self.segment_failing.set(0)
+
+    def segment_failed(self) -> None:
+        """Storing a segment failed (it is retried: the changes stay buffered)."""
+        if self.enabled:
+            self.segment_failing.set(1)
 
     def restored(self, status: Any) -> None:
         """Start from what a restarted agent's status file says (an :class:`AgentStatus`), so a
@@ -133,6 +141,7 @@ class AgentMetrics:
                 gauge.set(value)
         self.failures.set(status.consecutive_failures)
         self.healthy.set(1 if status.healthy else 0)
+        self.segment_failing.set(0 if status.last_segment_error is None else 1)
         if status.last_drill_ok is not None:
             self.drill_ok.set(1 if status.last_drill_ok else 0)
 

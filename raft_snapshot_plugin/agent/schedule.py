@@ -32,6 +32,7 @@ from .shipping import Shipper
 from .status import AgentStatus
 from .storage import SkipRoundError, StoredSnapshot, list_stored, open_store, storage_errors
 from .storing import Storer
+from .timeouts import DEFAULT_REQUEST_TIMEOUT
 
 __all__ = ["Agent"]
 
@@ -79,6 +80,9 @@ class Agent:
         segment every this many seconds (point-in-time recovery, :mod:`.shipping`), when its
         adapter implements ``raft_snapshot_changes``; not through ``addr``.
     :param segment_bytes: cut a segment sooner once it holds this many bytes of changes.
+    :param segment_buffer_bytes: while the store fails, hold at most this many bytes of changes;
+        past it the shipper reads them again from the node once the store is back.
+    :param storage_timeout: the longest one storage request may take (:mod:`.timeouts`).
     """
 
     def __init__(
@@ -113,9 +117,11 @@ class Agent:
         metrics_address: str | None = None,
         segment_interval: float = 5.0,
         segment_bytes: int = 16 << 20,
+        segment_buffer_bytes: int = 256 << 20,
+        storage_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         check_arguments(node, addr, interval, max_failures, drill_interval, partial_grace,
-                        segment_interval, segment_bytes)
+                        segment_interval, segment_bytes, segment_buffer_bytes)
         self.node = node
         self.url = url.rstrip("/")
         self.interval = float(interval)
@@ -144,7 +150,7 @@ class Agent:
         self._client = (Client(addr, token, timeout=timeout or DEFAULT_TIMEOUT, ca_file=cafile)
                         if addr is not None else None)
         # opened now, so that a missing storage library (s3fs, gcsfs, adlfs) fails at startup
-        self._store = open_store(self.url, self.storage_options)
+        self._store = open_store(self.url, self.storage_options, timeout=storage_timeout)
         if object_lock is not None and not supports_object_lock(self._store[0]):
             raise ValueError(f"object_lock_days needs an s3:// URL, not {url}: on GCS and Azure "
                              "set a retention policy on the bucket or container instead")
@@ -159,7 +165,8 @@ class Agent:
                               encrypted=bool(self.recipients), object_lock=object_lock)
         self._shipper = None if node is None else Shipper(
             node, store=self._store, url=self.url, books=self._books, stop=self._stop,
-            interval=float(segment_interval), max_bytes=segment_bytes, stale=stale,
+            interval=float(segment_interval), max_bytes=segment_bytes,
+            max_buffer=segment_buffer_bytes, stale=stale,
             manager=manager, backend=backend, seal_key=seal_key, recipients=self.recipients)
         self._shipper_thread: threading.Thread | None = None
 
@@ -179,6 +186,8 @@ class Agent:
             "drill_timeout": config.drill_timeout, "identity": config.identity,
             "metrics_address": config.metrics_address,
             "segment_interval": config.segment_interval, "segment_bytes": config.segment_bytes,
+            "segment_buffer_bytes": config.segment_buffer_bytes,
+            "storage_timeout": config.storage_timeout,
         }
         options.update(kwargs)
         return cls(node, config.url, **options)

@@ -7,6 +7,12 @@ the adapter's ``raft_snapshot_changes``, and cuts a segment when the oldest buff
 silently: a :class:`~..changes.Gap` from the adapter is recorded in the segment, and so is any index
 the adapter jumps over. A failed store keeps the changes buffered and is retried with backoff; a
 killed agent loses only its buffer, which the next one ships again from the node's log.
+
+The buffer is bounded (``max_buffer`` bytes): when a long outage of the store fills it, the
+shipper keeps the range whose store failed, forgets the changes after it and stops following
+until that range is stored; then it follows again from there, so the node delivers the forgotten
+changes once more. Only a node that can no longer deliver them (its log compacted meanwhile)
+makes them a gap, which its adapter reports and the segment records.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class Shipper:
     """Ships one node's changes into ``<url>/changes/`` until ``stop`` is set (see the module)."""
 
     def __init__(self, node: object, *, store: tuple[Any, str], url: str, books: Bookkeeper,
-                 stop: threading.Event, interval: float, max_bytes: int, stale: bool,
+                 stop: threading.Event, interval: float, max_bytes: int, max_buffer: int,
+                 stale: bool,
                  manager: PluginManager | None, backend: str | None, seal_key: SealKey | None,
                  recipients: Sequence[encryption.AgeRecipient],
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -54,6 +61,7 @@ class Shipper:
         self.stop = stop
         self.interval = interval
         self.max_bytes = max_bytes
+        self.max_buffer = max_buffer
         self.stale = stale
         self.seal_key = seal_key
         self.recipients = list(recipients)
@@ -68,6 +76,7 @@ class Shipper:
         self._retry_at = 0.0
         self._retry_delay = 1.0
         self._retry_count = 0             # the items of the range whose store failed, if one did
+        self._held = False                # the buffer overflowed: following waits for the store
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -79,11 +88,11 @@ class Shipper:
                 waited = self._step(poll)
             except RaftSnapshotError as exc:
                 log.warning("shipping changes failed: %s", exc)
-                self.books.update(last_segment_error=describe(exc))
+                self.books.segment_failed(describe(exc))
                 waited = False
             except Exception as exc:  # a bug here must not end shipping: start again from storage
                 log.exception("shipping changes failed unexpectedly")
-                self.books.update(last_segment_error=describe(exc))
+                self.books.segment_failed(describe(exc))
                 self._drop("following changes again after an unexpected error")
                 waited = False
             if not waited and self.stop.wait(poll):
@@ -103,6 +112,12 @@ class Shipper:
         if self._cursor is None and not self._resume():
             return False
         assert self._cursor is not None
+        if self._held:
+            if self._due():
+                self._flush()
+            if self._buffer:
+                return False
+            self._held = False
         items = pm.changes(name, self.node, self._cursor, poll)
         if items is None:
             self._drop(f"not shipping changes: the {name} adapter cannot follow this node now")
@@ -114,7 +129,7 @@ class Shipper:
                 self._take(item)
                 if self._due():
                     self._flush()
-                if self.stop.is_set():
+                if self.stop.is_set() or self._held:
                     break
                 if self.clock() - checked > poll:  # a busy cluster never lets the hook end
                     if not self._leads(pm, name):
@@ -151,7 +166,7 @@ class Shipper:
         """Stop following (leadership moved, the node cannot follow): forget the buffer, which the
         agent that ships next delivers again from the node's log, and resume from storage."""
         self._cursor, self._buffer, self._bytes, self._since = None, [], 0, None
-        self._retry_count = 0
+        self._retry_count, self._held = 0, False
         self._shipping(why)
 
     def _shipping(self, what: str) -> None:
@@ -166,21 +181,38 @@ class Shipper:
         if isinstance(item, Change):
             if item.index < expected:
                 return  # delivered again (a re-subscription overlapping): we have it
+            skipped = self._cursor
+            self._cursor = item.index  # before adding: a full buffer moves it back (_hold)
             if item.index > expected:
-                self._add(Gap(self._cursor, item.index, "the adapter skipped these indexes"), 0)
+                self._add(Gap(skipped, item.index, "the adapter skipped these indexes"), 0)
             self._add(item, _cost(item))
-            self._cursor = item.index
             return
         if item.resumes_at <= expected:
             return
-        self._add(Gap(self._cursor, item.resumes_at, item.reason), 0)
-        self._cursor = item.resumes_at - 1
+        after, self._cursor = self._cursor, item.resumes_at - 1
+        self._add(Gap(after, item.resumes_at, item.reason), 0)
 
     def _add(self, item: Change | Gap, size: int) -> None:
         if not self._buffer:
             self._since = self.clock()
         self._buffer.append(item)
         self._bytes += size
+        if self._bytes > self.max_buffer and self._retry_count:
+            self._hold()
+
+    def _hold(self) -> None:
+        """The store has been failing and the buffer is full: keep the range that failed (its
+        retry must store exactly that range), forget the rest and follow again after it once
+        the store takes it; the node delivers the forgotten changes again then."""
+        kept = self._buffer[:self._retry_count]
+        log.warning("the store has failed for a while and %d bytes of changes wait: holding the "
+                    "%d item(s) of the failed segment, reading the %d after it again from the "
+                    "node once the store is back", self._bytes, len(kept),
+                    len(self._buffer) - len(kept))
+        self._buffer, self._bytes = kept, sum(_cost(i) for i in kept)
+        last = kept[-1]
+        self._cursor = last.index if isinstance(last, Change) else last.last_missing
+        self._held = True
 
     def _due(self) -> bool:
         if not self._buffer or self.clock() < self._retry_at:
@@ -208,7 +240,7 @@ class Shipper:
                 self._retry_delay = min(self._retry_delay * 2, _MAX_RETRY)
                 log.warning("storing a segment failed (changes kept, retry in %.0f s): %s",
                             self._retry_at - self.clock(), exc)
-                self.books.update(last_segment_error=describe(exc))
+                self.books.segment_failed(describe(exc))
                 if force:
                     log.error("stopping with %d change(s) not stored; the next agent ships them "
                               "from the node's log", len(self._buffer))

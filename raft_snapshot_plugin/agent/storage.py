@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from ..archive import CHUNK
 from ..errors import RaftSnapshotError, StorageError
+from .timeouts import DEFAULT_REQUEST_TIMEOUT, bound_store, bounded_options
 
 __all__ = [
     "LATEST", "NAME_PATTERN", "TEMP_PATTERN", "SkipRoundError", "StoredSnapshot", "download",
@@ -111,10 +112,13 @@ def next_store_time(now: float, existing: Sequence[StoredSnapshot]) -> int:
     return stamp if newest is None or stamp > newest else newest + 1
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+def open_store(url: str, storage_options: Mapping[str, Any] | None = None, *,
+               timeout: float = DEFAULT_REQUEST_TIMEOUT) -> tuple[Any, str]:
     """``(filesystem, root path)`` for a storage URL (a local path, ``file://``, ``s3://``, ...).
 
-    Nothing is contacted; the storage library is imported, so a missing one is found here.
+    Nothing is contacted; the storage library is imported, so a missing one is found here. Each
+    request to an object store lasts at most ``timeout`` seconds, and a call retries a few
+    times (:mod:`.timeouts`): a store that stops answering fails the call instead of hanging it.
 
     :raises StorageError: fsspec is not installed, or the URL's scheme is unknown or its
         implementation (s3fs, gcsfs, adlfs) is missing.
@@ -124,7 +128,8 @@ def open_store(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     except ImportError as exc:
         raise StorageError(f"storage needs fsspec: {install_hint('agent')}", url=url) from exc
     try:
-        fs, root = url_to_fs(url, **dict(storage_options or {}))
+        fs, root = url_to_fs(url, **bounded_options(url, storage_options or {}, timeout))
+        bound_store(fs)
     except ImportError as exc:
         scheme = url.split("://", 1)[0] if "://" in url else "file"
         extra = _EXTRAS.get(scheme)

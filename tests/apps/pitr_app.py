@@ -7,19 +7,23 @@ does), a writer committing ``--rate`` changes a second, and an ``Agent`` (the re
 registered) taking a snapshot every ``--interval`` seconds and shipping segments every
 ``--segment-interval``. Every 0.1 s it prints ``{"index": N, "segment_index": M}``; after
 ``--seconds`` it stops writing, waits until the segments reach the last index, stops the agent and
-prints ``{"done": N}``.
+prints ``{"done": N}``. ``--hang-at-upload K``: the K-th segment is uploaded, then its check never
+runs (the app prints ``{"uploaded": PATH}`` and its shipper waits there, to be killed).
+``--partial-grace``: the agent's ``partial_grace``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
 import threading
 import time
+from typing import Any
 
-from raft_snapshot_plugin.agent import Agent, Retention
+from raft_snapshot_plugin.agent import Agent, Retention, shipping
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryCluster, MemoryPlugin
 
@@ -32,14 +36,19 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--segment-interval", type=float, default=1.0)
+    parser.add_argument("--hang-at-upload", type=int)
+    parser.add_argument("--partial-grace", type=float, default=3600.0)
     args = parser.parse_args()
+    if args.hang_at_upload:
+        _hang_at_upload(args.hang_at_upload)
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(MemoryPlugin(), name=MEMORY_BACKEND)
     cluster = MemoryCluster(3, name="app", journal=args.journal)
     leader = cluster.nodes[0]
     agent = Agent(leader, args.store, manager=manager, interval=args.interval,
                   segment_interval=args.segment_interval,
-                  retention=Retention(keep=100, hourly=0, daily=0))
+                  retention=Retention(keep=100, hourly=0, daily=0),
+                  partial_grace=args.partial_grace)
     stop = threading.Event()
 
     def write() -> None:
@@ -68,6 +77,20 @@ def main() -> int:
     agent.stop(30)
     print(json.dumps({"done": last, "segment_index": agent.status().segment_index}), flush=True)
     return 0
+
+
+def _hang_at_upload(count: int) -> None:
+    """The ``count``-th segment's check never runs: the upload is done, the shipper waits."""
+    from raft_snapshot_plugin.agent.objects import check_stored as real_check
+    uploads = itertools.count(1)
+
+    def check(fs: Any, remote: str, size: int, sha256: str, url: str) -> None:
+        if next(uploads) == count:
+            print(json.dumps({"uploaded": remote}), flush=True)
+            threading.Event().wait()
+        real_check(fs, remote, size, sha256, url)
+
+    vars(shipping)["check_stored"] = check  # the name the shipper calls
 
 
 def report(index: int, segment_index: int | None) -> None:

@@ -3,14 +3,23 @@
 The agent's tests talk to it through s3fs over real HTTP on 127.0.0.1, never through in-process
 mocking. ``auth=True`` starts it with ``INITIAL_NO_AUTH_ACTION_COUNT=0``: then moto checks every
 request's credentials against its IAM, so any key the tests use is refused (access denied).
+
+Outages, for the tests that need them: :meth:`S3Server.pause` stops the process (SIGSTOP: the
+kernel still accepts connections, nobody answers) until :meth:`S3Server.resume`;
+:meth:`S3Server.kill` kills it (connections refused) and :meth:`S3Server.start` starts it again
+on the same port. moto keeps its buckets in memory, so ``persist=True`` turns on moto's
+recorder (every request appended to a file) and :meth:`S3Server.start` replays it: the restarted
+server holds what the killed one held, as a real store does after a restart.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,19 +38,28 @@ def free_port() -> int:
 class S3Server:
     """``python -m moto.server -H 127.0.0.1 -p PORT`` until :meth:`stop`."""
 
-    def __init__(self, *, auth: bool = False, wait: float = 30.0) -> None:
+    def __init__(self, *, auth: bool = False, wait: float = 30.0, persist: bool = False) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        self.wait = wait
+        self._server_env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                    "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
         if auth:
-            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
-        self.process = subprocess.Popen(
+            self._server_env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+        self.recording: str | None = None
+        if persist:
+            fd, self.recording = tempfile.mkstemp(prefix="moto-recording-")
+            os.close(fd)
+            self._server_env.update(MOTO_ENABLE_RECORDING="True", MOTO_RECORDER_FILEPATH=self.recording)
+        self.process = self._launch()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=env,
+            env=self._server_env,
         )
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + self.wait
         while True:
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1):
@@ -49,10 +67,32 @@ class S3Server:
             except urllib.error.HTTPError:
                 break  # it answers
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
+                if process.poll() is not None or time.monotonic() > deadline:
+                    _end(process)
                     raise RuntimeError("moto's S3 server did not start") from None
                 time.sleep(0.1)
+        return process
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections are accepted by the kernel, never answered."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the server: connections to its port are refused until :meth:`start`."""
+        self.process.kill()
+        self.process.wait(30)
+
+    def start(self) -> None:
+        """Start the killed server again on its port, replaying its recording if it keeps one."""
+        self.process = self._launch()
+        if self.recording is not None:
+            request = urllib.request.Request(
+                f"{self.endpoint}/moto-api/recorder/replay-recording", method="POST")
+            with urllib.request.urlopen(request, timeout=120):
+                pass
 
     def create_bucket(self, name: str, *, object_lock: bool = False) -> None:
         """Create a bucket with a plain unsigned PUT (moto without auth accepts it);
@@ -78,9 +118,17 @@ class S3Server:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            self.resume()  # a stopped process takes no SIGTERM
+        _end(self.process)
+        if self.recording is not None and os.path.exists(self.recording):
+            os.unlink(self.recording)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
