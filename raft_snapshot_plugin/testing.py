@@ -30,7 +30,11 @@ what cannot be delivered is reported as a ``Gap`` (never skipped), and that repl
 with the changes after it gives the state a snapshot taken at that index holds. Without
 ``snapshot_write`` those checks skip, saying so.
 ``snapshot_manager`` (a fresh plugin manager: the installed adapters plus the reference backend)
-and ``snapshot_tmpdir`` (a private temp folder that must be empty at the end) come with the kit.
+and ``snapshot_tmpdir`` (a private temp folder that must be empty at the end) come with the kit,
+and so does ``snapshot_s3``: moto's standalone S3 server (``moto[server]``, in the ``test`` extra)
+in its own process on 127.0.0.1, one per test module, for tests of agents that store in S3
+(``server.options()`` are the agent's ``storage_options``; :class:`S3Server` is also a context
+manager, for a server per test).
 
 The offline-restore flavour, for a backend that cannot restore a running cluster (etcd): set
 ``restore_is_offline = True``; ``snapshot_fresh_node`` is then a node object describing a cluster
@@ -62,6 +66,7 @@ from typing import Any
 import pytest
 
 from ._pitr_kit import ChangesConformance, snapshot_compact, snapshot_write
+from ._s3_server import S3Server
 from .archive import read_archive
 from .errors import (
     ArchiveError,
@@ -91,10 +96,12 @@ __all__ = [
     "MemoryCluster",
     "MemoryNode",
     "MemoryPlugin",
+    "S3Server",
     "decode_memory_state",
     "encode_memory_state",
     "snapshot_compact",
     "snapshot_manager",
+    "snapshot_s3",
     "snapshot_start_restored",
     "snapshot_tmpdir",
     "snapshot_write",
@@ -122,6 +129,14 @@ def snapshot_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield folder
     left = sorted(p.name for p in folder.iterdir())
     assert not left, f"temp files outlived the test: {left}"
+
+
+@pytest.fixture(scope="module")
+def snapshot_s3() -> Iterator[S3Server]:
+    """moto's standalone S3 server in its own process on 127.0.0.1, one per test module."""
+    pytest.importorskip("moto.server", reason="snapshot_s3 needs moto[server] (the test extra)")
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture

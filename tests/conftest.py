@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apps.s3_server import S3Server
 
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.memory import MEMORY_BACKEND, MemoryPlugin
+from raft_snapshot_plugin.testing import S3Server
 
 #: The Consul-made archives this repository carries (see their README).
 VECTORS = Path(__file__).resolve().parent / "data" / "consul"
@@ -82,10 +81,6 @@ def memory_manager() -> PluginManager:
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    """moto's standalone S3 server in its own process on 127.0.0.1, one per test module."""
-    server = S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
+def s3(snapshot_s3: S3Server) -> S3Server:
+    """The kit's moto S3 server (one per test module), under the name the core's tests use."""
+    return snapshot_s3

@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import fsspec
 import pytest
-from apps.s3_server import S3Server
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import hookimpl
@@ -42,7 +41,7 @@ from raft_snapshot_plugin.cli import main
 from raft_snapshot_plugin.endpoint import serve
 from raft_snapshot_plugin.errors import StorageError
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
-from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryNode, MemoryPlugin
+from raft_snapshot_plugin.testing import MEMORY_BACKEND, MemoryCluster, MemoryNode, MemoryPlugin, S3Server
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 TOKEN = "agent-test-token"
@@ -369,7 +368,7 @@ def test_s3_failures_use_the_budget(
 ) -> None:
     clock = Clock()
     down = S3Server.__new__(S3Server)  # an endpoint where nothing listens: the server is down
-    from apps.s3_server import free_port
+    from raft_snapshot_plugin._s3_server import free_port
 
     down.endpoint = f"http://127.0.0.1:{free_port()}"
     cases = {

@@ -21,7 +21,6 @@ from typing import Any
 
 import fsspec
 import pytest
-from apps.s3_server import S3Server
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.agent import (
@@ -37,7 +36,7 @@ from raft_snapshot_plugin.agent import prune as prune_module
 from raft_snapshot_plugin.agent.storage import list_stored
 from raft_snapshot_plugin.errors import StorageError
 from raft_snapshot_plugin.manager import PluginManager
-from raft_snapshot_plugin.testing import MemoryCluster
+from raft_snapshot_plugin.testing import MemoryCluster, S3Server
 
 T0 = 1_700_000_000.0
 DAY = 86400.0

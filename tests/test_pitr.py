@@ -24,7 +24,6 @@ from typing import Any
 
 import fsspec
 import pytest
-from apps.s3_server import S3Server
 from pitr_recorder import Recorder, built_state, ship, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
@@ -40,6 +39,7 @@ from raft_snapshot_plugin.memory import (
     MemoryCluster,
     apply_command,
 )
+from raft_snapshot_plugin.testing import S3Server
 
 _buckets = itertools.count()
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from apps.s3_server import S3Server
 from pitr_recorder import Recorder, built_state, shipped_through, wait_for
 
 from raft_snapshot_plugin.agent import (
@@ -37,6 +36,7 @@ from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import StorageError
 from raft_snapshot_plugin.manager import PluginManager
 from raft_snapshot_plugin.memory import MemoryCluster
+from raft_snapshot_plugin.testing import S3Server
 
 T = TypeVar("T")
 

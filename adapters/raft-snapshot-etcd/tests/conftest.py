@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from etcd_clusters import KNOWN, Clusters, require_etcd
 from raft_snapshot_etcd import EtcdCluster, NewCluster
+
+if TYPE_CHECKING:
+    from raft_snapshot_plugin.testing import S3Server
 
 pytest_plugins = ["raft_snapshot_plugin.testing"]
 
@@ -49,6 +52,17 @@ def known_cluster(session_clusters: Clusters) -> EtcdCluster:
     for key, value in KNOWN.items():
         cluster.put(key, value)
     return cluster
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server, one per test (the tests store under fixed prefixes), with a bucket
+    ``pitr``."""
+    from raft_snapshot_plugin.testing import S3Server  # here: the kit loads as a plugin first
+
+    with S3Server() as server:
+        server.create_bucket("pitr")
+        yield server
 
 
 # --- the conformance kit's fixtures ------------------------------------------------------------------

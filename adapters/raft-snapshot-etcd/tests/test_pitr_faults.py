@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from etcd_clusters import Clusters
 from pitr_helpers import Recorder, restart_member, restored_keys, shipped_changes
 from raft_snapshot_etcd import EtcdCluster
 from test_pitr_load import wait_for
-from test_readme_recovery import _load_s3_helper
 
 from raft_snapshot_plugin.agent import Agent, build_point, recovery_window
 from raft_snapshot_plugin.errors import UnreachablePointError
@@ -35,16 +33,6 @@ agent = Agent(EtcdCluster(sys.argv[1].split(",")), sys.argv[2], storage_options=
 agent.start()
 time.sleep(600)
 """
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    server = _load_s3_helper().S3Server()
-    try:
-        server.create_bucket("pitr")
-        yield server
-    finally:
-        server.stop()
 
 
 def agent_for(cluster: EtcdCluster, options: dict[str, Any], endpoints: list[str] | None = None

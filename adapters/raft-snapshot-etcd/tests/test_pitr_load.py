@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,8 @@ import pytest
 from etcd_clusters import Clusters
 from pitr_helpers import Recorder, p99, restored_keys, shipped_changes
 from raft_snapshot_etcd import EtcdCluster
-from test_readme_recovery import _load_s3_helper
 
 from raft_snapshot_plugin.agent import Agent, build_point, recovery_window
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    server = _load_s3_helper().S3Server()
-    try:
-        server.create_bucket("pitr")
-        yield server
-    finally:
-        server.stop()
 
 
 class StoredAt:

@@ -5,18 +5,15 @@ names set to 127.0.0.1 ports and a temp folder; every key must be back."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from etcd_clusters import KNOWN, Clusters
 from raft_snapshot_etcd import NewCluster
 from raft_snapshot_etcd.connect import cluster_from_url
@@ -24,7 +21,6 @@ from raft_snapshot_etcd.connect import cluster_from_url
 from raft_snapshot_plugin.agent import Agent
 
 ROOT = Path(__file__).resolve().parents[3]
-_S3_HELPER = ROOT / "tests" / "apps" / "s3_server.py"
 
 
 def readme_blocks(backend: str) -> list[str]:
@@ -33,22 +29,6 @@ def readme_blocks(backend: str) -> list[str]:
     pattern = rf"<!-- recovery: {re.escape(backend)} -->\n```bash\n(.*?)```"
     return re.findall(pattern, text, flags=re.DOTALL)
 
-
-def _load_s3_helper() -> Any:
-    spec = importlib.util.spec_from_file_location("raft_snapshot_test_s3_server", _S3_HELPER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    server = _load_s3_helper().S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _cli_on_path(tmp_path: Path) -> str:

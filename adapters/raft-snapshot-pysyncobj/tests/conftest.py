@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cluster import WAIT, Bank, Cluster, running_cluster, transfer_args, user_state
 from raft_snapshot_pysyncobj._node import log_start
 from raft_snapshot_pysyncobj.support import find_support
+
+if TYPE_CHECKING:
+    from raft_snapshot_plugin.testing import S3Server
 
 
 @pytest.fixture
@@ -22,6 +25,12 @@ def cluster() -> Iterator[Cluster]:
 def other_cluster() -> Iterator[Cluster]:
     with running_cluster(3) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def s3(snapshot_s3: S3Server) -> S3Server:
+    """The kit's moto S3 server (one per test module)."""
+    return snapshot_s3
 
 
 @pytest.fixture

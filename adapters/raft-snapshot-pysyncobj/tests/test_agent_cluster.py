@@ -10,7 +10,6 @@ moto.server`` from ``moto[server]``, its own process) restores into a fresh clus
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import os
 import re
 import subprocess
@@ -29,15 +28,7 @@ from raft_snapshot_plugin.endpoint import serve
 
 T0 = 1_700_000_000.0
 TOKEN = "cluster-agent-token"
-_S3_HELPER = Path(__file__).resolve().parents[3] / "tests" / "apps" / "s3_server.py"
 
-
-def _load_s3_helper() -> Any:
-    spec = importlib.util.spec_from_file_location("raft_snapshot_test_s3_server", _S3_HELPER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Clock:
@@ -134,15 +125,6 @@ def test_a_simulated_week_of_hourly_rounds(fast_cluster: Cluster) -> None:
         import fsspec
 
         fsspec.filesystem("memory").rm(url, recursive=True)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[Any]:
-    server = _load_s3_helper().S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_restore_from_s3_into_a_fresh_cluster_through_the_cli(

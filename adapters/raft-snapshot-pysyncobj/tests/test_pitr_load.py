@@ -12,14 +12,12 @@ marked slow; CI runs a short one.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +30,7 @@ from raft_snapshot_plugin.agent import Agent, Retention, build_point
 from raft_snapshot_plugin.endpoint import serve
 
 TOKEN = "pitr-load-token"
-_S3_HELPER = Path(__file__).resolve().parents[3] / "tests" / "apps" / "s3_server.py"
 _TESTS = str(Path(__file__).resolve().parent)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[Any]:
-    spec = importlib.util.spec_from_file_location("raft_snapshot_test_s3_server", _S3_HELPER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    server = module.S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _ledger_cluster() -> Any:

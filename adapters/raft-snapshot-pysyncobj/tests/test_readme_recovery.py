@@ -5,18 +5,15 @@ variables the README names set to 127.0.0.1 ports and a temp folder; every key m
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from raft_snapshot_pysyncobj.demo import demo_cluster, free_ports
 from raft_snapshot_pysyncobj.state import load_state
 
@@ -24,7 +21,6 @@ from raft_snapshot_plugin.agent import Agent
 from raft_snapshot_plugin.toolkit import open_verified
 
 ROOT = Path(__file__).resolve().parents[3]
-_S3_HELPER = ROOT / "tests" / "apps" / "s3_server.py"
 #: What demo_cluster() writes.
 DEMO_KEYS = {f"{('users', 'orders')[i % 2]}/{i:03d}": f"value {i}" for i in range(20)}
 
@@ -35,22 +31,6 @@ def readme_blocks(backend: str) -> list[str]:
     pattern = rf"<!-- recovery: {re.escape(backend)} -->\n```bash\n(.*?)```"
     return re.findall(pattern, text, flags=re.DOTALL)
 
-
-def _load_s3_helper() -> Any:
-    spec = importlib.util.spec_from_file_location("raft_snapshot_test_s3_server", _S3_HELPER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    server = _load_s3_helper().S3Server()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _commands_on_path(tmp_path: Path) -> str:

@@ -1,8 +1,10 @@
 """moto's standalone S3 server (``python -m moto.server``, from PyPI's ``moto[server]``) as a process.
 
-The agent's tests talk to it through s3fs over real HTTP on 127.0.0.1, never through in-process
-mocking. ``auth=True`` starts it with ``INITIAL_NO_AUTH_ACTION_COUNT=0``: then moto checks every
-request's credentials against its IAM, so any key the tests use is refused (access denied).
+The conformance kit's ``snapshot_s3`` fixture (and :class:`S3Server` itself, a context manager)
+give adapter tests a real S3 to store snapshots and segments in: s3fs talks to it over real HTTP on
+127.0.0.1, never through in-process mocking. ``auth=True`` starts it with
+``INITIAL_NO_AUTH_ACTION_COUNT=0``: then moto checks every request's credentials against its
+IAM, so any key the tests use is refused (access denied).
 
 Outages, for the tests that need them: :meth:`S3Server.pause` stops the process (SIGSTOP: the
 kernel still accepts connections, nobody answers) until :meth:`S3Server.resume`;
@@ -23,7 +25,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from types import TracebackType
 from typing import Any
+
+__all__ = ["S3Server", "free_port"]
 
 ACCESS_KEY = "testing-key"
 SECRET_KEY = "testing-secret"
@@ -116,7 +121,15 @@ class S3Server:
         return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.endpoint}
 
+    def __enter__(self) -> S3Server:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
     def stop(self) -> None:
+        """End the server (resumed first if paused) and remove its recording."""
         if self.process.poll() is None:
             self.resume()  # a stopped process takes no SIGTERM
         _end(self.process)
