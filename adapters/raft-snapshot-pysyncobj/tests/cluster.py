@@ -194,6 +194,38 @@ class Writer:
             seq += 1
 
 
+class PacedLoad:
+    """Submits writes at ``rate`` per second through whichever node leads, on :attr:`thread`,
+    until :attr:`stop` is set; a subclass's :meth:`submit` sends write number ``seq``."""
+
+    TICK = 0.005  # seconds between bursts of submissions
+
+    def __init__(self, cluster: Cluster, rate: int) -> None:
+        self.cluster = cluster
+        self.rate = rate
+        self.next = 0  # the number of writes submitted
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stop.is_set():
+            due = int((time.monotonic() - start) * self.rate)
+            try:
+                leader = self.cluster.leader(timeout=1.0)
+            except TimeoutError:
+                continue
+            while self.next < due:
+                seq = self.next
+                self.next += 1
+                self.submit(leader, seq)
+            time.sleep(self.TICK)
+
+    def submit(self, leader: Bank, seq: int) -> None:
+        raise NotImplementedError
+
+
 def transfer_args(seq: int) -> tuple[str, str, int]:
     return f"acct{seq % 10}", f"acct{(seq * 7 + 3) % 10}", seq % 13
 

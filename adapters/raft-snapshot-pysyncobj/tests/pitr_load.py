@@ -16,10 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cluster import Bank, Cluster, transfer_args
+from cluster import Bank, Cluster, PacedLoad, transfer_args
 from pysyncobj import SyncObjConsumer, replicated
-
-TICK = 0.005  # seconds between bursts of submissions
 
 
 class Recorder:
@@ -67,18 +65,13 @@ class LedgerBank(Bank):
         return seq
 
 
-class Load:
+class Load(PacedLoad):
     """Submits moves at ``rate`` per second through the leader, asynchronously."""
 
     def __init__(self, cluster: Cluster, rate: int) -> None:
-        self.cluster = cluster
-        self.rate = rate
-        self.next = 0
+        super().__init__(cluster, rate)
         self.acked = 0
         self.failed = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Load:
         self.thread.start()
@@ -88,18 +81,8 @@ class Load:
         self.stop.set()
         self.thread.join(20)
 
-    def _run(self) -> None:
-        start = time.monotonic()
-        while not self.stop.is_set():
-            due = int((time.monotonic() - start) * self.rate)
-            try:
-                leader = self.cluster.leader(timeout=1.0)
-            except TimeoutError:
-                continue
-            while self.next < due:
-                seq, self.next = self.next, self.next + 1
-                leader.move(seq, *transfer_args(seq), callback=self._done)
-            time.sleep(TICK)
+    def submit(self, leader: Bank, seq: int) -> None:
+        leader.move(seq, *transfer_args(seq), callback=self._done)
 
     def _done(self, result: Any, error: int) -> None:
         with self.lock:

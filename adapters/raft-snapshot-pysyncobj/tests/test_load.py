@@ -9,51 +9,32 @@ commit, about one ``appendEntriesPeriod``, which caps one writer far below the r
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Cluster, check_consistent, running_cluster, transfer_args
+from cluster import Bank, Cluster, PacedLoad, check_consistent, running_cluster, transfer_args
 from procs.control import archive_attributes
 from raft_snapshot_pysyncobj import SnapshotSupport
 
 import raft_snapshot_plugin as rsp
 
-TICK = 0.005  # seconds between bursts of submissions
 
-
-class Load:
+class Load(PacedLoad):
     """Submits transfers at ``rate`` per second through the leader; records every outcome."""
 
     def __init__(self, cluster: Cluster, rate: int) -> None:
-        self.cluster = cluster
-        self.rate = rate
-        self.lock = threading.Lock()
-        self.next = 0
+        super().__init__(cluster, rate)
         self.sent: dict[int, float] = {}
         self.acked: dict[int, float] = {}  # seq -> latency in seconds
         self.ack_times: list[float] = []
         self.failed: set[int] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def run(self) -> None:
-        start = time.monotonic()
-        while not self.stop.is_set():
-            due = int((time.monotonic() - start) * self.rate)
-            try:
-                leader = self.cluster.leader(timeout=1.0)
-            except TimeoutError:
-                continue
-            while self.next < due:
-                seq = self.next
-                self.next += 1
-                with self.lock:
-                    self.sent[seq] = time.monotonic()
-                leader.transfer(seq, *transfer_args(seq), callback=self._callback(seq))
-            time.sleep(TICK)
+    def submit(self, leader: Bank, seq: int) -> None:
+        with self.lock:
+            self.sent[seq] = time.monotonic()
+        leader.transfer(seq, *transfer_args(seq), callback=self._callback(seq))
 
     def _callback(self, seq: int) -> Any:
         def done(result: Any, error: int) -> None:
