@@ -333,7 +333,7 @@ def test_start_runs_a_round_at_once_and_stop_is_prompt(
     finally:
         started = time.monotonic()
         agent.stop()
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10  # not the hour to the next round
     assert agent.status().next_run is None
     assert len(stored_names(memory_url)) == 1
 

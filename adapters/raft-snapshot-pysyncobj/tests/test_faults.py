@@ -320,13 +320,13 @@ def test_take_and_restore_without_quorum_end_in_time(tmp_path: Path) -> None:
         answer = left.call("restore", path=str(tmp_path / "new.snap"), timeout=3)
         figures["library restore"] = (answer.get("error"), round(time.monotonic() - started, 2))
         assert answer.get("error") == "SnapshotTimeoutError", answer
-        assert time.monotonic() - started < 3 + 2
+        assert time.monotonic() - started < 3 + 5  # a margin for a busy machine
 
         started = time.monotonic()  # the endpoint's PUT (serve timeout 3 s): 503 in time
         answer = _try_restore(Client(left.url, TOKEN, timeout=30), tmp_path / "new.snap")
         figures["PUT"] = (answer.get("status"), round(time.monotonic() - started, 2))
         assert answer.get("status") == 503, answer
-        assert time.monotonic() - started < 3 + 3
+        assert time.monotonic() - started < 3 + 6  # well before the client gives up (30 s)
 
         for i in range(3):  # quorum back: nothing of the timed-out restores was applied
             if pc.procs[i] is not left:

@@ -134,7 +134,7 @@ def test_is_leader_and_take_timeout(cluster: Cluster, snapshot_tmpdir: Path) -> 
         started = time.monotonic()
         with pytest.raises(rsp.errors.SnapshotTimeoutError):
             rsp.take(leader, timeout=0.5)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5  # not the 10 s the tick hangs
     finally:
         release.set()
     assert list(snapshot_tmpdir.iterdir()) == []
