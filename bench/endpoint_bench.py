@@ -114,6 +114,10 @@ def _run_child(repo: Path, path: str, args: dict[str, Any], timeout: float,
     # the package measured comes from --repo alone (its own bench/ would shadow this one's: the
     # child runs as a script, from a neutral folder)
     env["PYTHONPATH"] = str(repo)
+    # temp files in a folder of the run's own: a shared /tmp may be swept by other processes (the
+    # old checkout's snapshot keeps a named temp file there)
+    env["RAFT_SNAPSHOT_TMPDIR"] = str(cwd / "child-tmp")
+    (cwd / "child-tmp").mkdir(exist_ok=True)
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child",
          json.dumps({"path": path, "args": args})],
