@@ -50,7 +50,7 @@ try:
 except ImportError:  # pragma: no cover  (Windows, PyPy: uvloop's markers leave it out)
     uvloop = None  # type: ignore[assignment,unused-ignore]
 
-from ._protocol import content_length, printable
+from ._protocol import HTTP_IMPLEMENTATIONS, content_length, printable
 
 __all__ = ["DRAIN_SECONDS", "HEADER_SECONDS", "MAX_HEAD_BYTES", "SnapshotServer", "start"]
 
@@ -253,8 +253,10 @@ def _head_refusal(head: bytes) -> tuple[int, str] | None:
 class SnapshotServer:
     """A running endpoint: ``.url`` to give clients, ``.close()`` (or ``with``) to stop it."""
 
-    def __init__(self, server: uvicorn.Server, sock: socket.socket, scheme: str) -> None:
+    def __init__(self, server: uvicorn.Server, sock: socket.socket, scheme: str, *,
+                 fast_loop: bool = True) -> None:
         self._server = server
+        self._fast_loop = fast_loop and uvloop is not None
         host, port = sock.getsockname()[:2]
         self.host: str = str(host)
         self.port: int = int(port)
@@ -263,6 +265,8 @@ class SnapshotServer:
         self._sock = sock
         self._closed = False
         self._failed: BaseException | None = None
+        #: the event loop serving, once started (uvloop's or asyncio's: see ``serve(http=...)``)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name=f"raft-snapshot-http-{self.port}",
                                         daemon=True)
         self._thread.start()
@@ -274,8 +278,8 @@ class SnapshotServer:
 
     def _run(self) -> None:
         try:
-            serving = self._server.serve(sockets=[self._sock])
-            if uvloop is not None:  # its transports move an upload's bytes with less CPU
+            serving = self._serve()
+            if self._fast_loop:  # its transports move an upload's bytes with less CPU
                 uvloop.run(serving)
             else:
                 asyncio.run(serving)  # type: ignore[unreachable,unused-ignore]
@@ -283,6 +287,10 @@ class SnapshotServer:
             self._failed = exc
             if self._server.started:
                 log.error("the endpoint on %s stopped", self.url, exc_info=exc)
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self._server.serve(sockets=[self._sock])
 
     def close(self) -> None:
         """Stop accepting requests and release the port; safe to call twice.
@@ -319,9 +327,16 @@ class SnapshotServer:
 def start(
     app: Any, *, host: str, port: int, max_connections: int,
     certfile: str | os.PathLike[str] | None, keyfile: str | os.PathLike[str] | None,
-    client_cafile: str | os.PathLike[str] | None,
+    client_cafile: str | os.PathLike[str] | None, http: str = "auto",
 ) -> SnapshotServer:
-    """Bind ``host:port`` (errors raised here, at once) and serve ``app`` there on uvicorn."""
+    """Bind ``host:port`` (errors raised here, at once) and serve ``app`` there on uvicorn.
+
+    ``http="h11"`` serves on h11 and asyncio's own loop even when httptools and uvloop are
+    installed: the fallback, chosen (tests run the hostile ones against both).
+    """
+    if http not in HTTP_IMPLEMENTATIONS:
+        raise ValueError(f"http must be one of {', '.join(HTTP_IMPLEMENTATIONS)}, not {http!r}")
+    fast = http == "auto" and HttpToolsProtocol is not None
     tls = certfile is not None
     if tls:  # load it here, so that a bad certificate or key raises from serve()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -333,7 +348,7 @@ def start(
     sock = socket.create_server((host, port), family=family, backlog=1024)
     # no uvicorn access log: the app logs each answer itself, with a refusal's reason
     config = uvicorn.Config(
-        app, http=_Protocol if HttpToolsProtocol is None else _FastProtocol, lifespan="off",
+        app, http=_FastProtocol if fast else _Protocol, lifespan="off",
         log_config=None, access_log=False,
         limit_concurrency=max_connections, timeout_keep_alive=int(KEEP_ALIVE_SECONDS),
         timeout_graceful_shutdown=3, h11_max_incomplete_event_size=MAX_HEAD_BYTES + 1,
@@ -344,7 +359,8 @@ def start(
         server_header=False,
     )
     try:
-        return SnapshotServer(uvicorn.Server(config), sock, "https" if tls else "http")
+        return SnapshotServer(uvicorn.Server(config), sock, "https" if tls else "http",
+                              fast_loop=fast)
     except BaseException:
         sock.close()
         raise

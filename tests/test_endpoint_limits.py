@@ -1,10 +1,15 @@
 """The endpoint under hostile or unlucky clients: nothing before the checks, no hang behind a
-restore, slow and numerous clients bounded. Real sockets against a real server on 127.0.0.1."""
+restore, slow and numerous clients bounded. Real sockets against a real server on 127.0.0.1.
+
+Every test runs against both of ``serve()``'s HTTP implementations: httptools on uvloop (what the
+``server`` extra installs) and h11 on asyncio's loop (the fallback without them), each with its
+own code for the bounds (``raft_snapshot_plugin._server``)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import socket
 import threading
 import time
@@ -16,7 +21,7 @@ import pytest
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import hookimpl
-from raft_snapshot_plugin.endpoint import PATH, SnapshotServer, serve
+from raft_snapshot_plugin.endpoint import HTTP_IMPLEMENTATIONS, PATH, SnapshotServer, serve
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.memory import MemoryCluster, MemoryNode, MemoryPlugin
 
@@ -30,12 +35,30 @@ def cluster() -> MemoryCluster:
     return cluster
 
 
+@pytest.fixture(params=HTTP_IMPLEMENTATIONS)
+def http_impl(request: pytest.FixtureRequest) -> str:
+    """``serve(http=...)``: each test runs against each implementation."""
+    impl: str = request.param
+    return impl
+
+
 @pytest.fixture
-def server(cluster: MemoryCluster, snapshot_manager: PluginManager,
-           private_tmpdir: Path) -> Iterator[SnapshotServer]:
+def server(cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path,
+           http_impl: str) -> Iterator[SnapshotServer]:
     with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager,
-               max_upload_bytes=1 << 20) as running:
+               max_upload_bytes=1 << 20, http=http_impl) as running:
         yield running
+
+
+def test_each_implementation_is_the_one_serving(server: SnapshotServer, http_impl: str) -> None:
+    """``http="h11"`` really serves on h11 and asyncio's loop (else these tests would run the
+    fast protocol twice); ``"auto"`` on httptools and uvloop where they are installed."""
+    from raft_snapshot_plugin import _server
+
+    fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
+    assert server._server.config.http is (_server._FastProtocol if fast else _server._Protocol)
+    with_uvloop = fast and importlib.util.find_spec("uvloop") is not None
+    assert type(server.loop).__module__.split(".")[0] == ("uvloop" if with_uvloop else "asyncio")
 
 
 def _raw(server: SnapshotServer, head: str, seconds: float = 5.0) -> tuple[socket.socket, bytes]:
@@ -94,7 +117,7 @@ class _NoQuorum(MemoryPlugin):
 
 
 def test_a_restore_without_quorum_lets_go_at_its_timeout_and_stale_gets_never_hang(
-    cluster: MemoryCluster, private_tmpdir: Path
+    cluster: MemoryCluster, private_tmpdir: Path, http_impl: str
 ) -> None:
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(_NoQuorum(), name="memory")
@@ -102,7 +125,8 @@ def test_a_restore_without_quorum_lets_go_at_its_timeout_and_stale_gets_never_ha
     good.register(MemoryPlugin(), name="memory")
     with rsp.take(cluster.nodes[0], manager=good) as snap:
         archive = snap.read()
-    with serve(cluster.nodes[0], token=TOKEN, manager=manager, timeout=2.0) as running:
+    with serve(cluster.nodes[0], token=TOKEN, manager=manager, timeout=2.0,
+               http=http_impl) as running:
         answers: list[int] = []
 
         def restore() -> None:
