@@ -7,9 +7,11 @@ own code for the bounds (``raft_snapshot_plugin._server``)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import importlib.util
+import os
 import socket
 import threading
 import time
@@ -188,3 +190,55 @@ def test_headers_that_trickle_are_dropped(
                 sock.sendall(piece.encode())
             time.sleep(0.3)
         assert sock.recv(100) == b""  # the server hung up, however politely it was trickled
+
+
+def _big_archive(cluster: MemoryCluster, manager: PluginManager,
+                 size: int) -> tuple[bytes, dict[str, str]]:
+    """An archive over ``size`` bytes (a value of incompressible text) and the state it holds;
+    the state is changed after the take."""
+    cluster.nodes[0].set("big", base64.b64encode(os.urandom(size)).decode())
+    with rsp.take(cluster.nodes[0], manager=manager) as snap:
+        archive = snap.read()
+    taken = dict(cluster.nodes[0].data)
+    cluster.nodes[0].set("big", "changed after the take")
+    assert len(archive) > size
+    return archive, taken
+
+
+def _answer_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):  # the server closes after answering a large upload
+        answer += chunk
+    return answer
+
+
+def test_a_large_upload_is_read_to_its_length_and_no_further(
+    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path, http_impl: str
+) -> None:
+    """Past ``PASSTHROUGH_BYTES`` httptools no longer parses the body: the bytes after it are
+    still not part of the archive, nor another request, and a cut one applies nothing."""
+    from raft_snapshot_plugin._server import PASSTHROUGH_BYTES
+
+    archive, taken = _big_archive(cluster, snapshot_manager, PASSTHROUGH_BYTES + (256 << 10))
+    head = (f"PUT {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {len(archive)}\r\n\r\n").encode()
+    with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager, max_upload_bytes=8 << 20,
+               http=http_impl) as running:
+        with socket.create_connection((running.host, running.port), timeout=20) as sock:
+            sock.sendall(head + archive[: len(archive) // 2])
+            sock.shutdown(socket.SHUT_WR)  # the rest never comes
+            answer = _answer_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert cluster.nodes[0].data["big"] == "changed after the take"
+        after = f"GET {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+        with socket.create_connection((running.host, running.port), timeout=20) as sock:
+            for start in range(0, len(archive), 100_000):  # in pieces, as a network brings them
+                sock.sendall((head if start == 0 else b"") + archive[start:start + 100_000])
+            # a request after the body, never read as part of it: httptools closes the connection
+            # unread after a large body, h11 answers it as a pipelined request of its own
+            sock.sendall(after)
+            answer = _answer_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
+        assert answer.count(b"HTTP/1.1 ") == (1 if fast else 2), answer[:200]
+        assert all(node.data == taken for node in cluster.nodes)
