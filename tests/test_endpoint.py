@@ -120,6 +120,8 @@ def test_serve_refuses_bad_arguments(cluster: MemoryCluster, snapshot_manager: P
         serve(node, token=TOKEN, keyfile="key.pem", manager=snapshot_manager)
     with pytest.raises(rsp.BackendNotFoundError):
         serve(object(), token=TOKEN, manager=snapshot_manager)
+    with pytest.raises(ValueError, match="'h2'"):
+        serve(node, token=TOKEN, manager=snapshot_manager, http="h2")
     assert DEFAULT_MAX_UPLOAD_BYTES == 1 << 30
 
 
