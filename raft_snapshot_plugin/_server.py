@@ -210,7 +210,6 @@ class _FastProtocol(HttpToolsProtocol if HttpToolsProtocol is not None else obje
         cycle = self.cycle
         if left > 0 and cycle is not None and not cycle.response_complete and cycle.more_body:
             self._raw_left = left
-            cycle.keep_alive = False
 
     def _pass_body(self, data: bytes) -> None:
         if self._raw_left <= 0:  # after the body: never parsed (the connection closes after the answer)
@@ -220,7 +219,10 @@ class _FastProtocol(HttpToolsProtocol if HttpToolsProtocol is not None else obje
         self._raw_left -= len(piece)
         self.on_body(piece)
         if self._raw_left == 0:
+            # closed after the answer, once the body is in: a refusal answered before then
+            # still drains the body first (see on_response_complete), as the parser's path does
             self._passed = True
+            self.cycle.keep_alive = False
             self.on_message_complete()
             if len(piece) < len(data):
                 self.flow.pause_reading()
