@@ -8,6 +8,7 @@ client never sends its body.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hmac
@@ -33,7 +34,7 @@ from ._protocol import (
     printable,
     valid_restore_id,
 )
-from ._restores import Feed, Restores, UploadBrokenError, status_for
+from ._restores import Feed, RestoreJob, Restores, UploadBrokenError, status_for
 from ._stream import ArchiveResponse, pump_body
 from .errors import (
     BackendNotFoundError,
@@ -47,7 +48,7 @@ from .seal import SealKey, VerifyKey
 
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
-#: How often a PUT looks whether its restore has ended (its answer waits this long at most).
+#: How often a PUT looks whether its restore has ended, on an event loop other than asyncio's.
 _POLL_SECONDS = 0.005
 
 
@@ -184,11 +185,7 @@ class SnapshotApp:
                                               f"{RESTORE_ID_HEADER}", headers={RESTORE_ID_HEADER: restore_id})
         # Only now is the body asked for (and 100 Continue sent). The restore reads it as it comes.
         await pump_body(request.receive, feed, config.io_timeout)
-        # Polled: the restore is a plain thread that may outlive this request, and a thread
-        # parked per waiting PUT would come from the pool the takes need (or from a limiter tied
-        # to one event loop, when hosts may run several).
-        while not job.done.is_set():
-            await anyio.sleep(_POLL_SECONDS)
+        await _ended(job)
         answer_headers = {RESTORE_ID_HEADER: restore_id}
         if job.result is not None:
             body = {**job.result.meta.to_dict(), "restore": job.result.to_dict()}
@@ -257,6 +254,28 @@ class SnapshotApp:
             log.warning("advertise= failed for %s", leader, exc_info=True)
             return None
         return str(url) if url else None
+
+
+async def _ended(job: RestoreJob) -> None:
+    """Return once ``job`` has ended. The restore is a plain thread that may outlive this
+    request, and a thread parked per waiting PUT would come from the pool the takes need (or from
+    a limiter tied to one event loop, when hosts may run several): on asyncio (uvicorn, and
+    most hosts) the restore's thread wakes this request through its loop; on another event loop
+    (trio) the request looks every few milliseconds."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        while not job.done.is_set():
+            await anyio.sleep(_POLL_SECONDS)
+        return
+    ended = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(ended.set)
+
+    job.on_done(wake)
+    await ended.wait()
 
 
 class _Endpoint:

@@ -34,6 +34,9 @@ def content_length(value: str | None) -> int | None:
 RESTORES_PATH = PATH + "/restores"
 #: The header naming a restore: proposed by the client on ``PUT``, echoed on every answer to it.
 RESTORE_ID_HEADER = "X-Raft-Restore-Id"
+#: ``serve(http=...)``: ``auto`` is uvicorn's httptools protocol on uvloop when installed, else its
+#: h11 protocol on asyncio's loop; ``h11`` is the latter whatever is installed.
+HTTP_IMPLEMENTATIONS = ("auto", "h11")
 #: Seconds a client waits to connect (TCP and TLS) unless told otherwise.
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Seconds a client waits for the node to act (a take before the download's first byte, a restore

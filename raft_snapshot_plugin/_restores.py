@@ -118,27 +118,29 @@ class Feed:
     # --- the restore's side ---------------------------------------------------------------------
 
     def read(self, size: int = -1, /) -> bytes:
-        want = None if size is None or size < 0 else size
-        parts: list[bytes] = []
-        have = 0
+        """Up to ``size`` bytes, as a raw stream reads: the next piece as it arrived (split if
+        longer), waiting only while nothing is queued; ``b""`` at the end. Pieces are not joined
+        into ``size`` bytes: that copied every byte of the upload once more on the restore's
+        thread, and the restore's reader takes what it is given (see bench/ENDPOINT.md)."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(FEED_BYTES), b""))
+        if size == 0:
+            return b""
         with self._cond:
-            while want is None or have < want:
-                if not self._pieces:
-                    if self._ended:
-                        break
-                    self._cond.wait()
-                    continue
-                piece = self._pieces.popleft()
-                if want is not None and have + len(piece) > want:  # split: keep the rest first
-                    self._pieces.appendleft(piece[want - have:])
-                    piece = piece[: want - have]
-                self._queued -= len(piece)
-                parts.append(piece)
-                have += len(piece)
-            self._cond.notify_all()
-            if not parts and self._end is not None:
-                raise self._end
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            while not self._pieces and not self._ended:
+                self._cond.wait()
+            if not self._pieces:
+                if self._end is not None:
+                    raise self._end
+                return b""
+            piece = self._pieces.popleft()
+            if len(piece) > size:  # split: keep the rest first
+                self._pieces.appendleft(piece[size:])
+                piece = piece[:size]
+            self._queued -= len(piece)
+            if self._queued <= FEED_BYTES // 2:  # a put() waits for this much room
+                self._cond.notify_all()
+        return piece
 
     def abandon(self) -> None:
         """The reader is done, whatever is left: let the request stop feeding."""
@@ -163,6 +165,25 @@ class RestoreJob:
     error: str | None = None
     not_leader: dict[str, Any] | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    _on_done: list[Callable[[], object]] = dataclasses.field(default_factory=list, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def on_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (on the restore's thread) once the restore has ended, or now if it
+        has; it must not block, and what it raises is logged."""
+        with self._lock:
+            if not self.done.is_set():
+                self._on_done.append(callback)
+                return
+        _call_quietly(callback)
+
+    def _finish(self) -> None:
+        self.finished = time.time()
+        with self._lock:
+            self.done.set()
+            callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            _call_quietly(callback)
 
     def to_dict(self) -> dict[str, Any]:
         """The status resource's JSON body."""
@@ -174,6 +195,13 @@ class RestoreJob:
         if self.error is not None:
             doc.update(error=self.error, status=self.status)
         return doc
+
+
+def _call_quietly(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except Exception:  # a waiter's failure must not end the restore's thread with a traceback
+        log.warning("a restore's completion callback failed", exc_info=True)
 
 
 class Restores:
@@ -233,8 +261,7 @@ class Restores:
                             job.id, len(lagging), len(result.members or ()),
                             ", ".join(m.member for m in lagging))
         finally:
-            job.finished = time.time()
-            job.done.set()
+            job._finish()
 
     def _prune(self) -> None:
         """Forget finished restores past the retention time, and the oldest beyond ``keep``."""

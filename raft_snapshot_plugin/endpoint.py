@@ -75,6 +75,7 @@ from ._protocol import (
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_OPERATION_TIMEOUT,
     DEFAULT_TIMEOUT,
+    HTTP_IMPLEMENTATIONS,
     PATH,
     RESTORE_ID_HEADER,
     RESTORE_RETENTION_COUNT,
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_STATE_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
+    "HTTP_IMPLEMENTATIONS",
     "PATH",
     "RESTORES_PATH",
     "RESTORE_ID_HEADER",
@@ -204,6 +206,7 @@ def serve(
     verify_key: VerifyKey | None = None,
     client_cafile: str | os.PathLike[str] | None = None,
     advertise: Advertise | None = None,
+    http: str = "auto",
 ) -> SnapshotServer:
     """Serve :func:`snapshot_app` for ``node`` on uvicorn, on a background thread.
 
@@ -217,9 +220,12 @@ def serve(
         certificate authorities in this PEM file; a client without one is refused in the TLS
         handshake. Needs ``certfile``.
     :param max_connections: requests served at once; beyond, uvicorn answers ``503``.
+    :param http: ``"auto"``: uvicorn's httptools protocol on uvloop (the ``server`` extra's), or
+        its h11 protocol on asyncio's loop when they are not installed; ``"h11"``: the latter,
+        whatever is installed (the pure-Python fallback, e.g. to rule the fast parts out).
     :return: the running :class:`SnapshotServer`.
-    :raises ValueError: an empty token, a bad limit, or a ``keyfile`` or ``client_cafile``
-        without ``certfile``.
+    :raises ValueError: an empty token, a bad limit, an unknown ``http``, or a ``keyfile`` or
+        ``client_cafile`` without ``certfile``.
     :raises BackendNotFoundError: no adapter claims ``node``.
     :raises OSError: the address cannot be bound, or the certificate cannot be read.
     :raises ssl.SSLError: the certificate or key is not valid.
@@ -235,6 +241,6 @@ def serve(
                        io_timeout=io_timeout)
     server: SnapshotServer = _server_module().start(
         app, host=host, port=port, max_connections=max_connections, certfile=certfile,
-        keyfile=keyfile, client_cafile=client_cafile)
+        keyfile=keyfile, client_cafile=client_cafile, http=http)
     log.info("serving snapshots of %s node at %s%s", app.config.backend, server.url, PATH)
     return server

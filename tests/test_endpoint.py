@@ -21,12 +21,21 @@ from apps.tlscert import make_cert
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import hookimpl
 from raft_snapshot_plugin.client import Client
-from raft_snapshot_plugin.endpoint import DEFAULT_MAX_UPLOAD_BYTES, PATH, SnapshotServer, serve
+from raft_snapshot_plugin.endpoint import (
+    DEFAULT_MAX_UPLOAD_BYTES,
+    HTTP_IMPLEMENTATIONS,
+    PATH,
+    SnapshotServer,
+    serve,
+)
 from raft_snapshot_plugin.errors import RemoteError
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.testing import MemoryCluster, MemoryNode, MemoryPlugin
 
 TOKEN = "token-for-tests"
+#: The hostile-request tests run against both of serve()'s HTTP implementations (httptools on
+#: uvloop, and the h11 fallback): each has its own code for malformed requests.
+BOTH_HTTP = pytest.mark.parametrize("servers", HTTP_IMPLEMENTATIONS, indirect=True)
 
 
 @pytest.fixture
@@ -39,11 +48,15 @@ def cluster() -> MemoryCluster:
 
 @pytest.fixture
 def servers(
-    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path
+    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[list[SnapshotServer]]:
-    """One endpoint per node; the leader's first. The private temp folder must end up empty."""
-    started = [serve(node, token=TOKEN, manager=snapshot_manager, max_upload_bytes=1 << 20)
-               for node in cluster.nodes]
+    """One endpoint per node; the leader's first. The private temp folder must end up empty.
+
+    ``serve(http=...)`` is the test's indirect parameter when it has one (:data:`BOTH_HTTP`)."""
+    http_impl: str = getattr(request, "param", "auto")
+    started = [serve(node, token=TOKEN, manager=snapshot_manager, max_upload_bytes=1 << 20,
+                     http=http_impl) for node in cluster.nodes]
     yield started
     for server in started:
         server.close()
@@ -107,6 +120,8 @@ def test_serve_refuses_bad_arguments(cluster: MemoryCluster, snapshot_manager: P
         serve(node, token=TOKEN, keyfile="key.pem", manager=snapshot_manager)
     with pytest.raises(rsp.BackendNotFoundError):
         serve(object(), token=TOKEN, manager=snapshot_manager)
+    with pytest.raises(ValueError, match="'h2'"):
+        serve(node, token=TOKEN, manager=snapshot_manager, http="h2")
     assert DEFAULT_MAX_UPLOAD_BYTES == 1 << 30
 
 
@@ -166,6 +181,7 @@ def test_leader_hook_answers_through_the_manager(
 
 # --- authentication and routing -------------------------------------------------------------------
 
+@BOTH_HTTP
 def test_token_is_required_and_checked(servers: list[SnapshotServer]) -> None:
     url = servers[0].url
     response, data = request(url, token=None)
@@ -186,6 +202,7 @@ def test_token_is_required_and_checked(servers: list[SnapshotServer]) -> None:
     assert response.status == 403
 
 
+@BOTH_HTTP
 def test_unknown_path_and_method(servers: list[SnapshotServer]) -> None:
     url = servers[0].url
     for path in ("/", "/v1/snapshots", "/v1/snapshot/x", "/v2/snapshot"):
@@ -201,6 +218,7 @@ def test_unknown_path_and_method(servers: list[SnapshotServer]) -> None:
     assert response.status == 501 and error_of(data)
 
 
+@BOTH_HTTP
 def test_malformed_request_gets_json(servers: list[SnapshotServer]) -> None:
     parts = urllib.parse.urlsplit(servers[0].url)
     with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=10) as sock:
@@ -227,6 +245,7 @@ def test_put_restores_and_answers_the_meta(
     assert states(cluster) == expected
 
 
+@BOTH_HTTP
 def test_put_needs_a_length_within_the_limit(
     servers: list[SnapshotServer], cluster: MemoryCluster, tmp_path: Path
 ) -> None:
@@ -266,6 +285,7 @@ def test_damaged_upload_never_applied(
     assert list(private_tmpdir.iterdir()) == []
 
 
+@BOTH_HTTP
 def test_body_is_read_exactly_to_its_length(
     servers: list[SnapshotServer], cluster: MemoryCluster, tmp_path: Path
 ) -> None:

@@ -1,10 +1,17 @@
 """The endpoint under hostile or unlucky clients: nothing before the checks, no hang behind a
-restore, slow and numerous clients bounded. Real sockets against a real server on 127.0.0.1."""
+restore, slow and numerous clients bounded. Real sockets against a real server on 127.0.0.1.
+
+Every test runs against both of ``serve()``'s HTTP implementations: httptools on uvloop (what the
+``server`` extra installs) and h11 on asyncio's loop (the fallback without them), each with its
+own code for the bounds (``raft_snapshot_plugin._server``)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
+import importlib.util
+import os
 import socket
 import threading
 import time
@@ -16,7 +23,7 @@ import pytest
 
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import hookimpl
-from raft_snapshot_plugin.endpoint import PATH, SnapshotServer, serve
+from raft_snapshot_plugin.endpoint import HTTP_IMPLEMENTATIONS, PATH, SnapshotServer, serve
 from raft_snapshot_plugin.manager import PluginManager, get_plugin_manager
 from raft_snapshot_plugin.memory import MemoryCluster, MemoryNode, MemoryPlugin
 
@@ -30,12 +37,30 @@ def cluster() -> MemoryCluster:
     return cluster
 
 
+@pytest.fixture(params=HTTP_IMPLEMENTATIONS)
+def http_impl(request: pytest.FixtureRequest) -> str:
+    """``serve(http=...)``: each test runs against each implementation."""
+    impl: str = request.param
+    return impl
+
+
 @pytest.fixture
-def server(cluster: MemoryCluster, snapshot_manager: PluginManager,
-           private_tmpdir: Path) -> Iterator[SnapshotServer]:
+def server(cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path,
+           http_impl: str) -> Iterator[SnapshotServer]:
     with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager,
-               max_upload_bytes=1 << 20) as running:
+               max_upload_bytes=1 << 20, http=http_impl) as running:
         yield running
+
+
+def test_each_implementation_is_the_one_serving(server: SnapshotServer, http_impl: str) -> None:
+    """``http="h11"`` really serves on h11 and asyncio's loop (else these tests would run the
+    fast protocol twice); ``"auto"`` on httptools and uvloop where they are installed."""
+    from raft_snapshot_plugin import _server
+
+    fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
+    assert server._server.config.http is (_server._FastProtocol if fast else _server._Protocol)
+    with_uvloop = fast and importlib.util.find_spec("uvloop") is not None
+    assert type(server.loop).__module__.split(".")[0] == ("uvloop" if with_uvloop else "asyncio")
 
 
 def _raw(server: SnapshotServer, head: str, seconds: float = 5.0) -> tuple[socket.socket, bytes]:
@@ -94,7 +119,7 @@ class _NoQuorum(MemoryPlugin):
 
 
 def test_a_restore_without_quorum_lets_go_at_its_timeout_and_stale_gets_never_hang(
-    cluster: MemoryCluster, private_tmpdir: Path
+    cluster: MemoryCluster, private_tmpdir: Path, http_impl: str
 ) -> None:
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(_NoQuorum(), name="memory")
@@ -102,7 +127,8 @@ def test_a_restore_without_quorum_lets_go_at_its_timeout_and_stale_gets_never_ha
     good.register(MemoryPlugin(), name="memory")
     with rsp.take(cluster.nodes[0], manager=good) as snap:
         archive = snap.read()
-    with serve(cluster.nodes[0], token=TOKEN, manager=manager, timeout=2.0) as running:
+    with serve(cluster.nodes[0], token=TOKEN, manager=manager, timeout=2.0,
+               http=http_impl) as running:
         answers: list[int] = []
 
         def restore() -> None:
@@ -179,3 +205,69 @@ def test_headers_that_trickle_are_dropped(
                 sock.sendall(piece.encode())
             time.sleep(0.3)
         assert sock.recv(100) == b""  # the server hung up, however politely it was trickled
+
+
+def _big_archive(cluster: MemoryCluster, manager: PluginManager,
+                 size: int) -> tuple[bytes, dict[str, str]]:
+    """An archive over ``size`` bytes (a value of incompressible text) and the state it holds;
+    the state is changed after the take."""
+    cluster.nodes[0].set("big", base64.b64encode(os.urandom(size)).decode())
+    with rsp.take(cluster.nodes[0], manager=manager) as snap:
+        archive = snap.read()
+    taken = dict(cluster.nodes[0].data)
+    cluster.nodes[0].set("big", "changed after the take")
+    assert len(archive) > size
+    return archive, taken
+
+
+def _answer_until_closed(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):  # the server closes after answering a large upload
+        answer += chunk
+    return answer
+
+
+def _one_answer(sock: socket.socket) -> tuple[int, bytes]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, response.read()
+
+
+def test_a_large_upload_is_read_to_its_length_and_no_further(
+    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path, http_impl: str
+) -> None:
+    """Past ``PASSTHROUGH_BYTES`` httptools no longer parses the body: the bytes after it are
+    still not part of the archive, nor another request, and a cut one applies nothing."""
+    from raft_snapshot_plugin._server import PASSTHROUGH_BYTES
+
+    archive, taken = _big_archive(cluster, snapshot_manager, PASSTHROUGH_BYTES + (256 << 10))
+    head = (f"PUT {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {len(archive)}\r\n\r\n").encode()
+    with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager, max_upload_bytes=8 << 20,
+               http=http_impl) as running:
+        with socket.create_connection((running.host, running.port), timeout=20) as sock:
+            sock.sendall(head + archive[: len(archive) // 2])
+            sock.shutdown(socket.SHUT_WR)  # the rest never comes
+            status, body = _one_answer(sock)
+        assert status == 400, body
+        assert cluster.nodes[0].data["big"] == "changed after the take"
+        garbage = b"not a gzip stream " * (len(archive) // 18)  # refused at its first bytes
+        with socket.create_connection((running.host, running.port), timeout=20) as sock:
+            sock.sendall(head.replace(str(len(archive)).encode(), str(len(garbage)).encode())
+                         + garbage)  # all of it: the refusal's answer must not be lost in a reset
+            status, body = _one_answer(sock)
+        assert status == 400 and b"gzip" in body, body
+        assert cluster.nodes[0].data["big"] == "changed after the take"
+        after = (f"GET {PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                 "Connection: close\r\n\r\n").encode()
+        with socket.create_connection((running.host, running.port), timeout=20) as sock:
+            for start in range(0, len(archive), 100_000):  # in pieces, as a network brings them
+                sock.sendall((head if start == 0 else b"") + archive[start:start + 100_000])
+            # a request after the body, never read as part of it: httptools closes the connection
+            # unread after a large body, h11 answers it as a pipelined request of its own
+            sock.sendall(after)
+            answer = _answer_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
+        assert answer.count(b"HTTP/1.1 ") == (1 if fast else 2), answer[:200]
+        assert all(node.data == taken for node in cluster.nodes)

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a restore without a timeout waits for its members to apply it.
 APPLY_WAIT = 30.0
-#: Seconds between two rounds of questions.
+#: Seconds between two rounds of questions, at most: the first rounds come sooner (from
+#: ``FIRST_POLL_SECONDS``, doubling), as followers mostly apply a commit within milliseconds and a
+#: fixed 0.2 s added that much to most restores.
 POLL_SECONDS = 0.2
+FIRST_POLL_SECONDS = 0.01
 #: The longest one member's answer is waited for.
 ASK_TIMEOUT = 2.0
 
@@ -47,6 +50,7 @@ def wait_applied(node: SyncObj, index: int, deadline: float | None, wait: float)
     end = started + wait if deadline is None else min(started + wait, deadline)
     seen: dict[str, int | None] = {name: None for name in _members(node)}
     password = node.conf.password
+    pause = FIRST_POLL_SECONDS
     while True:
         for name in [n for n, at in seen.items() if at is None or at < index]:
             left = max(end - time.monotonic(), 0.0)
@@ -58,7 +62,8 @@ def wait_applied(node: SyncObj, index: int, deadline: float | None, wait: float)
         now = time.monotonic()
         if now >= end:
             break
-        time.sleep(min(POLL_SECONDS, end - now))
+        time.sleep(min(pause, end - now))
+        pause = min(pause * 2, POLL_SECONDS)
     waited = round(time.monotonic() - started, 1)
     members = tuple(MemberApplied(name, at, at is not None and at >= index)
                     for name, at in sorted(seen.items()))
