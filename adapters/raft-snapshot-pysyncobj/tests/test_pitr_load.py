@@ -7,7 +7,10 @@ exactly the state the recorder folds for that point. The recovery point (the p99
 from a change's commit to its segment being stored) is printed (``pytest -s``).
 
 The long variant (60 s at 1000 moves/s, 30 s snapshots, 2 s segments, 20 indexes and 5 times) is
-marked slow; CI runs a short one.
+marked slow; CI runs a short one. A third (slow) runs the long one with the S3 server stopped
+(SIGSTOP: connections hang, nothing answers) for 30 s in the middle of the load, and restores
+besides to 5 indexes applied during the outage: nothing is lost or repeated, and no gap is
+recorded (the node still had every change).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cluster import WAIT, Cluster, default_consumers, running_cluster
 from pitr_load import LedgerBank, Load, ShipWatch, percentile
 from procs.control import archive_attributes
 
-from raft_snapshot_plugin.agent import Agent, Retention, build_point
+from raft_snapshot_plugin.agent import Agent, Retention, build_point, recovery_window
 from raft_snapshot_plugin.endpoint import serve
 
 TOKEN = "pitr-load-token"
@@ -53,13 +56,15 @@ def _time_targets(applied: list[tuple[int, int, float]], low: int, high: int, co
     return [((a[2] + b[2]) / 2, a[0]) for a, b in rng.sample(pairs, count)]
 
 
-@pytest.mark.parametrize(("seconds", "rate", "interval", "indexes", "times"), [
-    (8, 200, 4.0, 5, 2),
-    pytest.param(60, 1000, 30.0, 20, 5, marks=pytest.mark.slow),
+@pytest.mark.parametrize(("seconds", "rate", "interval", "indexes", "times", "outage"), [
+    (8, 200, 4.0, 5, 2, 0),
+    pytest.param(60, 1000, 30.0, 20, 5, 0, marks=pytest.mark.slow),
+    pytest.param(60, 1000, 30.0, 20, 5, 30, marks=pytest.mark.slow),
 ])
 def test_restores_to_any_index_and_time_give_the_recorded_state(
-        s3: Any, seconds: int, rate: int, interval: float, indexes: int, times: int) -> None:
-    bucket = f"pitr{rate}"
+        s3: Any, seconds: int, rate: int, interval: float, indexes: int, times: int,
+        outage: int) -> None:
+    bucket = f"pitr{rate}-{outage}"
     s3.create_bucket(bucket)
     url = f"s3://{bucket}/prod"
     options = s3.options()
@@ -68,7 +73,7 @@ def test_restores_to_any_index_and_time_give_the_recorded_state(
         assert isinstance(leader, LedgerBank)
         agent = Agent(leader, url, storage_options=options, interval=interval,
                       segment_interval=2.0, retention=Retention(keep=1000, hourly=0, daily=0),
-                      timeout=WAIT, backoff=0.5)
+                      timeout=WAIT, backoff=0.5, storage_timeout=10.0)
         agent.start()
         try:
             deadline = time.monotonic() + WAIT
@@ -77,7 +82,7 @@ def test_restores_to_any_index_and_time_give_the_recorded_state(
                 time.sleep(0.1)
             with ShipWatch(lambda: agent.status().segment_index) as watch:
                 with Load(cluster, rate) as load:
-                    time.sleep(seconds)
+                    outage_window = _load_for(s3, seconds, outage)
                 cluster.converged()
                 last = leader.raftLastApplied
                 deadline = time.monotonic() + 60
@@ -93,13 +98,20 @@ def test_restores_to_any_index_and_time_give_the_recorded_state(
         delays = watch.delays(applied)
         snapshots = agent.list()
         first = min(s.index for s in snapshots)
-        print(f"\npitr load: {seconds} s at {rate}/s, {len(applied)} moves, {len(snapshots)} "
+        print(f"\npitr load: {seconds} s at {rate}/s, S3 stopped for {outage} s, "
+              f"{len(applied)} moves, {len(snapshots)} "
               f"snapshot(s); commit-to-stored p50 {percentile(delays, 0.5):.2f} s, p99 "
               f"{percentile(delays, 0.99):.2f} s, max {max(delays):.2f} s")
         assert len(delays) == len(applied)
 
         rng = random.Random(rate * seconds)
         targets = sorted(rng.sample(range(first + 1, last + 1), indexes))
+        if outage:
+            during = [i for i, _, at in applied if outage_window[0] <= at <= outage_window[1]]
+            assert len(during) > outage * rate // 2, "the load stalled during the outage"
+            targets = sorted({*targets, *rng.sample(during, 5)})
+            assert agent.status().last_segment_error is None
+            assert not recovery_window(url, options).gaps
         for index in targets:
             with build_point(url, to_index=index, storage_options=options) as point:
                 assert point.meta.index == index
@@ -109,6 +121,22 @@ def test_restores_to_any_index_and_time_give_the_recorded_state(
                 assert point.meta.index >= index
                 assert _archive_state(point.path) == leader.recorder.state_at(index), when
         _restore_through_the_cli(s3, url, targets[len(targets) // 2], leader)
+
+
+def _load_for(s3: Any, seconds: int, outage: int) -> tuple[float, float]:
+    """Let the load run ``seconds``, the S3 server stopped for ``outage`` of them in the middle;
+    the outage's start and end (Unix time)."""
+    time.sleep((seconds - outage) / 2)
+    begun = time.time()
+    if outage:
+        s3.pause()
+        try:
+            time.sleep(outage)
+        finally:
+            s3.resume()
+    ended = time.time()
+    time.sleep((seconds - outage) / 2)
+    return begun, ended
 
 
 def _restore_through_the_cli(s3: Any, url: str, index: int, source: LedgerBank) -> None:
