@@ -116,6 +116,15 @@ class Stage:
         self.state = None
         self._finished.set()
 
+    def await_outcome(self) -> str:
+        """``applied`` or ``dropped``, once :meth:`finish` has said so and it is settled (or the
+        node stopped, or ``LINGER_LEASES`` leases passed: ``dropped``)."""
+        deadline = time.monotonic() + self.pending.lease * LINGER_LEASES
+        while (not (self._finished.is_set() and self._settled()) and self.alive()
+               and time.monotonic() < deadline):
+            self._finished.wait(0.1)
+        return self._outcome or "dropped"
+
     def _run(self, report: bool = True) -> None:
         assert self.pending.source is not None, "a stage is made for direct restores only"
         host, port, token = self.pending.source
@@ -136,11 +145,7 @@ class Stage:
                 verdict = ("ok" if self.state is not None
                            else f"{'lost' if lost else 'error'} {self.error}")
                 conn.sendall(verdict.encode("utf-8", "replace")[:4000] + b"\n")
-                deadline = time.monotonic() + self.pending.lease * LINGER_LEASES
-                while (not (self._finished.is_set() and self._settled()) and self.alive()
-                       and time.monotonic() < deadline):
-                    self._finished.wait(0.1)
-                conn.sendall(f"{self._outcome or 'dropped'}\n".encode())
+                conn.sendall(f"{self.await_outcome()}\n".encode())
         except OSError as exc:
             if self.error is None and self.state is None:
                 self.error = f"cannot fetch the state from {host}:{port}: {exc}"

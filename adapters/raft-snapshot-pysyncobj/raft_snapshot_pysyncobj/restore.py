@@ -26,6 +26,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO, Any
 
 from pysyncobj import SyncObj, SyncObjException
@@ -113,17 +114,17 @@ def restore_state(
     # into this process (its memory would grow by the state's size: bench/PYSYNCOBJ.md).
     source = _seekable_file(source)
     start = source.tell()
-    size, sha256 = _measure(source)
     meta_json = meta.to_json() if meta.seal is not None else None
     if use_direct(node, support):
         try:
-            source.seek(start)
             direct_restore = _Restore(node, support, timeout)
-            direct_restore.run_direct(_payload(source), sha256, meta_json)
+            direct_restore.run_direct(source, meta_json)
             return direct_restore.members_applied()
         except DirectTransferError as exc:
             log.warning("direct restore transfer failed (%s); sending the state through the log",
                         exc)
+    source.seek(start)
+    size, sha256 = _measure(source)
     source.seek(start)
     attributes, consumer_states = load_state(
         YieldingReader(source), trusted_classes=support.trusted_classes,
@@ -256,6 +257,7 @@ class _Restore:
             self.abort()  # a begin applied late must not block the next restore for a lease
             raise
         if answer == "busy":
+            self.support.drop_stage(self.rid)  # this node's own copy, decoded for nothing
             raise BackendError("another restore into this cluster is in progress",
                                backend=_node.BACKEND)
 
@@ -268,20 +270,29 @@ class _Restore:
             raise BackendError(f"the cluster did not apply the snapshot: {result}",
                                backend=_node.BACKEND)
 
-    def run_direct(self, payload: Payload, sha256: str, meta_json: bytes | None) -> None:
-        """Serve ``payload`` to every member, commit once all hold a good copy. Not compressed: on
-        loopback and LAN links compressing and inflating cost more than the bytes they save
-        (measured in bench/PYSYNCOBJ.md).
+    def run_direct(self, source: IO[bytes], meta_json: bytes | None) -> None:
+        """Serve what ``source`` holds from its position to every member, commit once all hold
+        a good copy. Not compressed: on loopback and LAN links compressing and inflating cost
+        more than the bytes they save (measured in bench/PYSYNCOBJ.md). This node's own copy is
+        decoded from ``source``'s file, from before ``begin`` (``serving.LocalStage``).
 
         :raises DirectTransferError: a member could not be reached (aborted; nothing applied).
         """
         me = self.node.selfNode
         members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
+        start = source.tell()
+        payload = _payload(source)
+        source.seek(start)
         server = PayloadServer(me.host, payload, secrets.token_hex(16), self.rid, members,
                                self.support.direct_ports or (0,))
         self.server = server
         with server:
             started = time.monotonic()
+            try:
+                sha256 = self.stage_here(source, meta_json, server.record_local)
+            except BaseException:
+                self.support.drop_stage(self.rid)
+                raise
             self.begin(payload.size, sha256, time.time(), LEASE_SECONDS, meta_json,
                        (server.address[0], server.address[1], server.token))
             begun = time.monotonic()
@@ -311,6 +322,21 @@ class _Restore:
                  "checked %.2f s later, commit %.2f s", self.rid, payload.size, len(members),
                  begun - started, checked - begun, time.monotonic() - checked)
         server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
+
+    def stage_here(self, source: IO[bytes], meta_json: bytes | None,
+                   report: Callable[[str, str], None]) -> str:
+        """Start this node's own decode of what ``source`` holds, then hash it (the hash, in C,
+        lets the decoding thread run meanwhile); the SHA-256. When this node's trust in the
+        state rests on its seal, the hash comes first."""
+        start = source.tell()
+        first = self.support.trust_needs_hash(meta_json)
+        sha256 = _measure(source)[1] if first else None
+        source.seek(start)
+        self.support.stage_here(self.rid, _payload(source), LEASE_SECONDS, meta_json, sha256,
+                                report)
+        if sha256 is None:
+            sha256 = _measure(source)[1]
+        return sha256
 
     def check_members(self, missing: set[str]) -> None:
         """While waiting for verdicts: renew the lease; give up when out of time or a member is
@@ -396,6 +422,7 @@ class _Restore:
         return failures[0] if failures else None
 
     def abort(self) -> None:
+        self.support.drop_stage(self.rid)  # this node's own copy, should the abort not apply
         with contextlib.suppress(Exception):
             self.support.abort(self.rid, callback=lambda result, error: None)
 
