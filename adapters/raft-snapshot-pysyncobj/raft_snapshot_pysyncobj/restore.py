@@ -312,6 +312,7 @@ class _Restore:
             except BaseException:
                 self.support.drop_stage(self.rid)
                 raise
+            hashed = time.monotonic()
             self.begin(payload.size, sha256, time.time(), LEASE_SECONDS, meta_json,
                        (server.address[0], server.address[1], server.token))
             begun = time.monotonic()
@@ -337,9 +338,10 @@ class _Restore:
                                          backend=_node.BACKEND) from StateRefusedError(reason)
             checked = time.monotonic()
             self.commit()
-        log.info("restore %s: %d bytes to %d members directly; begin %.2f s, every member's copy "
-                 "checked %.2f s later, commit %.2f s", self.rid, payload.size, len(members),
-                 begun - started, checked - begun, time.monotonic() - checked)
+        log.info("restore %s: %d bytes to %d members directly; hashed %.2f s, begin %.2f s, every "
+                 "member's copy checked %.2f s later, commit %.2f s", self.rid, payload.size,
+                 len(members), hashed - started, begun - hashed, checked - begun,
+                 time.monotonic() - checked)
         server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
 
     def stage_here(self, source: IO[bytes], meta_json: bytes | None,
