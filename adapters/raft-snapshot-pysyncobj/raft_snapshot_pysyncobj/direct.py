@@ -9,11 +9,12 @@ Here the log carries only ``begin`` (with the payload's address, a token, and th
 and SHA-256) and ``commit``. The restoring node serves the state from a
 :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; every member that applies ``begin``
 starts a :class:`Stage`: it fetches the payload, checks it against the length and SHA-256 from
-the log, decodes it with its own trust settings and reports its verdict. The restoring node
-submits ``commit`` only once every member has said ``ok``, so on commit each node swaps in the
-state it already holds, in log order, in one applied entry.
+the log, decodes it with its own trust settings and reports its verdict. The restoring node's
+own copy is a :class:`~raft_snapshot_pysyncobj.serving.LocalStage`, decoded from the file from
+before ``begin``. The restoring node submits ``commit`` only once every member has said ``ok``,
+so on commit each node swaps in the state it already holds, in log order, in one applied entry.
 
-Wire protocol (one connection per member)::
+Wire protocol (one connection per member but the restoring node)::
 
     member -> server   b"RSP-DIRECT/1 <token> <rid> <member id>\\n"
     server -> member   8-byte big-endian length, then the payload (state.bin as it is)

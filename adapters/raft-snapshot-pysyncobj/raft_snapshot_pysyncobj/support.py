@@ -6,8 +6,9 @@ node ever shows a half-restored state, and nothing pending is ever part of the a
 (nor of a take). The bytes travel one of two ways:
 
 - **direct** (the default when every member is connected): ``begin`` names the restoring node's
-  :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; each member fetches, checks and decodes
-  its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), and ``commit``
+  :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; each other member fetches, checks and
+  decodes its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), the
+  restoring node decodes its own from the file (``LocalStage``), and ``commit``
   is only submitted once all have it. After applying it each node compacts its log, so that a
   node catching up later receives the restored state in PySyncObj's own dump rather than
   replaying a ``begin`` whose server is gone.
