@@ -19,10 +19,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
-import hashlib
 import io
 import logging
-import mmap
 import secrets
 import threading
 import time
@@ -40,7 +38,7 @@ from . import _node, direct
 from .applied import wait_applied
 from .appstate import check_consumers
 from .direct import DirectTransferError, StateRefusedError
-from .serving import Payload, PayloadServer
+from .serving import PayloadServer, measure, payload_of
 from .state import STATE_FORMAT, YieldingReader, load_state
 from .support import SnapshotSupport, find_support
 
@@ -125,7 +123,7 @@ def restore_state(
             log.warning("direct restore transfer failed (%s); sending the state through the log",
                         exc)
     source.seek(start)
-    size, sha256 = _measure(source)
+    size, sha256 = measure(source)
     source.seek(start)
     attributes, consumer_states = load_state(
         YieldingReader(source), trusted_classes=support.trusted_classes,
@@ -147,41 +145,6 @@ def _seekable_file(source: IO[bytes]) -> IO[bytes]:
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         return io.BytesIO(source.read())
     return source
-
-
-def _payload(source: IO[bytes]) -> Payload:
-    """What the direct transfer serves: ``source`` from its position, from its file if it has
-    one."""
-    if isinstance(source, io.BytesIO):
-        return Payload(source.read())
-    return Payload.of_file(source)
-
-
-def _measure(source: IO[bytes]) -> tuple[int, str]:
-    """(length, SHA-256 hex) of what ``source`` holds from its position: a file's hashed in one
-    call on a map of it, which needs the GIL only to start (this node's own decode runs
-    meanwhile, and reading in pieces waited for the GIL at every piece); else read in pieces."""
-    start = source.tell()
-    mapped = _mapped_digest(source, start)
-    if mapped is not None:
-        source.seek(start + mapped[0])
-        return mapped
-    digest, size = hashlib.sha256(), 0
-    while piece := source.read(_PIECE):
-        digest.update(piece)
-        size += len(piece)
-    return size, digest.hexdigest()
-
-
-def _mapped_digest(source: IO[bytes], start: int) -> tuple[int, str] | None:
-    """(length, SHA-256 hex) of ``source``'s file from ``start``, or None if it cannot be
-    mapped (not a file, or empty)."""
-    try:
-        mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
-        return None
-    with mapped, memoryview(mapped) as view, view[start:] as state:
-        return len(state), hashlib.sha256(state).hexdigest()
 
 
 def use_direct(node: SyncObj, support: SnapshotSupport) -> bool:
@@ -300,7 +263,7 @@ class _Restore:
         me = self.node.selfNode
         members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
         start = source.tell()
-        payload = _payload(source)
+        payload = payload_of(source)
         source.seek(start)
         server = PayloadServer(me.host, payload, secrets.token_hex(16), self.rid, members,
                                self.support.direct_ports or (0,))
@@ -351,12 +314,12 @@ class _Restore:
         state rests on its seal, the hash comes first."""
         start = source.tell()
         first = self.support.trust_needs_hash(meta_json)
-        sha256 = _measure(source)[1] if first else None
+        sha256 = measure(source)[1] if first else None
         source.seek(start)
-        self.support.stage_here(self.rid, _payload(source), LEASE_SECONDS, meta_json, sha256,
+        self.support.stage_here(self.rid, payload_of(source), LEASE_SECONDS, meta_json, sha256,
                                 report)
         if sha256 is None:
-            sha256 = _measure(source)[1]
+            sha256 = measure(source)[1]
         return sha256
 
     def check_members(self, missing: set[str]) -> None:

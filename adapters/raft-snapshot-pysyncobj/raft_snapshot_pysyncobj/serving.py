@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import hmac
 import io
 import logging
+import mmap
 import os
 import socket
 import threading
@@ -22,7 +24,7 @@ from .direct import IO_TIMEOUT, LENGTH, MAGIC, PIECE, DirectTransferError, Stage
 from .record import PendingRestore
 from .state import PickleSource, YieldingReader
 
-__all__ = ["LocalStage", "Payload", "PayloadServer"]
+__all__ = ["LocalStage", "Payload", "PayloadServer", "measure", "payload_of"]
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +268,41 @@ def _ranges(ports: list[int]) -> str:
         else:
             spans.append([port, port])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "no port"
+
+
+def payload_of(source: IO[bytes]) -> Payload:
+    """What the direct transfer serves: ``source`` from its position, from its file if it has
+    one."""
+    if isinstance(source, io.BytesIO):
+        return Payload(source.read())
+    return Payload.of_file(source)
+
+
+def measure(source: IO[bytes]) -> tuple[int, str]:
+    """(length, SHA-256 hex) of what ``source`` holds from its position: a file's hashed in one
+    call on a map of it, which needs the GIL only to start (this node's own decode runs
+    meanwhile, and reading in pieces waited for the GIL at every piece); else read in pieces."""
+    start = source.tell()
+    mapped = _mapped_digest(source, start)
+    if mapped is not None:
+        source.seek(start + mapped[0])
+        return mapped
+    digest, size = hashlib.sha256(), 0
+    while piece := source.read(PIECE):
+        digest.update(piece)
+        size += len(piece)
+    return size, digest.hexdigest()
+
+
+def _mapped_digest(source: IO[bytes], start: int) -> tuple[int, str] | None:
+    """(length, SHA-256 hex) of ``source``'s file from ``start``, or None if it cannot be
+    mapped (not a file, or empty)."""
+    try:
+        mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    with mapped, memoryview(mapped) as view, view[start:] as state:
+        return len(state), hashlib.sha256(state).hexdigest()
 
 
 class LocalStage(Stage):
