@@ -9,11 +9,12 @@ Here the log carries only ``begin`` (with the payload's address, a token, and th
 and SHA-256) and ``commit``. The restoring node serves the state from a
 :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; every member that applies ``begin``
 starts a :class:`Stage`: it fetches the payload, checks it against the length and SHA-256 from
-the log, decodes it with its own trust settings and reports its verdict. The restoring node
-submits ``commit`` only once every member has said ``ok``, so on commit each node swaps in the
-state it already holds, in log order, in one applied entry.
+the log, decodes it with its own trust settings and reports its verdict. The restoring node's
+own copy is a :class:`~raft_snapshot_pysyncobj.serving.LocalStage`, decoded from the file from
+before ``begin``. The restoring node submits ``commit`` only once every member has said ``ok``,
+so on commit each node swaps in the state it already holds, in log order, in one applied entry.
 
-Wire protocol (one connection per member)::
+Wire protocol (one connection per member but the restoring node)::
 
     member -> server   b"RSP-DIRECT/1 <token> <rid> <member id>\\n"
     server -> member   8-byte big-endian length, then the payload (state.bin as it is)
@@ -116,6 +117,15 @@ class Stage:
         self.state = None
         self._finished.set()
 
+    def await_outcome(self) -> str:
+        """``applied`` or ``dropped``, once :meth:`finish` has said so and it is settled (or the
+        node stopped, or ``LINGER_LEASES`` leases passed: ``dropped``)."""
+        deadline = time.monotonic() + self.pending.lease * LINGER_LEASES
+        while (not (self._finished.is_set() and self._settled()) and self.alive()
+               and time.monotonic() < deadline):
+            self._finished.wait(0.1)
+        return self._outcome or "dropped"
+
     def _run(self, report: bool = True) -> None:
         assert self.pending.source is not None, "a stage is made for direct restores only"
         host, port, token = self.pending.source
@@ -136,11 +146,7 @@ class Stage:
                 verdict = ("ok" if self.state is not None
                            else f"{'lost' if lost else 'error'} {self.error}")
                 conn.sendall(verdict.encode("utf-8", "replace")[:4000] + b"\n")
-                deadline = time.monotonic() + self.pending.lease * LINGER_LEASES
-                while (not (self._finished.is_set() and self._settled()) and self.alive()
-                       and time.monotonic() < deadline):
-                    self._finished.wait(0.1)
-                conn.sendall(f"{self._outcome or 'dropped'}\n".encode())
+                conn.sendall(f"{self.await_outcome()}\n".encode())
         except OSError as exc:
             if self.error is None and self.state is None:
                 self.error = f"cannot fetch the state from {host}:{port}: {exc}"

@@ -19,13 +19,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
-import hashlib
 import io
 import logging
 import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO, Any
 
 from pysyncobj import SyncObj, SyncObjException
@@ -38,7 +38,7 @@ from . import _node, direct
 from .applied import wait_applied
 from .appstate import check_consumers
 from .direct import DirectTransferError, StateRefusedError
-from .serving import Payload, PayloadServer
+from .serving import PayloadServer, measure, payload_of
 from .state import STATE_FORMAT, YieldingReader, load_state
 from .support import SnapshotSupport, find_support
 
@@ -113,17 +113,17 @@ def restore_state(
     # into this process (its memory would grow by the state's size: bench/PYSYNCOBJ.md).
     source = _seekable_file(source)
     start = source.tell()
-    size, sha256 = _measure(source)
     meta_json = meta.to_json() if meta.seal is not None else None
     if use_direct(node, support):
         try:
-            source.seek(start)
             direct_restore = _Restore(node, support, timeout)
-            direct_restore.run_direct(_payload(source), sha256, meta_json)
+            direct_restore.run_direct(source, meta_json)
             return direct_restore.members_applied()
         except DirectTransferError as exc:
             log.warning("direct restore transfer failed (%s); sending the state through the log",
                         exc)
+    source.seek(start)
+    size, sha256 = measure(source)
     source.seek(start)
     attributes, consumer_states = load_state(
         YieldingReader(source), trusted_classes=support.trusted_classes,
@@ -145,23 +145,6 @@ def _seekable_file(source: IO[bytes]) -> IO[bytes]:
     except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
         return io.BytesIO(source.read())
     return source
-
-
-def _payload(source: IO[bytes]) -> Payload:
-    """What the direct transfer serves: ``source`` from its position, from its file if it has
-    one."""
-    if isinstance(source, io.BytesIO):
-        return Payload(source.read())
-    return Payload.of_file(source)
-
-
-def _measure(source: IO[bytes]) -> tuple[int, str]:
-    """(length, SHA-256 hex) of what ``source`` holds from its position, read in pieces."""
-    digest, size = hashlib.sha256(), 0
-    while piece := source.read(_PIECE):
-        digest.update(piece)
-        size += len(piece)
-    return size, digest.hexdigest()
 
 
 def use_direct(node: SyncObj, support: SnapshotSupport) -> bool:
@@ -256,6 +239,7 @@ class _Restore:
             self.abort()  # a begin applied late must not block the next restore for a lease
             raise
         if answer == "busy":
+            self.support.drop_stage(self.rid)  # this node's own copy, decoded for nothing
             raise BackendError("another restore into this cluster is in progress",
                                backend=_node.BACKEND)
 
@@ -268,20 +252,30 @@ class _Restore:
             raise BackendError(f"the cluster did not apply the snapshot: {result}",
                                backend=_node.BACKEND)
 
-    def run_direct(self, payload: Payload, sha256: str, meta_json: bytes | None) -> None:
-        """Serve ``payload`` to every member, commit once all hold a good copy. Not compressed: on
-        loopback and LAN links compressing and inflating cost more than the bytes they save
-        (measured in bench/PYSYNCOBJ.md).
+    def run_direct(self, source: IO[bytes], meta_json: bytes | None) -> None:
+        """Serve what ``source`` holds from its position to every member, commit once all hold
+        a good copy. Not compressed: on loopback and LAN links compressing and inflating cost
+        more than the bytes they save (measured in bench/PYSYNCOBJ.md). This node's own copy is
+        decoded from ``source``'s file, from before ``begin`` (``serving.LocalStage``).
 
         :raises DirectTransferError: a member could not be reached (aborted; nothing applied).
         """
         me = self.node.selfNode
         members = {str(me.id)} | {str(n.id) for n in self.node.otherNodes}
+        start = source.tell()
+        payload = payload_of(source)
+        source.seek(start)
         server = PayloadServer(me.host, payload, secrets.token_hex(16), self.rid, members,
                                self.support.direct_ports or (0,))
         self.server = server
         with server:
             started = time.monotonic()
+            try:
+                sha256 = self.stage_here(source, meta_json, server.record_local)
+            except BaseException:
+                self.support.drop_stage(self.rid)
+                raise
+            hashed = time.monotonic()
             self.begin(payload.size, sha256, time.time(), LEASE_SECONDS, meta_json,
                        (server.address[0], server.address[1], server.token))
             begun = time.monotonic()
@@ -307,10 +301,26 @@ class _Restore:
                                          backend=_node.BACKEND) from StateRefusedError(reason)
             checked = time.monotonic()
             self.commit()
-        log.info("restore %s: %d bytes to %d members directly; begin %.2f s, every member's copy "
-                 "checked %.2f s later, commit %.2f s", self.rid, payload.size, len(members),
-                 begun - started, checked - begun, time.monotonic() - checked)
+        log.info("restore %s: %d bytes to %d members directly; hashed %.2f s, begin %.2f s, every "
+                 "member's copy checked %.2f s later, commit %.2f s", self.rid, payload.size,
+                 len(members), hashed - started, begun - hashed, checked - begun,
+                 time.monotonic() - checked)
         server.linger(LEASE_SECONDS * direct.LINGER_LEASES)
+
+    def stage_here(self, source: IO[bytes], meta_json: bytes | None,
+                   report: Callable[[str, str], None]) -> str:
+        """Start this node's own decode of what ``source`` holds, then hash it (the hash, in C,
+        lets the decoding thread run meanwhile); the SHA-256. When this node's trust in the
+        state rests on its seal, the hash comes first."""
+        start = source.tell()
+        first = self.support.trust_needs_hash(meta_json)
+        sha256 = measure(source)[1] if first else None
+        source.seek(start)
+        self.support.stage_here(self.rid, payload_of(source), LEASE_SECONDS, meta_json, sha256,
+                                report)
+        if sha256 is None:
+            sha256 = measure(source)[1]
+        return sha256
 
     def check_members(self, missing: set[str]) -> None:
         """While waiting for verdicts: renew the lease; give up when out of time or a member is
@@ -396,6 +406,7 @@ class _Restore:
         return failures[0] if failures else None
 
     def abort(self) -> None:
+        self.support.drop_stage(self.rid)  # this node's own copy, should the abort not apply
         with contextlib.suppress(Exception):
             self.support.abort(self.rid, callback=lambda result, error: None)
 

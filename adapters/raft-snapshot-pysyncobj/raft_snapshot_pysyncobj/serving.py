@@ -1,4 +1,5 @@
-"""The restoring node's side of a direct restore: the state served to every member.
+"""The restoring node's side of a direct restore: the state served to every member, and the
+restoring node's own copy (:class:`LocalStage`), decoded from the file rather than over loopback.
 
 The protocol and the members' side are in ``direct.py``.
 """
@@ -7,17 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import hmac
+import io
+import logging
+import mmap
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import IO
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from typing import IO, Any
 
-from .direct import IO_TIMEOUT, LENGTH, MAGIC, PIECE, DirectTransferError
+from .direct import IO_TIMEOUT, LENGTH, MAGIC, PIECE, DirectTransferError, Stage, State
+from .record import PendingRestore
+from .state import PickleSource, YieldingReader
 
-__all__ = ["Payload", "PayloadServer"]
+__all__ = ["LocalStage", "Payload", "PayloadServer", "measure", "payload_of"]
+
+log = logging.getLogger(__name__)
 
 
 class Payload:
@@ -47,7 +56,7 @@ class Payload:
         size = os.fstat(file.fileno()).st_size - start
         return cls(fd=os.dup(file.fileno()), start=start, size=size)
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self) -> Generator[bytes, None, None]:
         """The payload, ``PIECE`` bytes at a time.
 
         :raises OSError: the payload was closed, or its file is shorter than it was.
@@ -181,6 +190,20 @@ class PayloadServer:
             verdicts.setdefault(member, verdict)
             self._changed.notify_all()
 
+    def record_local(self, member: str, message: str) -> None:
+        """What the restoring node's own copy (``member``) says, without a connection: its
+        verdict (``ok``, ``error ...``, ``lost ...``), then ``applied`` or ``dropped``."""
+        with self._changed:
+            self.connected.add(member)
+        if message not in ("applied", "dropped"):
+            self._record(self.verdicts, member, message)
+            return
+        with self._changed:
+            if message == "applied":
+                self.applied.add(member)
+            self.ended.add(member)
+            self._changed.notify_all()
+
     def wait_verdicts(self, check: Callable[[set[str]], None]) -> dict[str, str]:
         """The verdicts, once every member has given one or one has refused.
 
@@ -245,3 +268,106 @@ def _ranges(ports: list[int]) -> str:
         else:
             spans.append([port, port])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "no port"
+
+
+def payload_of(source: IO[bytes]) -> Payload:
+    """What the direct transfer serves: ``source`` from its position, from its file if it has
+    one."""
+    if isinstance(source, io.BytesIO):
+        return Payload(source.read())
+    return Payload.of_file(source)
+
+
+def measure(source: IO[bytes]) -> tuple[int, str]:
+    """(length, SHA-256 hex) of what ``source`` holds from its position: a file's hashed in one
+    call on a map of it, which needs the GIL only to start (this node's own decode runs
+    meanwhile, and reading in pieces waited for the GIL at every piece); else read in pieces."""
+    start = source.tell()
+    mapped = _mapped_digest(source, start)
+    if mapped is not None:
+        source.seek(start + mapped[0])
+        return mapped
+    digest, size = hashlib.sha256(), 0
+    while piece := source.read(PIECE):
+        digest.update(piece)
+        size += len(piece)
+    return size, digest.hexdigest()
+
+
+def _mapped_digest(source: IO[bytes], start: int) -> tuple[int, str] | None:
+    """(length, SHA-256 hex) of ``source``'s file from ``start``, or None if it cannot be
+    mapped (not a file, or empty)."""
+    try:
+        mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    with mapped, memoryview(mapped) as view, view[start:] as state:
+        return len(state), hashlib.sha256(state).hexdigest()
+
+
+class LocalStage(Stage):
+    """The restoring node's own copy of its restore, decoded from the payload's file in a thread
+    started before ``begin``: while this process hashes the state and replicates ``begin`` (when
+    the other members have nothing to decode yet), and without sending the state to itself over
+    loopback and hashing it again. The file is the core's private temp file, whose every byte
+    the core checked against the archive's sums and the SHA-256 ``begin`` carries was computed
+    from; its verdict and outcome go to ``report`` rather than over a connection.
+    """
+
+    def __init__(self, rid: str, payload: Payload, member: str,
+                 decode: Callable[[PickleSource, bool, int], State], *, restricted: bool,
+                 lease: float, report: Callable[[str, str], None],
+                 alive: Callable[[], bool] = lambda: True) -> None:
+        record = PendingRestore(rid=rid, size=payload.size, sha256="", lease=lease,
+                                expires=float("inf"))
+        super().__init__(rid, record, member, decode, restricted=restricted, alive=alive)
+        self._payload = payload
+        self._report = report
+
+    def _run(self, report: bool = True) -> None:
+        lost = False
+        started, cpu = time.monotonic(), time.thread_time()
+        reader = io.BufferedReader(_PayloadReader(self._payload), PIECE)
+        try:
+            self.state = self.decode(YieldingReader(reader), not self.restricted,
+                                     self._payload.size)
+            log.info("restore %s: decoded this node's own %d bytes from its file in %.2f s "
+                     "(%.2f s of this thread's CPU)", self.rid, self._payload.size,
+                     time.monotonic() - started, time.thread_time() - cpu)
+        except OSError as exc:
+            self.error, lost = f"cannot read the state's file: {exc}", True
+        except Exception as exc:  # every failure is a verdict, never a crashed thread
+            self.error, self.refusal = str(exc) or repr(exc), exc
+        finally:
+            self._payload.close()
+            reader.close()
+            self._done.set()
+        if not report:
+            return
+        self._report(self.member, "ok" if self.state is not None
+                     else f"{'lost' if lost else 'error'} {self.error}")
+        self._report(self.member, self.await_outcome())
+
+
+class _PayloadReader(io.RawIOBase):
+    """A :class:`Payload` read in order, as a raw binary stream."""
+
+    def __init__(self, payload: Payload) -> None:
+        super().__init__()
+        self._pieces = payload.pieces()
+        self._piece = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._pieces.close()  # its sender's hold on the payload's descriptor ends here
+        super().close()
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._piece:
+            self._piece = memoryview(next(self._pieces, b""))
+        count = min(len(buffer), len(self._piece))
+        buffer[:count] = self._piece[:count]
+        self._piece = self._piece[count:]
+        return count

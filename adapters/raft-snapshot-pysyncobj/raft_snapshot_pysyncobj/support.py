@@ -6,8 +6,9 @@ node ever shows a half-restored state, and nothing pending is ever part of the a
 (nor of a take). The bytes travel one of two ways:
 
 - **direct** (the default when every member is connected): ``begin`` names the restoring node's
-  :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; each member fetches, checks and decodes
-  its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), and ``commit``
+  :class:`~raft_snapshot_pysyncobj.serving.PayloadServer`; each other member fetches, checks and
+  decodes its copy off the tick thread (:class:`~raft_snapshot_pysyncobj.direct.Stage`), the
+  restoring node decodes its own from the file (``LocalStage``), and ``commit``
   is only submitted once all have it. After applying it each node compacts its log, so that a
   node catching up later receives the restored state in PySyncObj's own dump rather than
   replaying a ``begin`` whose server is gone.
@@ -37,7 +38,7 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, cast
 
 from pysyncobj import SyncObj, SyncObjConsumer, replicated
@@ -50,6 +51,7 @@ from .appstate import InternalConsumer, apply_state, check_consumers
 from .capture import DEFAULT_BUFFER_BYTES, Capture
 from .direct import DirectTransferError, Stage, State
 from .record import PendingRestore
+from .serving import LocalStage, Payload
 from .state import PickleSource, load_state
 
 try:  # the same zlib format, several times faster
@@ -342,6 +344,27 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         while len(self._commit_indexes) > 16:
             del self._commit_indexes[next(iter(self._commit_indexes))]
 
+    def stage_here(self, rid: str, payload: Payload, lease: float, meta_json: bytes | None,
+                   sha256: str | None, report: Callable[[str, str], None]) -> None:
+        """Start decoding restore ``rid``'s state on this node, the one restoring it, from its
+        file (:class:`~raft_snapshot_pysyncobj.serving.LocalStage`), before its ``begin``; this
+        node's ``begin`` then keeps that copy. ``sha256`` is needed (and, unless it is given,
+        the load restricted) only when :meth:`trust_needs_hash` says so. ``report`` gets its
+        verdict, then ``applied`` or ``dropped``."""
+        trusted = self.allow_unsafe_pickle or (
+            sha256 is not None and self._seal_holds(rid, meta_json, sha256))
+        self._stages[rid] = LocalStage(rid, payload, self.member_id(), self.decode,
+                                       restricted=not trusted, lease=lease, report=report,
+                                       alive=lambda: self._syncObj is not None).start()
+
+    def trust_needs_hash(self, meta_json: bytes | None) -> bool:
+        """Whether this node's trust in a state depends on its SHA-256 (a seal to check)."""
+        return not self.allow_unsafe_pickle and self.verify_key is not None and meta_json is not None
+
+    def drop_stage(self, rid: str) -> None:
+        """Forget this node's copy of restore ``rid`` (decoded or not), if it holds one."""
+        self._drop_stage(rid)
+
     def refusal(self, rid: str) -> Exception | None:
         """Why this node refused restore ``rid``'s state, once its copy was decoded (direct)."""
         stage = self._stages.get(rid)
@@ -406,14 +429,16 @@ class SnapshotSupport(SyncObjConsumer, InternalConsumer):  # type: ignore[misc]
         """Whether this node's own verify key vouches for a restore's state: the archive's seal,
         carried in ``begin`` with its meta.json, holds over the SHA-256 every copy is checked
         against before it is decoded unrestricted."""
-        meta_json = pending.meta_json
+        return self._seal_holds(pending.rid, pending.meta_json, pending.sha256)
+
+    def _seal_holds(self, rid: str, meta_json: bytes | None, sha256: str) -> bool:
         if self.verify_key is None or meta_json is None:
             return False
         try:
-            check_seal(SnapshotMeta.from_json(meta_json), pending.sha256, self.verify_key)
+            check_seal(SnapshotMeta.from_json(meta_json), sha256, self.verify_key)
         except RaftSnapshotError as exc:
             log.warning("restore %s: its seal does not hold under this node's key (%s); its state "
-                        "loads restricted", pending.rid, exc)
+                        "loads restricted", rid, exc)
             return False
         return True
 

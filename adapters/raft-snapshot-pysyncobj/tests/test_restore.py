@@ -398,6 +398,40 @@ def test_direct_ports_where_the_state_is_served(
         assert "no free port" in caplog.text and "through the log" in caplog.text
 
 
+@pytest.mark.parametrize("transport", ["direct"], indirect=True)
+def test_the_restoring_node_decodes_its_own_copy_from_its_file(
+    cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the other members fetch the state over TCP; the restoring node's verdict and outcome
+    come from its own copy, decoded from the file."""
+    _fill(cluster, 8, "source")
+    expected = cluster.states()[0]
+    _save(cluster, tmp_path / "s.snap")
+    local: list[tuple[str, str]] = []
+    fetched: list[str] = []
+
+    class Watching(PayloadServer):
+        def record_local(self, member: str, message: str) -> None:
+            local.append((member, message))
+            super().record_local(member, message)
+
+        def _record(self, verdicts: dict[str, str], member: str, verdict: str) -> None:
+            if (member, verdict) not in local:
+                fetched.append(member)
+            super()._record(verdicts, member, verdict)
+
+    monkeypatch.setattr(restore_module, "PayloadServer", Watching)
+    restoring = other_cluster.node(1)
+    me = str(restoring.selfNode.id)
+    rsp.restore(restoring, tmp_path / "s.snap", timeout=60)
+    assert other_cluster.states() == [expected] * 3
+    _wait_for(lambda: (me, "applied") in local, timeout=10)
+    assert local == [(me, "ok"), (me, "applied")]
+    assert sorted(fetched) == sorted(str(n.selfNode.id) for n in other_cluster.running
+                                     if n is not restoring)
+
+
 @pytest.mark.parametrize("ports", [[], [0], [65536], [True], ["7400"]])
 def test_direct_ports_must_be_ports(ports: list[Any]) -> None:
     with pytest.raises(ValueError, match="direct_ports must be TCP ports"):
