@@ -78,6 +78,15 @@ def start_cli(*args: str) -> subprocess.Popen[str]:
                             text=True, env=env)
 
 
+def signal_state(pid: int) -> str:
+    """A process's thread count and blocked, ignored and caught signals, as /proc shows them (for
+    a failing test's message)."""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [line for line in status.read().splitlines()
+                 if line.startswith(("SigBlk", "SigIgn", "SigCgt", "Threads"))]
+    return "; ".join(masks)
+
+
 def remote(url: str) -> list[str]:
     return ["--addr", url, "--token", TOKEN]
 
