@@ -271,7 +271,7 @@ def _paused_gc() -> Iterator[None]:
     with _gc_lock:
         if _gc_pausers == 0:
             _gc_was_enabled = gc.isenabled()
-            gc.disable()
+        gc.disable()  # each time: another thread may have turned it on during an earlier load
         _gc_pausers += 1
     try:
         yield

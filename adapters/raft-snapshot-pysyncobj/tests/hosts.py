@@ -72,10 +72,21 @@ def cli(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
                           env=env, check=False)
 
 
+#: The command line as an operator's shell starts it: Ctrl-C (SIGINT) at Python's default. A
+#: child inherits ignored signals, and a full run of the tests once handed the command SIGINT and
+#: SIGQUIT ignored (/proc's SigIgn; as libc's system() sets them while it runs), so Ctrl-C tests
+#: saw no Ctrl-C.
+_AS_FROM_A_SHELL = [
+    sys.executable, "-c",
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('raft_snapshot_plugin', run_name='__main__', alter_sys=True)",
+]
+
+
 def start_cli(*args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFT_SNAPSHOT_")}
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen([*_AS_FROM_A_SHELL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def signal_state(pid: int) -> str:

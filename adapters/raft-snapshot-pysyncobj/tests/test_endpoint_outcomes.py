@@ -127,9 +127,9 @@ def test_ctrl_c_after_the_upload_says_pending_and_the_restore_goes_on(
 
 def _ctrl_c(proc: subprocess.Popen[str]) -> tuple[str, str, int]:
     """Press Ctrl-C, again if the command is still waiting after its status question's limit
-    (5 s): in one full tox run (xdist) a single SIGINT went unseen in both PySyncObj envs until
-    the restore's answer came 30 s later (cause not found: in isolation the command holds one
-    thread, SIGINT caught and unblocked, and the first press always works).
+    (5 s). In full tox runs the command once started with SIGINT ignored (inherited: see
+    ``hosts.start_cli``, which now resets it) and saw no press until the restore's answer came
+    30 s later; should that recur, the failure names the command's signal state.
     Returns stdout, stderr and how many presses it took."""
     for pressed in range(1, 5):
         proc.send_signal(signal.SIGINT)
