@@ -355,8 +355,8 @@ def _compact(node: Any, dump: str) -> dict[str, Any]:
 def _restore(node: Any, rsp: Any, archive: str, profile: str | None,
              window: int | None) -> dict[str, Any]:
     if window is not None:  # tuning experiments only
-        from raft_snapshot_pysyncobj import restore as restore_module
-        restore_module.WINDOW = window
+        from raft_snapshot_pysyncobj import chunks
+        chunks.WINDOW = window
     started = time.time()
     if profile:
         import cProfile

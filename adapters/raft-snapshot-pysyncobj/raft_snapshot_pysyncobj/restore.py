@@ -7,29 +7,22 @@ copy. If a member cannot be reached the direct attempt is aborted and the log is
 
 **Log**: the state is checked here first (it decodes with this node's trust settings, its
 consumers are this node's), so a state that every node would refuse never enters the log. Then it
-is compressed, base64-encoded (PySyncObj pickles commands with protocol 2, where a ``str`` of
-ASCII costs one byte a character and ``bytes`` up to two) and cut into chunks whose commands stay
-under the node's ``appendEntriesBatchSizeBytes``: PySyncObj 0.3.10 and 0.3.12 lose followers'
-tick threads on a single bigger command. Chunks are pipelined: a window of them is in flight at
-once.
+is compressed and sent as chunks of base64 text, a window of them in flight (``chunks.py``).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import enum
 import io
 import logging
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
 from pysyncobj import SyncObj, SyncObjException
-from pysyncobj import pickle as pso_pickle
 
 from raft_snapshot_plugin import RestoreReport, SnapshotMeta
 from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError, StateRejectedError
@@ -37,15 +30,11 @@ from raft_snapshot_plugin.errors import BackendError, SnapshotTimeoutError, Stat
 from . import _node, direct
 from .applied import wait_applied
 from .appstate import check_consumers
+from .chunks import compress, send_chunks
 from .direct import DirectTransferError, StateRefusedError
 from .serving import PayloadServer, measure, payload_of
 from .state import STATE_FORMAT, YieldingReader, load_state
 from .support import SnapshotSupport, find_support
-
-try:
-    from isal import isal_zlib as _zlib
-except ImportError:  # pragma: no cover
-    import zlib as _zlib  # type: ignore[no-redef]
 
 __all__ = ["LEASE_SECONDS", "restore_state"]
 
@@ -53,10 +42,6 @@ log = logging.getLogger(__name__)
 
 #: How long an abandoned restore blocks a new one, counted from its last command.
 LEASE_SECONDS = 30.0
-#: Chunks in flight at once.
-WINDOW = 32
-#: How often sending may resume after chunks were lost (to leader changes, say).
-MAX_RESUMES = 10
 #: How often a begin, commit, progress or abort lost to a leader change is sent again.
 RETRIES = 25
 #: Seconds a replicated call is waited for before it is sent again. PySyncObj can lose a result:
@@ -85,8 +70,6 @@ class FailReason(enum.IntEnum):
 _RETRIED = frozenset({FailReason.QUEUE_FULL, FailReason.MISSING_LEADER, FailReason.DISCARDED,
                       FailReason.NOT_LEADER, FailReason.LEADER_CHANGED,
                       FailReason.UNKNOWN_OUTCOME})
-_PIECE = 1 << 20  # bytes compressed at a time: the tick thread gets the GIL in between
-_COMMAND_OVERHEAD = 512  # the pickled (funcID, (rid, seq, text, issued_at)) around the text
 
 
 def restore_state(
@@ -133,7 +116,7 @@ def restore_state(
     del attributes, consumer_states
     source.seek(start)
     log_restore = _Restore(node, support, timeout)
-    log_restore.run(size, sha256, _compress(source), meta_json)
+    log_restore.run(size, sha256, compress(source), meta_json)
     return log_restore.members_applied()
 
 
@@ -155,16 +138,6 @@ def use_direct(node: SyncObj, support: SnapshotSupport) -> bool:
     return (node.selfNode is not None and not node.conf.password
             and all(node.isNodeConnected(other) for other in node.otherNodes))
 
-
-def _compress(source: IO[bytes]) -> bytes:
-    """A zlib stream (level 1) of what ``source`` holds from its position, read and compressed in
-    1 MiB pieces so that the tick thread gets the GIL between them."""
-    compressor = _zlib.compressobj(1)
-    parts = []
-    while piece := source.read(_PIECE):
-        parts.append(compressor.compress(piece))
-    parts.append(compressor.flush())
-    return b"".join(parts)
 
 
 class _Restore:
@@ -341,78 +314,14 @@ class _Restore:
     def run(self, size: int, sha256: str, compressed: bytes, meta_json: bytes | None) -> None:
         self.begin(size, sha256, time.time(), LEASE_SECONDS, meta_json)
         try:
-            self.send_chunks(compressed)
+            send_chunks(self, compressed)
             self.remaining()  # out of time: abort rather than commit late
         except BaseException:
             self.abort()
             raise
         self.commit()
 
-    def send_chunks(self, compressed: bytes) -> None:
-        """Stream ``compressed`` as base64 text, chunk by chunk: each chunk encodes its own slice
-        (a multiple of 3 bytes), so the chunks join into exactly the base64 of the whole.
-
-        A chunk lost to a leader change (or a full queue) is not fatal: once the chunks in flight
-        have settled, the cluster is asked through the log how many it holds, and sending resumes
-        from there (chunks are idempotent, so a late duplicate is harmless).
-        """
-        step = chunk_chars(self.node) // 4 * 3
-        view = memoryview(compressed)
-        total = (len(compressed) + step - 1) // step
-        start = 0
-        for _ in range(MAX_RESUMES + 1):
-            failure = self._send_from(view, step, total, start)
-            if failure is None:
-                return
-            held = self.call(self.support.progress, self.rid)
-            if held < 0:
-                raise BackendError(f"the restore was lost ({failure})", backend=_node.BACKEND)
-            log.info("restore %s: %s; resuming at chunk %d of %d", self.rid, failure, held, total)
-            start = held
-        raise BackendError(f"the restore failed after {MAX_RESUMES} resumes: {failure}",
-                           backend=_node.BACKEND)
-
-    def _send_from(self, view: memoryview, step: int, total: int, start: int) -> str | None:
-        """Send chunks ``start..total-1``, ``WINDOW`` in flight; the first failure, or None."""
-        slots = threading.BoundedSemaphore(WINDOW)
-        lock = threading.Lock()
-        failures: list[str] = []
-        in_flight = [0]
-        settled = threading.Event()
-        settled.set()
-
-        def on_result(result: Any, error: int) -> None:
-            with lock:
-                if error != 0 or result is not True:
-                    failures.append(f"chunk refused (result {result!r}, PySyncObj error {error})")
-                in_flight[0] -= 1
-                if in_flight[0] == 0:
-                    settled.set()
-            slots.release()
-
-        for seq in range(start, total):
-            while not slots.acquire(timeout=0.1):
-                self.remaining()
-            with lock:
-                if failures:
-                    slots.release()
-                    break
-                in_flight[0] += 1
-                settled.clear()
-            text = base64.b64encode(view[seq * step:(seq + 1) * step]).decode("ascii")
-            self.support.chunk(self.rid, seq, text, time.time(), callback=on_result)
-        while not settled.wait(0.1):
-            self.remaining()
-        return failures[0] if failures else None
-
     def abort(self) -> None:
         self.support.drop_stage(self.rid)  # this node's own copy, should the abort not apply
         with contextlib.suppress(Exception):
             self.support.abort(self.rid, callback=lambda result, error: None)
-
-
-def chunk_chars(node: SyncObj) -> int:
-    """Characters of base64 per chunk so that each command stays under the batch size."""
-    budget = _node.batch_size(node) - _COMMAND_OVERHEAD
-    probe = len(pso_pickle.dumps((999, ("0" * 32, 10**9, "", 1e9))))
-    return max(4, (budget - probe) // 4 * 4)

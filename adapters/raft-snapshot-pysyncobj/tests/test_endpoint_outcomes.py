@@ -120,9 +120,24 @@ def test_ctrl_c_after_the_upload_says_pending_and_the_restore_goes_on(
         assert err.count("\n") == 1 and "Traceback" not in err and "Aborted" not in err
         restore_id = pending_id(err)
         status = final_status(restore_id, server.url)
-        assert status.returncode == 0 and "applied" in status.stdout, status.stdout + status.stderr
+        assert status.returncode == 0 and "applied" in status.stdout, (
+            status.stdout + status.stderr + _restore_states(log_cluster))
     assert _notes(log_cluster) == ["restored"] * 3
     print(f"\nCtrl-C after the upload: exit 3, {err.strip()!r}; later {status.stdout.strip()!r}")
+
+
+def _restore_states(cluster: Cluster) -> str:
+    """Where each node stands in the restore (for a failing test's message)."""
+    rows = []
+    for node in cluster.running:
+        support = find_support(node)
+        assert support is not None
+        pending = support._pending
+        rows.append(f"{node.selfNode}: leader {node._isLeader()}, commit {node.raftCommitIndex}, "
+                    f"applied {node.raftLastApplied}, pending "
+                    f"{None if pending is None else (pending.rid, len(pending.parts))}, "
+                    f"committed {support._committed}")
+    return "\n".join(rows)
 
 
 def _ctrl_c(proc: subprocess.Popen[str]) -> tuple[str, str, int]:

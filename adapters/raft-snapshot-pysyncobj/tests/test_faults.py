@@ -167,10 +167,13 @@ def _new_state_archive(source: Path, target: Path, note: str) -> dict[str, Any]:
     return attributes
 
 
-def _same_everywhere(pc: ProcCluster, at_least: int = 0) -> dict[str, Any]:
-    answers = pc.states(at_least=at_least)
+def _same_everywhere(pc: ProcCluster, at_least: int = 0, timeout: float = 20.0) -> dict[str, Any]:
+    answers = pc.states(at_least=at_least, timeout=timeout)
     states = [a["state"] for a in answers]
-    assert all(s == states[0] for s in states), "the nodes disagree: a mix of old and new"
+    assert all(s == states[0] for s in states), (
+        "the nodes disagree (a mix of old and new?) or did not reach the same index in "
+        f"{timeout} s: applied {[a['applied'] for a in answers]} (at least {at_least}); keys "
+        f"{[sorted(s.get('extra', {})) for s in states]}")
     return answers[0]
 
 
@@ -275,7 +278,7 @@ def test_node_restarted_from_journal_and_dump_after_restore(tmp_path: Path) -> N
             pc.start(i)
         pc.leader()
         # all three may agree on an index below the journal's end while they replay it
-        back = _same_everywhere(pc, at_least=before_kill["applied"])
+        back = _same_everywhere(pc, at_least=before_kill["applied"], timeout=60)  # under load
         assert back["state"] == expected
         assert not back["restoring"]
         pc.leader().ok("put", key="later", value="write")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cluster import Bank, Cluster, default_consumers, running_cluster, transfer_args, user_state
 from pysyncobj.batteries import ReplCounter, ReplDict
-from raft_snapshot_pysyncobj import SnapshotSupport, _node
+from raft_snapshot_pysyncobj import SnapshotSupport, _node, chunks
 from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.appstate import capture_state
 from raft_snapshot_pysyncobj.demo import free_ports
@@ -276,6 +276,42 @@ def test_a_live_restore_renews_its_lease(cluster: Cluster, tmp_path: Path, snaps
         assert target.states() == [expected] * 3
 
 
+def test_lost_chunk_results_resume_from_what_the_cluster_holds(
+    cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PySyncObj before 0.3.17 can lose a command's result (its callback is never called) across a
+    leader change. A restore without a timeout once waited for a lost window's results for good,
+    long after its lease had run out. Here the callbacks of chunks 3 to 40 are dropped (the
+    chunks themselves are replicated): the round falls silent, the cluster is asked how many
+    chunks it holds, sending resumes from there, and the restore completes."""
+    _fill(cluster, 5, "source")
+    _save(cluster, tmp_path / "small.snap")
+    _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
+    monkeypatch.setattr(chunks, "SILENCE_SECONDS", 1.0)
+    chunk = SnapshotSupport.chunk
+    dropped: list[int] = []
+
+    def losing_chunk(self: SnapshotSupport, rid: str, seq: int, *args: Any,
+                     **replicated_call: Any) -> Any:
+        if 3 <= seq <= 40 and seq not in dropped:
+            dropped.append(seq)
+            replicated_call["callback"] = lambda result, error: None
+        return chunk(self, rid, seq, *args, **replicated_call)
+
+    monkeypatch.setattr(SnapshotSupport, "chunk", losing_chunk)
+    with running_cluster(3, consumers=lambda: default_consumers("log")) as target:
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger=chunks.__name__):
+            rsp.restore(target.leader(), tmp_path / "s.snap")
+        took = time.monotonic() - started
+        states = target.states()
+    assert dropped == list(range(3, 41))
+    assert "no result for" in caplog.text and "resuming at chunk" in caplog.text
+    assert all(len(s["extra"]["big"]) == 3_000_000 for s in states)
+    assert took < 30, took  # the silence bound (1 s here) and a resume, not a wait for good
+
+
 def _slow_member(monkeypatch: pytest.MonkeyPatch, node: Bank, seconds: float) -> None:
     """``node`` takes ``seconds`` longer to decode a restored state. Patched on the class: an
     attribute of the consumer itself would be part of its state, which PySyncObj pickles."""
@@ -305,7 +341,7 @@ def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, 
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
     before = other_cluster.states()
     if transport == "log":
-        monkeypatch.setattr(restore_module, "WINDOW", 1)  # slow enough to run out of time
+        monkeypatch.setattr(chunks, "WINDOW", 1)  # slow enough to run out of time
     else:  # one member takes 2 s to decode its copy: the others hold theirs, nobody applies
         _slow_member(monkeypatch, other_cluster.follower(), 2.0)
     with pytest.raises(SnapshotTimeoutError):
@@ -332,7 +368,7 @@ def test_chunks_stay_under_the_batch_size(cluster: Cluster) -> None:
     from pysyncobj import pickle as pso_pickle
 
     node = cluster.leader()
-    step = restore_module.chunk_chars(node)
+    step = chunks.chunk_chars(node)
     command = 1 + len(pso_pickle.dumps((12, ("f" * 32, 10**6, "A" * step, time.time()))))
     assert command < node.conf.appendEntriesBatchSizeBytes
     assert step > node.conf.appendEntriesBatchSizeBytes // 2
@@ -452,11 +488,11 @@ def test_direct_transfer_keeps_the_bytes_out_of_the_log(
     states = other_cluster.states()
     assert all(len(s["extra"]["big"]) == 2_000_000 for s in states)
     entries = other_cluster.leader().raftCommitIndex - entries_before
-    chunks = 2_000_000 * 4 // 3 // restore_module.chunk_chars(leader)
+    sent = 2_000_000 * 4 // 3 // chunks.chunk_chars(leader)
     if transport == "direct":
         assert entries <= 4  # begin, commit (and a no-op should the leader change)
     else:
-        assert entries >= chunks + 2
+        assert entries >= sent + 2
 
 
 @pytest.mark.parametrize("transport", ["direct"], indirect=True)

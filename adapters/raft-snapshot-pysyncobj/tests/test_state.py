@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import subprocess
+import time
 import tracemalloc
 from collections import OrderedDict, defaultdict, deque
 from datetime import datetime, timedelta, timezone
@@ -17,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from raft_snapshot_pysyncobj import state as state_module
 from raft_snapshot_pysyncobj.state import (
     UnsafePickleError,
     alloc_budget,
@@ -174,10 +176,21 @@ class _SeesCollector:
         self.collecting = gc.isenabled()
 
 
+def _no_other_loads(seconds: float = 60.0) -> None:
+    """Wait until no load runs in this process: the collector stays paused while any does, and in
+    a full run an earlier test's restore stage (a 16 MB state, a thread of its own) was still
+    decoding when this test began, so the collector was rightly still off after its load."""
+    deadline = time.monotonic() + seconds
+    while state_module._gc_pausers:
+        assert time.monotonic() < deadline, "another load in this process did not end"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
 @pytest.mark.parametrize("unsafe", [False, True], ids=["restricted", "unrestricted"])
 def test_the_collector_pauses_while_loading(enabled: bool, unsafe: bool) -> None:
     raw = _state([_SeesCollector(), {"rows": [(i, str(i)) for i in range(100)]}])
+    _no_other_loads()
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
