@@ -36,6 +36,10 @@ in its own process on 127.0.0.1, one per test module, for tests of agents that s
 (``server.options()`` are the agent's ``storage_options``; :class:`S3Server` is also a context
 manager, for a server per test).
 
+A README walkthrough is tested as written with :func:`readme_blocks` (its ``bash`` blocks marked
+``<!-- recovery: NAME -->``) and :func:`run_walkthrough` (one shell, ``raft-snapshot`` and
+``python`` meaning the interpreter under test, whatever it started stopped after).
+
 The offline-restore flavour, for a backend that cannot restore a running cluster (etcd): set
 ``restore_is_offline = True``; ``snapshot_fresh_node`` is then a node object describing a cluster
 that does not run yet, which the adapter's restore builds (data dirs, files) without starting it.
@@ -67,6 +71,7 @@ import pytest
 
 from ._pitr_kit import ChangesConformance, snapshot_compact, snapshot_write
 from ._s3_server import S3Server
+from ._walkthrough import readme_blocks, run_walkthrough
 from .archive import read_archive
 from .errors import (
     ArchiveError,
@@ -99,6 +104,8 @@ __all__ = [
     "S3Server",
     "decode_memory_state",
     "encode_memory_state",
+    "readme_blocks",
+    "run_walkthrough",
     "snapshot_compact",
     "snapshot_manager",
     "snapshot_s3",

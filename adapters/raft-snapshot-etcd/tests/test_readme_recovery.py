@@ -6,11 +6,7 @@ names set to 127.0.0.1 ports and a temp folder; every key must be back."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +15,13 @@ from raft_snapshot_etcd import NewCluster
 from raft_snapshot_etcd.connect import cluster_from_url
 
 from raft_snapshot_plugin.agent import Agent
+from raft_snapshot_plugin.testing import readme_blocks, run_walkthrough
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def readme_blocks(backend: str) -> list[str]:
-    """The README's fenced blocks marked ``<!-- recovery: BACKEND -->``, in order."""
-    text = (ROOT / "README.md").read_text()
-    pattern = rf"<!-- recovery: {re.escape(backend)} -->\n```bash\n(.*?)```"
-    return re.findall(pattern, text, flags=re.DOTALL)
-
-
-
-def _cli_on_path(tmp_path: Path) -> str:
-    """A folder holding ``raft-snapshot`` for this interpreter, so the README's command runs the
-    code under test whichever environment runs the tests."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "raft-snapshot"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} -m raft_snapshot_plugin \"$@\"\n")
-    script.chmod(0o755)
-    return str(bin_dir)
-
-
 def test_readme_recovery_etcd(clusters: Clusters, s3: Any, tmp_path: Path) -> None:
-    blocks = readme_blocks("etcd")
+    blocks = readme_blocks(ROOT / "README.md", "etcd")
     assert len(blocks) == 4 and "restore-offline" in blocks[0]
     s3.create_bucket("backups")
     lost = clusters.new("lost")
@@ -62,33 +40,11 @@ def test_readme_recovery_etcd(clusters: Clusters, s3: Any, tmp_path: Path) -> No
 
     new = NewCluster.on_loopback(3, tmp_path / "unused")  # only its free ports
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAFT_SNAPSHOT_", "ETCDCTL_"))}
-    env.update(s3.env(), SNAPSHOTS="s3://backups/prod", RECOVERY=str(tmp_path / "recovery"),
-               PATH=f"{_cli_on_path(tmp_path)}:{env['PATH']}")
+    env.update(s3.env(), SNAPSHOTS="s3://backups/prod", RECOVERY=str(tmp_path / "recovery"))
     for i, member in enumerate(new.members, start=1):
         env[f"N{i}_PEER"], env[f"N{i}_CLIENT"] = member.peer_url, member.client_url
     (tmp_path / "recovery").mkdir()
-    shell = subprocess.Popen(["bash", "-euo", "pipefail", "-c", "\n".join(blocks)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             start_new_session=True)
-    try:
-        out, err = shell.communicate(timeout=240)
-        assert shell.returncode == 0, (out, err)
-        assert out.splitlines()[-1] == str(len(expected))  # the README's own count of the keys
+    with run_walkthrough(blocks, env, tmp_path / "bin") as done:
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        assert done.stdout.splitlines()[-1] == str(len(expected))  # the README's count of the keys
         assert new.cluster().items() == expected
-    finally:
-        _stop_group(shell.pid)
-
-
-def _stop_group(pgid: int) -> None:
-    """Stop what the README's shell started (its etcd members, in its process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        for _ in range(100):
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            subprocess.run(["sleep", "0.1"], check=False)
