@@ -73,9 +73,9 @@ def cli(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
 
 
 #: The command line as an operator's shell starts it: Ctrl-C (SIGINT) at Python's default. A
-#: child inherits ignored signals, and a full run of the tests once handed the command SIGINT and
-#: SIGQUIT ignored (/proc's SigIgn; as libc's system() sets them while it runs), so Ctrl-C tests
-#: saw no Ctrl-C.
+#: child inherits ignored signals, and CI handed the whole test run SIGINT and SIGQUIT ignored
+#: (/proc's SigIgn): a shell without job control starts a command run in the background (`cmd &`)
+#: that way, so the command under test saw no Ctrl-C.
 _AS_FROM_A_SHELL = [
     sys.executable, "-c",
     "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
