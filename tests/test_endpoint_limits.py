@@ -55,10 +55,11 @@ def server(cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpd
 def test_each_implementation_is_the_one_serving(server: SnapshotServer, http_impl: str) -> None:
     """``http="h11"`` really serves on h11 and asyncio's loop (else these tests would run the
     fast protocol twice); ``"auto"`` on httptools and uvloop where they are installed."""
-    from raft_snapshot_plugin import _server
+    from raft_snapshot_plugin._fast_protocol import FastProtocol
+    from raft_snapshot_plugin._http_bounds import BoundedH11Protocol
 
     fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
-    expected = _server.FastProtocol if fast else _server.BoundedH11Protocol
+    expected = FastProtocol if fast else BoundedH11Protocol
     assert server._server.config.http is expected
     with_uvloop = fast and importlib.util.find_spec("uvloop") is not None
     assert type(server.loop).__module__.split(".")[0] == ("uvloop" if with_uvloop else "asyncio")
