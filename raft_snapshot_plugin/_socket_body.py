@@ -61,6 +61,7 @@ class SocketBody:
         self._done = 0
         self._started = 0.0
         self._error: UploadBrokenError | None = None
+        self._abandoned = False  # the reader is done: a connection handed over goes back at once
 
     # --- the request's side (the event loop's thread) -------------------------------------------
 
@@ -80,11 +81,16 @@ class SocketBody:
         """Called by the server: the body is ``first``, then ``left`` bytes of ``sock`` (a
         duplicate, non-blocking as the loop keeps it); ``hand_back(n)`` returns the connection
         to the loop once ``n`` bytes of it were read here."""
-        selector = selectors.DefaultSelector()  # poll or epoll: descriptors may pass 1024
-        selector.register(sock, selectors.EVENT_READ)
-        self._first, self._sock, self._selector = first, sock, selector
-        self._left, self._hand_back = left, hand_back
-        self._ready.set()
+        with self._lock:
+            if self._abandoned:  # the restore failed before it read a byte (its temp file)
+                sock.close()
+                hand_back(0)
+                return
+            selector = selectors.DefaultSelector()  # poll or epoll: descriptors may pass 1024
+            selector.register(sock, selectors.EVENT_READ)
+            self._first, self._sock, self._selector = first, sock, selector
+            self._left, self._hand_back = left, hand_back
+            self._ready.set()
 
     def cancel(self) -> None:
         """The request ends before its body did (the server stops): the restore must not wait."""
@@ -148,6 +154,7 @@ class SocketBody:
         """The reader is done, whatever is left: the connection goes back to the loop, which
         drains or reads what follows as it does for a body read through ``receive()``."""
         with self._lock:
+            self._abandoned = True
             sock, self._sock = self._sock, None
             hand_back, self._hand_back = self._hand_back, None
             if sock is None:

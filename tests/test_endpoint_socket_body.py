@@ -198,3 +198,42 @@ def test_a_damaged_upload_is_still_verified_and_applies_nothing(
         assert response.status == 200
     finally:
         conn.close()
+
+
+def test_a_restore_that_fails_before_reading_gives_the_connection_back(
+    server: SnapshotServer, cluster: MemoryCluster, archive: bytes, tmp_path: Path,
+    private_tmpdir: Path,
+    monkeypatch: pytest.MonkeyPatch, http_impl: str, connects: list[int],
+) -> None:
+    """No temp folder: the restore fails before it reads the socket; the answer still comes
+    (the rest of the body drained by the loop), and the next upload is served."""
+    monkeypatch.setenv("RAFT_SNAPSHOT_TMPDIR", str(tmp_path / "missing"))
+    with socket.create_connection((server.host, server.port), timeout=20) as sock:
+        sock.sendall(_head(len(archive), "no-temp-folder-0001") + archive)
+        status, doc = _answer(sock)
+    assert status == 500 and "I/O error on the server" in str(doc["error"]), doc
+    monkeypatch.setenv("RAFT_SNAPSHOT_TMPDIR", str(private_tmpdir))
+    with socket.create_connection((server.host, server.port), timeout=20) as sock:
+        sock.sendall(_head(len(archive), "after-the-failure-01") + archive)
+        status, doc = _answer(sock)
+    assert status == 200, doc
+    assert cluster.nodes[0].data["big"] != "changed after the take"
+    assert len(connects) == (2 if _socket_path(http_impl) else 0)
+
+
+def test_tls_uploads_keep_the_receive_path(
+    cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpdir: Path,
+    archive: bytes, tmp_path: Path, connects: list[int],
+) -> None:
+    """On TLS the socket's bytes are not the body's: a large upload goes through receive()."""
+    from apps.tlscert import make_cert
+
+    from raft_snapshot_plugin.client import Client
+
+    cert, key = make_cert(tmp_path)
+    (tmp_path / "big.snap").write_bytes(archive)
+    with serve(cluster.nodes[0], token=TOKEN, manager=snapshot_manager, certfile=cert,
+               keyfile=key, max_upload_bytes=8 << 20) as running:
+        Client(running.url, TOKEN, ca_file=cert).restore(tmp_path / "big.snap")
+    assert cluster.nodes[0].data["big"] != "changed after the take"
+    assert connects == []
