@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
+from . import _socket_body
 from ._protocol import (
     PATH,
     RESTORE_ID_HEADER,
@@ -35,7 +36,7 @@ from ._protocol import (
     valid_restore_id,
 )
 from ._restores import Feed, RestoreJob, Restores, UploadBrokenError, status_for
-from ._socket_body import SocketBody, socket_body
+from ._socket_body import SocketBody
 from ._stream import ArchiveResponse, pump_body
 from .errors import (
     BackendNotFoundError,
@@ -171,7 +172,7 @@ class SnapshotApp:
                                                  "characters")
         # a large plain-HTTP upload on serve()'s server: the restore's thread reads the socket
         # itself (see _socket_body); any other through receive(), fed to it on the event loop
-        direct = socket_body(request.scope, length, config.io_timeout)
+        direct = _socket_body.socket_body(request.scope, length, config.io_timeout)
         source: Feed | SocketBody = direct if direct is not None else Feed(length)
         allow_incompatible = flag(request, "allow_incompatible")
 
