@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 
@@ -175,7 +176,9 @@ class FastProtocol(HttpToolsProtocol if HttpToolsProtocol is not None else objec
         self._parsed_body = 0
         if length is not None and length >= PASSTHROUGH_BYTES and not self.pipeline:
             self._raw_length = length  # past the parser once this feed_data() returns
-            if self.scheme == "http":  # TLS: the socket's bytes are not the body's
+            # not on TLS (the socket's bytes are not the body's), nor on Windows (a proactor
+            # loop's read already under way is not stopped by pausing the transport)
+            if self.scheme == "http" and sys.platform != "win32":
                 self.scope["extensions"] = {
                     **self.scope.get("extensions", {}), SOCKET_BODY: {"attach": self._attach}}
 

@@ -1,9 +1,10 @@
 """A large upload's body read by its restore's own thread, straight from the connection's socket.
 
 Through ``receive()`` every piece of an upload is read by the event loop's thread and handed to
-the restore's thread (a :class:`~._restores.Feed`); on a machine of few cores that thread's CPU
-and its hand-offs made a restore of 64 MiB slower than the standard library's server, whose
-request thread read the socket itself (bench/ENDPOINT.md). ``serve()``'s httptools protocol
+the restore's thread (a :class:`~._restores.Feed`): CPU and hand-offs that the standard library's
+server, whose request thread read the socket itself, did not spend. Read on the restore's own
+thread, a restore measured ~5% faster at 64 and 256 MiB on 2 vCPUs, with less CPU
+(bench/ENDPOINT.md, ``bench/socket_body_bench.py``). ``serve()``'s httptools protocol
 offers a large plain-HTTP body this way instead (the ASGI extension :data:`SOCKET_BODY`): once
 the application asks for it, the loop stops reading the connection, and the restore's thread
 reads what the loop had received, then the rest of the body from a duplicate of the socket. It
