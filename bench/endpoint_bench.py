@@ -168,7 +168,8 @@ def _load() -> list[float]:
 def bench(repos: Sequence[Path], size: int, runs: int, timeout: float,
           log: Any) -> list[dict[str, Any]]:
     """One summary per checkout in ``repos``, measured interleaved: each run does every path on
-    every checkout in turn, so that a busier minute of a shared machine falls on all of them."""
+    every checkout in turn (in the reverse order every other run), so that a busier minute of a
+    shared machine falls on all of them."""
     results: list[dict[str, list[dict[str, Any]]]] = [{path: [] for path in PATHS} for _ in repos]
     with tempfile.TemporaryDirectory(prefix="endpoint-bench-") as folder:
         work = Path(folder)
@@ -178,8 +179,14 @@ def bench(repos: Sequence[Path], size: int, runs: int, timeout: float,
                 (work / f"app-{number}" / "tmp").mkdir(parents=True)
                 apps.append(_App(repo, size, work / f"app-{number}" / "tmp"))
             for run in range(runs):
+                # the checkouts' order turns each run: the one that comes second ran right after
+                # the first one's restore, whose aftermath (freeing its state, its temp file
+                # deleted) slowed it, by 2-3% at 64 MiB and up to half at 256 MiB (ENDPOINT.md)
+                order = list(enumerate(zip(repos, apps, strict=True)))
+                if run % 2:
+                    order.reverse()
                 for path in PATHS:
-                    for number, (repo, app) in enumerate(zip(repos, apps, strict=True)):
+                    for number, (repo, app) in order:
                         own = work / f"app-{number}"
                         archive = own / ("in.snap" if "save" in path else "saved.snap")
                         args = {"archive": str(archive), "size": size, "url": app.url}

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
+from . import _socket_body
 from ._protocol import (
     PATH,
     RESTORE_ID_HEADER,
@@ -35,6 +36,7 @@ from ._protocol import (
     valid_restore_id,
 )
 from ._restores import Feed, RestoreJob, Restores, UploadBrokenError, status_for
+from ._socket_body import SocketBody
 from ._stream import ArchiveResponse, pump_body
 from .errors import (
     BackendNotFoundError,
@@ -168,24 +170,35 @@ class SnapshotApp:
         if not valid_restore_id(restore_id):
             return error(HTTPStatus.BAD_REQUEST, f"{RESTORE_ID_HEADER} must be 16 to 64 URL-safe "
                                                  "characters")
-        feed = Feed(length)
+        # a large plain-HTTP upload on serve()'s server: the restore's thread reads the socket
+        # itself (see _socket_body); any other through receive(), fed to it on the event loop
+        direct = _socket_body.socket_body(request.scope, length, config.io_timeout)
+        source: Feed | SocketBody = direct if direct is not None else Feed(length)
         allow_incompatible = flag(request, "allow_incompatible")
 
         def run() -> Any:
             try:
-                return restore(config.node, feed, backend=config.backend, timeout=config.timeout,
+                return restore(config.node, source, backend=config.backend, timeout=config.timeout,
                                verify_key=config.verify_key, allow_incompatible=allow_incompatible,
                                max_state_bytes=config.max_state_bytes, manager=config.manager)
             finally:
-                feed.abandon()
+                source.abandon()
 
         job = self.restores.start(restore_id, client_of(request), run, self._describe)
         if job is None:
             return error(HTTPStatus.CONFLICT, f"restore {restore_id} exists already: propose a new "
                                               f"{RESTORE_ID_HEADER}", headers={RESTORE_ID_HEADER: restore_id})
         # Only now is the body asked for (and 100 Continue sent). The restore reads it as it comes.
-        await pump_body(request.receive, feed, config.io_timeout)
-        await _ended(job)
+        if isinstance(source, Feed):
+            await pump_body(request.receive, source, config.io_timeout)
+        else:
+            source.start()
+        try:
+            await _ended(job)
+        except BaseException:  # cancelled (the server stops) while the body may still come
+            if isinstance(source, SocketBody):
+                source.cancel()
+            raise
         answer_headers = {RESTORE_ID_HEADER: restore_id}
         if job.result is not None:
             body = {**job.result.meta.to_dict(), "restore": job.result.to_dict()}

@@ -17,7 +17,8 @@ from ._restores import Feed, UploadBrokenError
 from .archive import CHUNK
 from .snapshot import Snapshot
 
-__all__ = ["MIN_UPLOAD_RATE", "RATE_GRACE_SECONDS", "ArchiveResponse", "pump_body"]
+__all__ = ["MIN_UPLOAD_RATE", "RATE_GRACE_SECONDS", "ArchiveResponse", "allowed_wait", "pump_body",
+           "too_slow"]
 
 log = logging.getLogger("raft_snapshot_plugin.endpoint")
 
@@ -27,7 +28,7 @@ MIN_UPLOAD_RATE = 16 << 10
 RATE_GRACE_SECONDS = 10.0
 
 
-def _allowed_wait(started: float, done: int, io_timeout: float) -> float:
+def allowed_wait(started: float, done: int, io_timeout: float) -> float:
     """Seconds the next piece of the body may take: ``io_timeout``, or less when the average rate
     would fall under ``MIN_UPLOAD_RATE`` sooner."""
     rate_deadline = max(RATE_GRACE_SECONDS, done / MIN_UPLOAD_RATE)
@@ -44,7 +45,7 @@ async def pump_body(receive: Receive, feed: Feed, io_timeout: float) -> None:
         # the event loop more than the piece's bytes do
         with anyio.CancelScope() as scope:
             while done < feed.length:
-                scope.deadline = anyio.current_time() + _allowed_wait(started, done, io_timeout)
+                scope.deadline = anyio.current_time() + allowed_wait(started, done, io_timeout)
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     feed.fail(UploadBrokenError(f"the upload broke off after {done} of "
@@ -59,7 +60,7 @@ async def pump_body(receive: Receive, feed: Feed, io_timeout: float) -> None:
                                                 "bytes"))
                     return
         if scope.cancelled_caught:
-            feed.fail(_too_slow(started, done, feed.length, io_timeout))
+            feed.fail(too_slow(started, done, feed.length, io_timeout))
             return
         feed.end()
     except BaseException:  # cancelled (the server stops): the restore must not wait for more
@@ -76,7 +77,7 @@ async def _hand_over(feed: Feed, body: bytes, scope: anyio.CancelScope) -> bool:
     return accepted is not None
 
 
-def _too_slow(started: float, done: int, length: int, io_timeout: float) -> UploadBrokenError:
+def too_slow(started: float, done: int, length: int, io_timeout: float) -> UploadBrokenError:
     elapsed = time.monotonic() - started
     if elapsed >= RATE_GRACE_SECONDS and done < MIN_UPLOAD_RATE * elapsed:
         return UploadBrokenError(f"the upload was dropped: {done} of {length} bytes in "

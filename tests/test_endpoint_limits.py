@@ -3,7 +3,7 @@ restore, slow and numerous clients bounded. Real sockets against a real server o
 
 Every test runs against both of ``serve()``'s HTTP implementations: httptools on uvloop (what the
 ``server`` extra installs) and h11 on asyncio's loop (the fallback without them), each with its
-own code for the bounds (``raft_snapshot_plugin._server``)."""
+own code for the bounds (``raft_snapshot_plugin._http_bounds``, ``_fast_protocol``)."""
 
 from __future__ import annotations
 
@@ -55,10 +55,12 @@ def server(cluster: MemoryCluster, snapshot_manager: PluginManager, private_tmpd
 def test_each_implementation_is_the_one_serving(server: SnapshotServer, http_impl: str) -> None:
     """``http="h11"`` really serves on h11 and asyncio's loop (else these tests would run the
     fast protocol twice); ``"auto"`` on httptools and uvloop where they are installed."""
-    from raft_snapshot_plugin import _server
+    from raft_snapshot_plugin._fast_protocol import FastProtocol
+    from raft_snapshot_plugin._http_bounds import BoundedH11Protocol
 
     fast = http_impl == "auto" and importlib.util.find_spec("httptools") is not None
-    assert server._server.config.http is (_server._FastProtocol if fast else _server._Protocol)
+    expected = FastProtocol if fast else BoundedH11Protocol
+    assert server._server.config.http is expected
     with_uvloop = fast and importlib.util.find_spec("uvloop") is not None
     assert type(server.loop).__module__.split(".")[0] == ("uvloop" if with_uvloop else "asyncio")
 
@@ -195,9 +197,9 @@ def _closed_by_server(sock: socket.socket) -> bool:
 def test_headers_that_trickle_are_dropped(
     server: SnapshotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from raft_snapshot_plugin import _server
+    from raft_snapshot_plugin import _http_bounds
 
-    monkeypatch.setattr(_server, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(_http_bounds, "HEADER_SECONDS", 0.5)
     sock = socket.create_connection((server.host, server.port), timeout=5)
     with sock:
         for piece in (f"GET {PATH} HTTP/1.1\r\n", "Host: x\r\n", "X-A: b\r\n", "X-C: d\r\n"):
