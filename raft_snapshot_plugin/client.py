@@ -39,12 +39,12 @@ from ._protocol import (
 )
 from ._restore_answers import RestoreStatus, read_applied, read_status
 from ._transfer import Progress, Upload, fsync_folder, opened
+from ._verifier import StreamVerifier
 from .archive import CHUNK
 from .errors import RemoteError, RestorePendingError
 from .meta import SnapshotMeta
 from .restored import RestoreResult
 from .seal import VerifyKey
-from .snapshot import verify
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "DEFAULT_WAIT", "Client", "Progress",
            "RestoreStatus", "new_restore_id"]
@@ -160,10 +160,11 @@ class Client:
     ) -> SnapshotMeta:
         """Download a fresh snapshot into ``path``; return its metadata.
 
-        The archive goes to ``<path>.<pid>.<random>.unverified`` first, is verified completely, and
-        is then renamed into place (mode 0600), as ``consul snapshot save`` does; on any failure the
-        ``.unverified`` file is removed and ``path`` is left as it was. One left by a killed process
-        is removed by the next save into the same folder.
+        The archive goes to ``<path>.<pid>.<random>.unverified`` first, is verified completely (as
+        its bytes arrive, in a thread beside the download), and is then renamed into place (mode
+        0600), as ``consul snapshot save`` does; on any failure the ``.unverified`` file is
+        removed and ``path`` is left as it was. One left by a killed process is removed by the
+        next save into the same folder.
 
         :param path: where to save the archive.
         :param stale: accept a snapshot from a node that is not the leader.
@@ -180,14 +181,14 @@ class Client:
                                  headers=self._headers(), extensions=self._extensions) as response:
                     if response.status_code != 200:
                         raise refusal(self.url, response, self._token is None)
-                    meta = self._download(response, out, partial, progress, verify_key)
+                    meta = self._download(response, out, progress, verify_key)
             except httpx.HTTPError as exc:
                 raise unreachable(self.url, exc) from exc
             replace_locked(out, partial, target)
         fsync_folder(os.path.dirname(os.path.abspath(target)))
         return meta
 
-    def _download(self, response: httpx.Response, out: IO[bytes], partial: str,
+    def _download(self, response: httpx.Response, out: IO[bytes],
                   progress: Progress | None, verify_key: VerifyKey | None) -> SnapshotMeta:
         total = content_length(response.headers.get("Content-Length"))
         if total is None:
@@ -196,20 +197,25 @@ class Client:
         done = 0
         if progress is not None:
             progress(0, total)
+        checker = StreamVerifier(verify_key=verify_key)  # checks the bytes as they arrive
         try:
-            for chunk in response.iter_raw():  # as they come: no re-chunking copies
-                out.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-        except httpx.HTTPError as exc:
-            raise unreachable(self.url, exc, during="the download") from exc
-        if done != total:
-            raise RemoteError(f"{self.url}: the download ended after {done} of {total} "
-                              "bytes", status=response.status_code, url=self.url)
+            try:
+                for chunk in response.iter_raw():  # as they come: no re-chunking copies
+                    out.write(chunk)
+                    checker.feed(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+            except httpx.HTTPError as exc:
+                raise unreachable(self.url, exc, during="the download") from exc
+            if done != total:
+                raise RemoteError(f"{self.url}: the download ended after {done} of {total} "
+                                  "bytes", status=response.status_code, url=self.url)
+            meta = checker.finish()
+        finally:
+            checker.abandon()
         out.flush()
         os.fsync(out.fileno())
-        meta = verify(partial, verify_key=verify_key)
         announced = response.headers.get("X-Raft-Index")
         if announced is not None and announced != str(meta.index):
             raise RemoteError(f"the endpoint announced index {announced} but sent a snapshot "
