@@ -18,8 +18,9 @@ from .meta import SnapshotMeta
 from .seal import VerifyKey
 from .snapshot import verify
 
-#: Pieces waiting for the checker at most: it holds up the download (not memory) when it lags.
-QUEUE_PIECES: Final = 64
+#: Pieces waiting for the checker at most (a download's are 1 MiB at most: 8 MiB held): when
+#: the check lags, it holds up the download, not memory.
+QUEUE_PIECES: Final = 8
 #: How often a feeder blocked on a full queue looks whether the checker has stopped.
 _POLL_SECONDS: Final = 0.5
 
@@ -106,11 +107,11 @@ class StreamVerifier:
             self._error = exc
 
     def read(self, size: int = -1, /) -> bytes:
-        """The checker's input: ``size`` bytes of what was fed (fewer only at the end), ``b""``
-        at the end. Pieces are joined up to ``size``: the reader decodes 1 MiB reads a fifth
-        faster than the socket's 64 KiB pieces."""
+        """The checker's input: ``size`` bytes of what was fed (fewer only at the end; without a
+        size, what is left of one piece), ``b""`` at the end. Pieces are joined up to ``size``:
+        the reader decodes 1 MiB reads a fifth faster than 64 KiB pieces."""
         parts: list[bytes] = []
-        wanted = size if size >= 0 else QUEUE_PIECES << 16
+        wanted = size if size >= 0 else 1  # no size: what is left of one piece
         while wanted > 0 and not self._ended:
             if self._offset >= len(self._piece):
                 piece = self._pieces.get()
@@ -121,7 +122,7 @@ class StreamVerifier:
                     break
                 self._piece, self._offset = piece, 0
             start = self._offset
-            end = min(len(self._piece), start + wanted)
+            end = len(self._piece) if size < 0 else min(len(self._piece), start + wanted)
             parts.append(self._piece if start == 0 and end == len(self._piece)
                          else self._piece[start:end])
             self._offset = end

@@ -25,6 +25,7 @@ from typing import IO
 import httpx
 
 from . import __version__
+from ._download import body_pieces
 from ._files import replace_locked, unverified_output
 from ._http_errors import not_an_endpoint, refusal, speaks_tls, transport_words, unreachable
 from ._protocol import (
@@ -200,7 +201,7 @@ class Client:
         checker = StreamVerifier(verify_key=verify_key)  # checks the bytes as they arrive
         try:
             try:
-                for chunk in response.iter_raw():  # as they come: no re-chunking copies
+                for chunk in body_pieces(response, total, self._timeouts[2]):
                     out.write(chunk)
                     checker.feed(chunk)
                     done += len(chunk)
