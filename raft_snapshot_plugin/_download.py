@@ -3,9 +3,9 @@
 httpx reads a body 64 KiB at a time (httpcore's fixed read size) and hands every piece through
 h11's buffer and several generator layers: for a snapshot, enough CPU to make a save through
 the endpoint slower than through the standard library's client (``bench/ENDPOINT.md``). httpx
-documents the ``network_stream`` response extension, the
-connection itself, for reading past its request/response model: past the first piece, the body
-is read from it directly, 1 MiB at a time.
+documents the ``network_stream`` response extension, the connection itself, for reading past
+its request/response model: past the first piece, the body is read from it directly, 1 MiB at
+a time.
 """
 
 from __future__ import annotations
