@@ -4,17 +4,26 @@ end counted by the caller."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from apps.tlscert import make_cert
 
+import raft_snapshot_plugin as rsp
+from raft_snapshot_plugin import client as client_module
 from raft_snapshot_plugin._download import READ_BYTES, body_pieces
+from raft_snapshot_plugin.client import Client
+from raft_snapshot_plugin.endpoint import serve
+from raft_snapshot_plugin.manager import PluginManager
+from raft_snapshot_plugin.memory import MemoryCluster
 
 BODY = os.urandom(6 << 20)
 
@@ -106,3 +115,27 @@ def test_a_body_that_fits_the_first_piece_ends_through_httpx() -> None:
 
     with raw_server(answer) as url:
         assert download(url) == [b"hello"]
+
+
+def test_a_large_save_over_tls_reads_past_httpx(
+    snapshot_manager: PluginManager, private_tmpdir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through ``serve()`` on TLS: the connection's reads give the decrypted body, whole."""
+    cluster = MemoryCluster(3, name="tls-download")
+    cluster.nodes[0].set("big", base64.b64encode(os.urandom(4 << 20)).decode())
+    sizes: list[int] = []
+
+    def counted(response: httpx.Response, total: int, io_timeout: float) -> Iterator[bytes]:
+        for piece in body_pieces(response, total, io_timeout):
+            sizes.append(len(piece))
+            yield piece
+
+    monkeypatch.setattr(client_module, "body_pieces", counted)
+    cert, key = make_cert(tmp_path)
+    with serve(cluster.nodes[0], token="t", manager=snapshot_manager, certfile=cert,
+               keyfile=key) as server:
+        meta = Client(server.url, "t", ca_file=cert).save(tmp_path / "s.snap")
+    assert meta == rsp.verify(tmp_path / "s.snap")
+    assert sum(sizes) == (tmp_path / "s.snap").stat().st_size > 4 << 20
+    assert len(sizes) > 1
