@@ -129,8 +129,8 @@ def atomic_output(target: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
 def unverified_output(target: str, *, buffering: int = -1) -> Iterator[tuple[IO[bytes], str]]:
     """Yield a locked file beside ``target`` for a download to wait in until it is verified, and
     its path; the caller renames it into place (while it is still open) or it is removed.
-    (Downloads write as the socket gives, in 64 KiB pieces: a large ``buffering`` writes them
-    in fewer, larger strides.)"""
+    (Downloads write pieces as the connection gives them, some small: a large ``buffering``
+    writes them in fewer, larger strides.)"""
     folder = os.path.dirname(os.path.abspath(target))
     remove_stale_unverified(folder)
     fd, path = _create_locked(folder, f"{os.path.basename(target)}.{os.getpid()}.", ".unverified")
