@@ -65,11 +65,8 @@ class StreamVerifier:
         """
         self._put(None)
         self._thread.join()
-        if self._error is not None:
-            raise self._error
+        self._raise_if_stopped()
         assert self._meta is not None
-        if not self._ended:  # the reader is strict about its end; this keeps that promise here
-            raise ArchiveError("gzip", "bytes after the end of the archive")
         return self._meta
 
     def abandon(self) -> None:
@@ -90,10 +87,12 @@ class StreamVerifier:
                 continue
 
     def _raise_if_stopped(self) -> None:
+        """Raise what ended the check, if it has ended short of a whole archive."""
         if not self._thread.is_alive():
             if self._error is not None:
                 raise self._error
-            if self._meta is not None:  # it ended before the input did
+            # the reader reads to the end; this keeps that promise should it ever stop short
+            if self._meta is not None and not self._ended:
                 raise ArchiveError("gzip", "bytes after the end of the archive")
 
     # --- the checker's side -----------------------------------------------------------------
