@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.client import Client
 from raft_snapshot_plugin.endpoint import serve
 
+from ._ports import free_ports
 from .support import SnapshotSupport
 
 __all__ = ["DemoStore", "demo_cluster", "free_ports", "run_demo"]
@@ -47,18 +47,6 @@ class DemoStore(SyncObj):  # type: ignore[misc]
     def put_many(self, items: dict[str, str]) -> int:
         self.data.update(items)
         return len(self.data)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` free TCP ports on 127.0.0.1 (free when asked: bind them soon)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @contextlib.contextmanager
