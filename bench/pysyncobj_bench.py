@@ -418,7 +418,7 @@ class Cluster:
     def __init__(self, ctx: Any, directory: str, build: int) -> None:
         self.ctx = ctx
         self.directory = directory
-        from raft_snapshot_pysyncobj.demo import free_ports
+        from raft_snapshot_plugin.ports import free_ports
 
         self.addresses = [f"127.0.0.1:{p}" for p in free_ports(3)]
         self.workers: list[Worker | None] = [

@@ -30,7 +30,6 @@ from typing import Any
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from raft_snapshot_pysyncobj import SnapshotSupport
-from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.replay import replay_state
 from raft_snapshot_pysyncobj.state import load_state
 
@@ -38,6 +37,7 @@ from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.changes import Change
 from raft_snapshot_plugin.manager import get_plugin_manager
 from raft_snapshot_plugin.operations import take
+from raft_snapshot_plugin.ports import free_ports
 
 
 class Ledger(SyncObj):  # type: ignore[misc]

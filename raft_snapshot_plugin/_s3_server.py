@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,23 +27,19 @@ import urllib.request
 from types import TracebackType
 from typing import Any
 
-__all__ = ["S3Server", "free_port"]
+from .ports import free_ports
+
+__all__ = ["S3Server"]
 
 ACCESS_KEY = "testing-key"
 SECRET_KEY = "testing-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class S3Server:
     """``python -m moto.server -H 127.0.0.1 -p PORT`` until :meth:`stop`."""
 
     def __init__(self, *, auth: bool = False, wait: float = 30.0, persist: bool = False) -> None:
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.wait = wait
         self._server_env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY,

@@ -368,9 +368,9 @@ def test_s3_failures_use_the_budget(
 ) -> None:
     clock = Clock()
     down = S3Server.__new__(S3Server)  # an endpoint where nothing listens: the server is down
-    from raft_snapshot_plugin._s3_server import free_port
+    from raft_snapshot_plugin.ports import free_ports
 
-    down.endpoint = f"http://127.0.0.1:{free_port()}"
+    down.endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
     cases = {
         "server down": ("s3://snapshots/x", down.options()),
         "no such bucket": ("s3://no-such-bucket/x", s3.options()),

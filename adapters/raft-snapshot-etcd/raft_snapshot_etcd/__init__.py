@@ -9,7 +9,7 @@ new cluster's data dirs from a verified archive and :func:`start_members` starts
 
 from __future__ import annotations
 
-from .cluster import EtcdCluster, EtcdMember, MemberLaunch, NewCluster, RestorePlan, free_port
+from .cluster import EtcdCluster, EtcdMember, MemberLaunch, NewCluster, RestorePlan
 from .errors import EtcdRpcError
 from .plugin import LiveRestoreRefusedError
 from .restore import BACKEND, STATE_FORMAT_PREFIX, EtcdProcesses, restore_data_dirs, start_members
@@ -27,7 +27,6 @@ __all__ = [
     "NewCluster",
     "RestorePlan",
     "SnapshotStatus",
-    "free_port",
     "restore_data_dirs",
     "snapshot_status",
     "start_members",

@@ -13,16 +13,16 @@ import dataclasses
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import Sequence
-from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from raft_snapshot_plugin.ports import free_ports
 
 if TYPE_CHECKING:  # gRPC is imported on the first connection, not with the plugin
     from ._client import Connection
 
-__all__ = ["EtcdCluster", "EtcdMember", "MemberLaunch", "NewCluster", "RestorePlan", "free_port"]
+__all__ = ["EtcdCluster", "EtcdMember", "MemberLaunch", "NewCluster", "RestorePlan"]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -176,15 +176,12 @@ class NewCluster:
         cluster_token: str | None = None, etcd: str = "etcd", extra_args: Sequence[str] = (),
     ) -> NewCluster:
         """``size`` members on 127.0.0.1, on free ports, named ``<name>-0`` ..."""
-        members = []
-        with ExitStack() as stack:  # hold every port until all are picked, so none repeats
-            for i in range(size):
-                peer = stack.enter_context(_free_socket())
-                client = stack.enter_context(_free_socket())
-                members.append(EtcdMember(
-                    f"{name}-{i}", f"http://127.0.0.1:{peer.getsockname()[1]}",
-                    f"http://127.0.0.1:{client.getsockname()[1]}",
-                ))
+        ports = iter(free_ports(2 * size))
+        members = [
+            EtcdMember(f"{name}-{i}", f"http://127.0.0.1:{next(ports)}",
+                       f"http://127.0.0.1:{next(ports)}")
+            for i in range(size)
+        ]
         return cls(tuple(members), Path(data_root),
                    cluster_token or f"{name}-{secrets.token_hex(6)}", etcd, tuple(extra_args))
 
@@ -219,18 +216,6 @@ class NewCluster:
             "--initial-cluster", self.initial_cluster, "--initial-cluster-token", self.cluster_token,
             "--initial-cluster-state", "new", *self.extra_args,
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with _free_socket() as sock:
-        return int(sock.getsockname()[1])
-
-
-def _free_socket() -> closing[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return closing(sock)
 
 
 def _bytes(value: str | bytes) -> bytes:

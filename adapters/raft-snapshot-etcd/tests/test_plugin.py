@@ -112,7 +112,7 @@ def test_planned_cluster_cannot_be_snapshotted(tmp_path: Path) -> None:
 
 
 def test_unreachable_cluster_fails_in_time(tmp_path: Path) -> None:
-    from raft_snapshot_etcd import free_port
+    from raft_snapshot_plugin.ports import free_ports
 
     with pytest.raises(rsp.BackendError, match=r"UNAVAILABLE|Status"):
-        rsp.take(EtcdCluster(f"http://127.0.0.1:{free_port()}", timeout=1.0))
+        rsp.take(EtcdCluster(f"http://127.0.0.1:{free_ports(1)[0]}", timeout=1.0))

@@ -21,11 +21,11 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin.client import Client
 from raft_snapshot_plugin.endpoint import serve
+from raft_snapshot_plugin.ports import free_ports
 
-from ._ports import free_ports
 from .support import SnapshotSupport
 
-__all__ = ["DemoStore", "demo_cluster", "free_ports", "run_demo"]
+__all__ = ["DemoStore", "demo_cluster", "run_demo"]
 
 _WAIT = 20.0
 

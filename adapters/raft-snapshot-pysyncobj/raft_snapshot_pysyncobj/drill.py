@@ -94,7 +94,7 @@ def _write_dump(path: Path, index: int, address: str, attributes: dict[str, Any]
 
 def _start(workdir: Path, index: int, attributes: dict[str, Any],
            consumers: list[tuple[str, dict[str, Any]]], wait: float) -> _DrillNode:
-    from .demo import free_ports
+    from raft_snapshot_plugin.ports import free_ports
 
     address = f"127.0.0.1:{free_ports(1)[0]}"
     dump = workdir / "node.dump"

@@ -12,8 +12,9 @@ from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
 from raft_snapshot_pysyncobj.applied import APPLY_WAIT
-from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.support import Transport
+
+from raft_snapshot_plugin.ports import free_ports
 
 WAIT = 20.0  # seconds any single wait in a test may last
 

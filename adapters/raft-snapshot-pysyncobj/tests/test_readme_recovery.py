@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raft_snapshot_pysyncobj.demo import demo_cluster, free_ports
+from raft_snapshot_pysyncobj.demo import demo_cluster
 from raft_snapshot_pysyncobj.state import load_state
 
 from raft_snapshot_plugin.agent import Agent
+from raft_snapshot_plugin.ports import free_ports
 from raft_snapshot_plugin.testing import readme_blocks, run_walkthrough
 from raft_snapshot_plugin.toolkit import open_verified
 

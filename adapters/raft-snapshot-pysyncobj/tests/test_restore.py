@@ -26,7 +26,6 @@ from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport, _node, chunks
 from raft_snapshot_pysyncobj import restore as restore_module
 from raft_snapshot_pysyncobj.appstate import capture_state
-from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.serving import Payload, PayloadServer
 from raft_snapshot_pysyncobj.state import dump_state, load_state
 from raft_snapshot_pysyncobj.support import Transport, find_support
@@ -35,6 +34,7 @@ import raft_snapshot_plugin as rsp
 from raft_snapshot_plugin import ArchiveError, BackendError
 from raft_snapshot_plugin.archive import read_archive
 from raft_snapshot_plugin.errors import IncompatibleArchiveError, SnapshotTimeoutError
+from raft_snapshot_plugin.ports import free_ports
 
 
 @pytest.fixture(params=["direct", "log"])

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from raft_snapshot_pysyncobj.demo import free_ports
 from raft_snapshot_pysyncobj.state import load_state
 
 from raft_snapshot_plugin.archive import read_archive
+from raft_snapshot_plugin.ports import free_ports
 
 NODE = Path(__file__).resolve().parent / "node.py"
 TOKEN = "fault-token"

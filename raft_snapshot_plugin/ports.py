@@ -1,4 +1,4 @@
-"""Free TCP ports on 127.0.0.1 for clusters that bind them a moment later.
+"""Free TCP ports on 127.0.0.1 for the local clusters of demos, drills and tests.
 
 A port the kernel picks with ``bind(("127.0.0.1", 0))`` comes from the range it also gives
 outgoing connections their local ports from. Between the pick and the bind, any process's

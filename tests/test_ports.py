@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from raft_snapshot_pysyncobj import _ports
-from raft_snapshot_pysyncobj.demo import free_ports
+
+from raft_snapshot_plugin import ports as ports_module
+from raft_snapshot_plugin.ports import free_ports
 
 
 def test_ports_are_distinct_across_calls_and_bindable() -> None:
@@ -28,8 +29,8 @@ def test_ports_lie_below_the_range_outgoing_connections_use() -> None:
 def test_a_port_something_holds_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.create_server(("127.0.0.1", 0)) as held:
         taken = held.getsockname()[1]
-        monkeypatch.setattr(_ports, "_slice", lambda: range(taken, taken + 1))
-        monkeypatch.setattr(_ports, "_given", set())
-        # The only candidate is held, so the kernel picks instead.
+        monkeypatch.setattr(ports_module, "_slice", lambda: range(taken, taken + 1))
+        monkeypatch.setattr(ports_module, "_given", set())
+        # The only candidate is held, so the kernel picks both.
         ports = free_ports(2)
     assert taken not in ports and len(set(ports)) == 2
