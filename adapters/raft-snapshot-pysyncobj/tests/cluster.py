@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence, Set
-from typing import Any
+from typing import Any, TypeVar
 
-from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport
 from raft_snapshot_pysyncobj.applied import APPLY_WAIT
+from raft_snapshot_pysyncobj.restore import FailReason
 from raft_snapshot_pysyncobj.support import Transport
 
 from raft_snapshot_plugin.ports import free_ports
 
+T = TypeVar("T")
+
 WAIT = 20.0  # seconds any single wait in a test may last
+
+#: What PySyncObj reports for a command it never applied: sent again, it cannot apply twice.
+#: (LEADER_CHANGED, for a command forwarded from a follower, and a timeout may mean either.)
+NEVER_APPLIED = frozenset({FailReason.QUEUE_FULL, FailReason.MISSING_LEADER,
+                           FailReason.DISCARDED, FailReason.NOT_LEADER})
 
 
 class Bank(SyncObj):  # type: ignore[misc]
@@ -94,6 +103,24 @@ class Cluster:
                     return node
             time.sleep(0.02)
         raise TimeoutError("no leader elected")
+
+    def commit(self, write: Callable[[Bank], T], timeout: float = WAIT) -> T:
+        """``write(leader)``, a ``sync=True`` call, through an election: a command the cluster
+        reports it never applied (a new leader discarded it, the node had stopped leading) is sent
+        again to whoever leads then, for up to ``timeout`` seconds.
+
+        On 2 shared cores a freshly elected leader is sometimes deposed moments later, and a
+        test's first writes failed with DISCARDED.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return write(self.leader(timeout=max(0.1, deadline - time.monotonic())))
+            except SyncObjException as exc:
+                if (getattr(exc, "errorCode", None) not in NEVER_APPLIED
+                        or time.monotonic() > deadline):
+                    raise
+            time.sleep(0.05)
 
     def follower(self) -> Bank:
         leader = self.leader()
@@ -225,6 +252,20 @@ class PacedLoad:
 
     def submit(self, leader: Bank, seq: int) -> None:
         raise NotImplementedError
+
+
+def fill(cluster: Cluster, writes: int, note: Any = None, *, start: int = 0) -> None:
+    """Commit transfers ``start`` to ``start + writes - 1`` through whichever node leads (then
+    ``note``, when given), and wait until every node has applied them."""
+    for seq in range(start, start + writes):
+        cluster.commit(functools.partial(_transfer, seq))
+    if note is not None:
+        cluster.commit(lambda leader: leader.put("note", note, sync=True, timeout=10))
+    cluster.converged()
+
+
+def _transfer(seq: int, leader: Bank) -> Any:
+    return leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
 
 
 def transfer_args(seq: int) -> tuple[str, str, int]:

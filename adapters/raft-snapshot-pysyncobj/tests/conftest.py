@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cluster import WAIT, Bank, Cluster, running_cluster, transfer_args, user_state
+from cluster import WAIT, Bank, Cluster, fill, running_cluster, user_state
 from raft_snapshot_pysyncobj._node import log_start
 from raft_snapshot_pysyncobj.support import find_support
 
@@ -35,17 +35,13 @@ def s3(snapshot_s3: S3Server) -> S3Server:
 
 @pytest.fixture
 def snapshot_node(cluster: Cluster) -> Bank:
-    leader = cluster.leader()
-    for seq in range(20):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
-    leader.put("note", {"text": "known state", "tags": {"a", "b"}}, sync=True, timeout=10)
-    cluster.converged()
-    return leader
+    fill(cluster, 20, {"text": "known state", "tags": {"a", "b"}})
+    return cluster.leader()
 
 
 @pytest.fixture
 def snapshot_fresh_node(other_cluster: Cluster) -> Bank:
-    other_cluster.leader().put("note", "the old state", sync=True, timeout=10)
+    other_cluster.commit(lambda leader: leader.put("note", "the old state", sync=True, timeout=10))
     other_cluster.converged()
     return other_cluster.follower()
 
@@ -68,10 +64,7 @@ def snapshot_write(cluster: Cluster) -> Callable[[Any, int], None]:
     """Commit ``count`` transfers through the node's cluster (the node leads)."""
 
     def write(node: Bank, count: int) -> None:
-        start = len(node.history)
-        for seq in range(start, start + count):
-            node.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
-        cluster.converged()
+        fill(cluster, count, start=len(node.history))
 
     return write
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster import Cluster, running_cluster, transfer_args, user_state
+from cluster import Cluster, fill, running_cluster, user_state
 
 import raft_snapshot_plugin as rsp
 
@@ -23,10 +23,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_restore_offline_a_new_cluster_from_the_command_line(cluster: Cluster, tmp_path: Path,
                                                   snapshot_tmpdir: Path) -> None:
+    fill(cluster, 10)
     leader = cluster.leader()
-    for seq in range(10):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
-    cluster.converged()
     with rsp.take(leader) as snap:
         snap.save(tmp_path / "s.snap")
         meta = snap.meta

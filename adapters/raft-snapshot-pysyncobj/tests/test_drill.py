@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cluster import WAIT, Cluster, transfer_args
+from cluster import WAIT, Cluster, fill
 from raft_snapshot_pysyncobj import STATE_FORMAT
 
 import raft_snapshot_plugin as rsp
@@ -19,11 +19,7 @@ from raft_snapshot_plugin.errors import StateRejectedError
 
 
 def _fill(cluster: Cluster) -> None:
-    leader = cluster.leader()
-    for seq in range(40):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=WAIT)
-    leader.put("note", {"text": "drilled", "tags": {"a", "b"}}, sync=True, timeout=WAIT)
-    cluster.converged()
+    fill(cluster, 40, {"text": "drilled", "tags": {"a", "b"}})
 
 
 def test_a_stored_snapshot_restores_in_a_drill(cluster: Cluster, tmp_path: Path) -> None:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import Bank, Cluster, default_consumers, running_cluster, transfer_args, user_state
+from cluster import (
+    Bank,
+    Cluster,
+    default_consumers,
+    fill,
+    running_cluster,
+    transfer_args,
+    user_state,
+)
 from pysyncobj.batteries import ReplCounter, ReplDict
 from raft_snapshot_pysyncobj import SnapshotSupport, _node, chunks
 from raft_snapshot_pysyncobj import restore as restore_module
@@ -56,14 +64,6 @@ def _support(node: Bank) -> SnapshotSupport:
     return support
 
 
-def _fill(cluster: Cluster, writes: int, note: str) -> None:
-    leader = cluster.leader()
-    for seq in range(writes):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
-    leader.put("note", note, sync=True, timeout=10)
-    cluster.converged()
-
-
 def _save(cluster: Cluster, path: Path) -> rsp.SnapshotMeta:
     with rsp.take(cluster.leader()) as snap:
         snap.save(path)
@@ -72,7 +72,7 @@ def _save(cluster: Cluster, path: Path) -> rsp.SnapshotMeta:
 
 def test_restore_into_a_fresh_running_cluster(cluster: Cluster, other_cluster: Cluster,
                                               tmp_path: Path, snapshot_tmpdir: Path) -> None:
-    _fill(cluster, 40, "source")
+    fill(cluster, 40, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     members_before = sorted(other_cluster.addresses)
@@ -102,7 +102,7 @@ def test_restore_with_a_follower_down_converges_when_it_returns(
         return [ReplCounter(), ReplDict(), SnapshotSupport(transport=transport, apply_wait=3.0)]
 
     with running_cluster(3, consumers=consumers) as cluster:
-        _fill(cluster, 25, "before")
+        fill(cluster, 25, "before")
         _save(cluster, tmp_path / "old.snap")
         old_state = cluster.states()[0]
         leader = cluster.leader()
@@ -130,8 +130,8 @@ def test_restore_with_a_follower_down_converges_when_it_returns(
 
 def test_bad_archives_change_nothing_anywhere(cluster: Cluster, other_cluster: Cluster,
                                              tmp_path: Path, snapshot_tmpdir: Path) -> None:
-    _fill(cluster, 10, "source")
-    _fill(other_cluster, 5, "target")
+    fill(cluster, 10, "source")
+    fill(other_cluster, 5, "target")
     before = other_cluster.states()
     meta = _save(cluster, tmp_path / "s.snap")
     raw = (tmp_path / "s.snap").read_bytes()
@@ -155,7 +155,7 @@ def test_bad_archives_change_nothing_anywhere(cluster: Cluster, other_cluster: C
 def test_consumers_must_match(tmp_path: Path, snapshot_tmpdir: Path) -> None:
     with running_cluster(3, consumers=lambda: [ReplCounter(), SnapshotSupport()]) as source, \
             running_cluster(3, consumers=lambda: [SnapshotSupport()]) as target:
-        _fill(source, 3, "x")
+        fill(source, 3, "x")
         _save(source, tmp_path / "s.snap")
         before = target.states()
         with pytest.raises(BackendError, match="consumers"):
@@ -166,7 +166,7 @@ def test_consumers_must_match(tmp_path: Path, snapshot_tmpdir: Path) -> None:
 def test_without_snapshot_support_the_error_says_what_to_add(tmp_path: Path,
                                                              snapshot_tmpdir: Path) -> None:
     with running_cluster(3, consumers=lambda: []) as plain:
-        _fill(plain, 3, "plain")
+        fill(plain, 3, "plain")
         _save(plain, tmp_path / "s.snap")
         with pytest.raises(BackendError, match=r"add raft_snapshot_pysyncobj\.SnapshotSupport\(\)"):
             rsp.restore(plain.leader(), tmp_path / "s.snap")
@@ -200,10 +200,10 @@ def test_abandoned_restore_is_invisible_blocks_then_expires(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
     transport: Transport,
 ) -> None:
-    _fill(cluster, 12, "source")
+    fill(cluster, 12, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
-    _fill(other_cluster, 4, "target")
+    fill(other_cluster, 4, "target")
     before = other_cluster.states()
     _begin_and_abandon(other_cluster, lease=2.0, transport=transport)
     assert other_cluster.states() == before  # nothing visible
@@ -226,7 +226,7 @@ def test_expired_restore_is_replaced_before_it_is_expired(
     transport: Transport, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A begin after the lease ran out wins even when the leader has not expired it yet."""
-    _fill(cluster, 6, "source")
+    fill(cluster, 6, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     monkeypatch.setattr(SnapshotSupport, "_watch_lease", lambda self, rid: None)  # no expire
@@ -242,7 +242,7 @@ def test_abandoned_restore_received_in_dumps_still_expires(
 ) -> None:
     """Every node restarted, one at a time, after the log was compacted past ``begin``: none
     applied it, each had the restore from a PySyncObj dump. The leader still expires it."""
-    _fill(other_cluster, 4, "target")
+    fill(other_cluster, 4, "target")
     before = other_cluster.states()
     monkeypatch.setattr(SnapshotSupport, "_watch_lease", lambda self, rid: None)
     _begin_and_abandon(other_cluster, lease=1.0, transport=transport)
@@ -266,7 +266,7 @@ def test_abandoned_restore_received_in_dumps_still_expires(
 def test_a_live_restore_renews_its_lease(cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Members slower than the lease: the restoring process renews it, nobody expires it."""
-    _fill(cluster, 6, "source")
+    fill(cluster, 6, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     monkeypatch.setattr(restore_module, "LEASE_SECONDS", 1.0)
@@ -285,7 +285,7 @@ def test_lost_chunk_results_resume_from_what_the_cluster_holds(
     long after its lease had run out. Here the callbacks of chunks 3 to 40 are dropped (the
     chunks themselves are replicated): the round falls silent, the cluster is asked how many
     chunks it holds, sending resumes from there, and the restore completes."""
-    _fill(cluster, 5, "source")
+    fill(cluster, 5, "source")
     _save(cluster, tmp_path / "small.snap")
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
     monkeypatch.setattr(chunks, "SILENCE_SECONDS", 1.0)
@@ -336,7 +336,7 @@ def _wait_for(condition: Any, timeout: float) -> None:
 def test_timeout_leaves_the_old_state(cluster: Cluster, other_cluster: Cluster, tmp_path: Path,
                                       snapshot_tmpdir: Path, monkeypatch: pytest.MonkeyPatch,
                                       transport: Transport) -> None:
-    _fill(cluster, 5, "source")
+    fill(cluster, 5, "source")
     _save(cluster, tmp_path / "small.snap")
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "s.snap", 3_000_000)
     before = other_cluster.states()
@@ -381,7 +381,7 @@ def test_restore_then_user_state_helper(cluster: Cluster) -> None:
 def test_large_incompressible_state_restores_everywhere(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path
 ) -> None:
-    _fill(cluster, 5, "source")
+    fill(cluster, 5, "source")
     _save(cluster, tmp_path / "small.snap")
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "big.snap", 4_000_000)
     started = time.monotonic()
@@ -412,7 +412,7 @@ def test_direct_ports_where_the_state_is_served(
     caplog: pytest.LogCaptureFixture, busy: int,
 ) -> None:
     """SnapshotSupport(direct_ports=...): the first free one serves; none free, the log does."""
-    _fill(cluster, 6, "source")
+    fill(cluster, 6, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     allowed = free_ports(2)
@@ -441,7 +441,7 @@ def test_the_restoring_node_decodes_its_own_copy_from_its_file(
 ) -> None:
     """Only the other members fetch the state over TCP; the restoring node's verdict and outcome
     come from its own copy, decoded from the file."""
-    _fill(cluster, 8, "source")
+    fill(cluster, 8, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     local: list[tuple[str, str]] = []
@@ -479,7 +479,7 @@ def test_direct_transfer_keeps_the_bytes_out_of_the_log(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
     transport: Transport,
 ) -> None:
-    _fill(cluster, 5, "source")
+    fill(cluster, 5, "source")
     _save(cluster, tmp_path / "small.snap")
     _with_big_attribute(tmp_path / "small.snap", tmp_path / "big.snap", 2_000_000)
     leader = other_cluster.leader()
@@ -500,7 +500,7 @@ def test_direct_transfer_damaged_in_transit_falls_back_to_the_log(
     cluster: Cluster, other_cluster: Cluster, tmp_path: Path, snapshot_tmpdir: Path,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _fill(cluster, 20, "source")
+    fill(cluster, 20, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
 
@@ -525,7 +525,7 @@ def test_node_restarted_after_a_direct_restore_catches_up(
     """The log holds no bytes of a direct restore: a node that restarts empty right after one
     gets the state from the payload server or, once the log is compacted past the commit, from
     the leader's PySyncObj dump."""
-    _fill(cluster, 30, "source")
+    fill(cluster, 30, "source")
     expected = cluster.states()[0]
     _save(cluster, tmp_path / "s.snap")
     rsp.restore(other_cluster.leader(), tmp_path / "s.snap", timeout=60)
@@ -555,7 +555,7 @@ def test_a_node_without_its_copy_stops_at_the_commit_rather_than_diverge(
 
     if tuple(int(p) for p in importlib.metadata.version("pysyncobj").split(".")[:3]) < (0, 3, 14):
         pytest.skip("PySyncObj < 0.3.14 ends the tick thread on an exception while applying")
-    _fill(other_cluster, 3, "target")
+    fill(other_cluster, 3, "target")
     before = other_cluster.states()
     leader = other_cluster.leader()
     attributes, consumers = _node.run_on_tick(leader, lambda: capture_state(leader), 10)
@@ -597,7 +597,7 @@ def test_consul_archive_put_to_a_pysyncobj_node_is_a_refusal(
     from raft_snapshot_plugin.errors import RemoteError
 
     consul = Path(__file__).resolve().parents[3] / "tests" / "data" / "consul" / "valid_small.snap"
-    _fill(cluster, 3, "source")
+    fill(cluster, 3, "source")
     before = cluster.states()
     with serve(cluster.leader(), token="t" * 16, timeout=30) as server, \
             pytest.raises(RemoteError) as info:

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from cluster import Cluster, running_cluster, transfer_args, user_state
+from cluster import Cluster, fill, running_cluster, transfer_args, user_state
 from raft_snapshot_pysyncobj import UnsafePickleError, seed
 
 import raft_snapshot_plugin as rsp
@@ -15,12 +15,8 @@ from raft_snapshot_plugin import ArchiveError
 
 
 def _archive(cluster: Cluster, path: Path) -> rsp.SnapshotMeta:
-    leader = cluster.leader()
-    for seq in range(30):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
-    leader.put("note", {"seeded": True}, sync=True, timeout=10)
-    cluster.converged()
-    with rsp.take(leader) as snap:
+    fill(cluster, 30, {"seeded": True})
+    with rsp.take(cluster.leader()) as snap:
         snap.save(path)
         return snap.meta
 
