@@ -3,13 +3,14 @@ attribute's or a ``ReplDict``'s entries one key each), from a real 3-node cluste
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-from cluster import WAIT, Cluster
+from cluster import WAIT, Bank, Cluster
 from pysyncobj.batteries import ReplDict
 from raft_snapshot_pysyncobj.state import describe_keys, dump_state
 
@@ -39,13 +40,17 @@ def test_describe_keys_groups_by_attribute_path() -> None:
     assert describe_keys(io.BytesIO(raw), len(raw), 3, "nothing") == {}
 
 
+def _set(key: str, value: str, leader: Bank) -> None:
+    kv = next(c for c in leader._SyncObj__consumers if isinstance(c, ReplDict))
+    kv.set(key, value, sync=True, timeout=WAIT)
+
+
 def test_inspect_detail_of_a_cluster_snapshot(cluster: Cluster, tmp_path: Path,
                                               snapshot_tmpdir: Path) -> None:
-    leader = cluster.leader()
-    kv = next(c for c in leader._SyncObj__consumers if isinstance(c, ReplDict))
     for i in range(12):
-        kv.set(f"{('users', 'orders')[i % 2]}/{i:03d}", f"value {i}", sync=True, timeout=WAIT)
+        cluster.commit(functools.partial(_set, f"{('users', 'orders')[i % 2]}/{i:03d}", f"value {i}"))
     cluster.converged()
+    leader = cluster.leader()
     with rsp.take(leader) as snap:
         snap.save(tmp_path / "p.snap")
     found = rsp.inspect(tmp_path / "p.snap", detail=(2, "ReplDict"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from a2wsgi import ASGIMiddleware
-from cluster import Cluster, running_cluster, transfer_args
+from cluster import Cluster, fill, running_cluster
 from flask import Flask
 from hosts import TOKEN, asgi_host, cli, remote, wsgi_host
 from starlette.applications import Starlette
@@ -30,15 +30,13 @@ def _own_route(base: str) -> str:
 
 def _round_trip(cluster: Cluster, addr: str, tmp_path: Path) -> None:
     """Save through ``addr``, change the state, restore through ``addr``: every node is back."""
-    leader = cluster.leader()
-    for seq in range(10):
-        leader.transfer(seq, *transfer_args(seq), sync=True, timeout=10)
+    fill(cluster, 10)
     before = cluster.states()
     archive = tmp_path / "host.snap"
     done = cli("save", str(archive), *remote(addr))
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert rsp.verify(archive).backend == "pysyncobj"
-    leader.put("note", "after the save", sync=True, timeout=10)
+    cluster.commit(lambda leader: leader.put("note", "after the save", sync=True, timeout=10))
     assert cluster.states() != before
     done = cli("restore", str(archive), *remote(addr))
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
