@@ -260,8 +260,13 @@ def fill(cluster: Cluster, writes: int, note: Any = None, *, start: int = 0) -> 
     for seq in range(start, start + writes):
         cluster.commit(functools.partial(_transfer, seq))
     if note is not None:
-        cluster.commit(lambda leader: leader.put("note", note, sync=True, timeout=10))
+        put_note(cluster, note)
     cluster.converged()
+
+
+def put_note(cluster: Cluster, note: Any) -> None:
+    """Commit ``note`` as the state's ``note`` attribute through whichever node leads."""
+    cluster.commit(lambda leader: leader.put("note", note, sync=True, timeout=10))
 
 
 def _transfer(seq: int, leader: Bank) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cluster import WAIT, Bank, Cluster, fill, running_cluster, user_state
+from cluster import WAIT, Bank, Cluster, fill, put_note, running_cluster, user_state
 from raft_snapshot_pysyncobj._node import log_start
 from raft_snapshot_pysyncobj.support import find_support
 
@@ -41,7 +41,7 @@ def snapshot_node(cluster: Cluster) -> Bank:
 
 @pytest.fixture
 def snapshot_fresh_node(other_cluster: Cluster) -> Bank:
-    other_cluster.commit(lambda leader: leader.put("note", "the old state", sync=True, timeout=10))
+    put_note(other_cluster, "the old state")
     other_cluster.converged()
     return other_cluster.follower()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from a2wsgi import ASGIMiddleware
-from cluster import Cluster, fill, running_cluster
+from cluster import Cluster, fill, put_note, running_cluster
 from flask import Flask
 from hosts import TOKEN, asgi_host, cli, remote, wsgi_host
 from starlette.applications import Starlette
@@ -36,7 +36,7 @@ def _round_trip(cluster: Cluster, addr: str, tmp_path: Path) -> None:
     done = cli("save", str(archive), *remote(addr))
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert rsp.verify(archive).backend == "pysyncobj"
-    cluster.commit(lambda leader: leader.put("note", "after the save", sync=True, timeout=10))
+    put_note(cluster, "after the save")
     assert cluster.states() != before
     done = cli("restore", str(archive), *remote(addr))
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
